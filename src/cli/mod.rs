@@ -1,0 +1,112 @@
+//! Command-line interface. Each subcommand's flags and handler live in their own file; this one
+//! only declares them, loads the configuration and sets up logging and threads.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod adapt;
+mod bench;
+mod embed;
+mod eval;
+mod index;
+mod search;
+mod serve;
+
+#[derive(Parser)]
+#[command(
+    name = "engine",
+    version,
+    about = "Dense retrieval with a Llama2Vec LLM encoder: embed, index, serve, adapt, evaluate.",
+    long_about = None
+)]
+pub struct Cli {
+    /// TOML file overlaid on configs/default.toml (only the keys it sets change).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Compute threads (0 = one per core); overrides model.threads.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// More log output (-v info, -vv debug); RUST_LOG also works.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Embed texts and print one JSON object per line: {"text", "embedding"}.
+    Embed(embed::EmbedArgs),
+    /// Print the model's architecture, parameter count, dims, vocabulary, pooling and device.
+    Info(embed::InfoArgs),
+    /// Embed a corpus (BEIR folder, JSONL or folder of .txt/.md) into a database.
+    Index(index::IndexArgs),
+    /// Delete documents (and their passages) from a database.
+    Delete(index::DeleteArgs),
+    /// Report recall@10 of the database's ANN index against an exact scan.
+    Check(index::CheckArgs),
+    /// Search a database and print JSON hits.
+    Search(search::SearchArgs),
+    /// Serve the HTTP API and the browser UI.
+    Serve(serve::ServeArgs),
+    /// Llama2Vec unsupervised adaptation (EBAE + EBAR) of a base LLM on raw text.
+    Adapt(adapt::AdaptArgs),
+    /// Contrastive (InfoNCE) fine-tuning of an encoder on query-passage pairs.
+    Finetune(adapt::FinetuneArgs),
+    /// BEIR-style evaluation: nDCG@10, MRR@10, Recall@10/100, MAP@100.
+    Eval(eval::EvalArgs),
+    /// Benchmarks: encoder speed, ANN build/QPS, serving, training step.
+    Bench(bench::BenchArgs),
+}
+
+/// Shared handle the subcommands get: the resolved configuration.
+pub struct Ctx {
+    pub config: engine::config::Config,
+}
+
+pub fn run() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let mut config = engine::config::Config::load(cli.config.as_deref())?;
+    if let Some(t) = cli.threads {
+        config.model.threads = t;
+    }
+    init_threads(config.model.threads);
+    let ctx = Ctx { config };
+    match cli.command {
+        Command::Embed(a) => embed::run_embed(&ctx, a),
+        Command::Info(a) => embed::run_info(&ctx, a),
+        Command::Index(a) => index::run_index(&ctx, a),
+        Command::Delete(a) => index::run_delete(&ctx, a),
+        Command::Check(a) => index::run_check(&ctx, a),
+        Command::Search(a) => search::run(&ctx, a),
+        Command::Serve(a) => serve::run(&ctx, a),
+        Command::Adapt(a) => adapt::run_adapt(&ctx, a),
+        Command::Finetune(a) => adapt::run_finetune(&ctx, a),
+        Command::Eval(a) => eval::run(&ctx, a),
+        Command::Bench(a) => bench::run(&ctx, a),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// candle's CPU matmuls and our own parallel loops both run on rayon's global pool.
+fn init_threads(threads: usize) {
+    let n = if threads == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        threads
+    };
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+}

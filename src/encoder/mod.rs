@@ -1,0 +1,55 @@
+//! The encoder: a Llama-architecture LLM turned into a text embedder with the Llama2Vec
+//! prompts (SELF for passages, NEXT for queries) and pooling over the special `<sN>` tokens.
+//!
+//! Layers: `gguf`/`hf` load weights and tokenizer, `model` is the differentiable Llama forward,
+//! `template` builds the prompted token sequences, `pooling` turns hidden states into vectors,
+//! and [`Encoder`] ties them together behind the [`Embed`] trait the rest of the engine uses.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// Whether a text is embedded as a query (NEXT template) or a passage (SELF template).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextKind {
+    Query,
+    Passage,
+}
+
+impl std::str::FromStr for TextKind {
+    type Err = crate::error::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "query" => Ok(TextKind::Query),
+            "passage" => Ok(TextKind::Passage),
+            other => Err(crate::error::Error::InvalidInput(format!(
+                "kind must be query or passage, got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Identifies an encoder exactly enough that vectors from two encoders with equal fingerprints
+/// are comparable. Stored in every index manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncoderFingerprint {
+    /// Hash of the model files (see `fingerprint::model_hash`).
+    pub model_hash: String,
+    pub pooling: String,
+    pub template: String,
+    pub dim: usize,
+}
+
+/// What the indexing pipeline, the server and evaluation need from an embedder. The real
+/// implementation is [`Encoder`]; tests may use smaller ones.
+pub trait Embed: Send + Sync {
+    /// Output dimension.
+    fn dim(&self) -> usize;
+    fn fingerprint(&self) -> EncoderFingerprint;
+    /// L2-normalised embeddings, one per text, in order.
+    fn embed(&self, texts: &[&str], kind: TextKind) -> Result<Vec<Vec<f32>>>;
+    /// Byte spans `(start, end)` of the tokens of `text` (no template), used to split long
+    /// documents into passages of a bounded number of tokens.
+    fn token_spans(&self, text: &str) -> Result<Vec<(usize, usize)>>;
+}

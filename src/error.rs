@@ -1,0 +1,65 @@
+//! The library's typed errors. The binary adds context with `anyhow`; the server maps each
+//! variant to an HTTP status (see `server::error`).
+
+use std::path::PathBuf;
+
+/// Every failure the library reports. Variants name the layer that failed so callers (CLI,
+/// HTTP) can decide how to present it without parsing messages.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller gave something unusable (empty text, bad flag value, unknown id format...).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// A document, file or key that was asked for does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A model folder or file is missing, malformed or of an unsupported architecture.
+    #[error("model {path}: {message}")]
+    Model { path: PathBuf, message: String },
+    /// Building or running the tokenizer failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// A corpus or dataset line could not be read.
+    #[error("{path}:{line}: {message}")]
+    Corpus { path: PathBuf, line: usize, message: String },
+    /// Configuration file or values are invalid.
+    #[error("config: {0}")]
+    Config(String),
+    /// The ANN index failed (build, search, persist).
+    #[error("index: {0}")]
+    Index(String),
+    /// The sled store failed or holds data that contradicts the request.
+    #[error("store: {0}")]
+    Store(String),
+    /// An existing database was built with another encoder than the one now loaded.
+    #[error("encoder mismatch: {0}")]
+    EncoderMismatch(String),
+    /// The lexical (BM25) index failed.
+    #[error("lexical index: {0}")]
+    Lexical(String),
+    /// Evaluation inputs (queries, qrels, runs) are unusable.
+    #[error("eval: {0}")]
+    Eval(String),
+    /// Training failed (bad data, diverged loss, checkpoint problems).
+    #[error("train: {0}")]
+    Train(String),
+    /// The server is at capacity; retry later.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Sled(#[from] sled::Error),
+}
+
+impl Error {
+    pub fn model(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Model { path: path.into(), message: message.into() }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
