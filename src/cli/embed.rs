@@ -2,8 +2,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use std::io::Write;
+
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use engine::encoder::{Embed, Encoder, TextKind};
 
 use super::Ctx;
 
@@ -41,10 +44,111 @@ pub struct InfoArgs {
     pub device: Option<String>,
 }
 
-pub fn run_embed(_ctx: &Ctx, _args: EmbedArgs) -> Result<()> {
-    anyhow::bail!("embed: not implemented yet")
+/// Applies the CLI overrides shared by every command that loads an encoder.
+pub fn encoder_config(
+    ctx: &Ctx,
+    model: Option<&std::path::Path>,
+    pooling: Option<&str>,
+    template: Option<&str>,
+    device: Option<&str>,
+) -> engine::config::Config {
+    let mut cfg = ctx.config.clone();
+    if let Some(m) = model {
+        cfg.model.path = m.to_path_buf();
+    }
+    if let Some(p) = pooling {
+        cfg.encoder.pooling = p.to_string();
+    }
+    if let Some(t) = template {
+        cfg.encoder.template = t.to_string();
+    }
+    if let Some(d) = device {
+        cfg.model.device = d.to_string();
+    }
+    cfg
 }
 
-pub fn run_info(_ctx: &Ctx, _args: InfoArgs) -> Result<()> {
-    anyhow::bail!("info: not implemented yet")
+/// Loads the encoder a command's flags name.
+pub fn load_encoder(cfg: &engine::config::Config) -> Result<Encoder> {
+    Encoder::from_config(cfg)
+        .with_context(|| format!("loading the encoder from {}", cfg.model.path.display()))
+}
+
+/// One output line of `engine embed` (a struct so "text" comes before "embedding").
+#[derive(serde::Serialize)]
+struct EmbeddingLine<'a> {
+    text: &'a str,
+    embedding: &'a [f32],
+}
+
+pub fn run_embed(ctx: &Ctx, args: EmbedArgs) -> Result<()> {
+    let kind: TextKind = args.kind.parse()?;
+    let mut texts = args.texts;
+    if let Some(file) = &args.file {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not valid UTF-8 (at byte {})",
+                file.display(),
+                e.utf8_error().valid_up_to()
+            )
+        })?;
+        texts.extend(text.lines().filter(|l| !l.trim().is_empty()).map(String::from));
+    }
+    if texts.is_empty() {
+        bail!("nothing to embed: give TEXT arguments or --file");
+    }
+    let cfg = encoder_config(
+        ctx,
+        args.model.as_deref(),
+        args.pooling.as_deref(),
+        args.template.as_deref(),
+        args.device.as_deref(),
+    );
+    let encoder = load_encoder(&cfg)?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let vectors = encoder.embed(&refs, kind)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for (text, v) in texts.iter().zip(vectors) {
+        serde_json::to_writer(&mut out, &EmbeddingLine { text, embedding: &v })?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+pub fn run_info(ctx: &Ctx, args: InfoArgs) -> Result<()> {
+    let cfg = encoder_config(ctx, args.model.as_deref(), None, None, args.device.as_deref());
+    let encoder = load_encoder(&cfg)?;
+    let m = encoder.model();
+    let c = &m.config;
+    let info = serde_json::json!({
+        "path": encoder.source(),
+        "format": format!("{:?}", encoder.format()),
+        "architecture": "llama",
+        "parameters": m.num_params(),
+        "non_embedding_parameters": c.non_embedding_params(),
+        "hidden_size": c.hidden_size,
+        "intermediate_size": c.intermediate_size,
+        "layers": c.num_hidden_layers,
+        "attention_heads": c.num_attention_heads,
+        "kv_heads": c.num_key_value_heads,
+        "head_dim": c.head_dim(),
+        "vocab_size": c.vocab_size,
+        "special_tokens_added": encoder.tokenizer().added_special(),
+        "special_token_ids": encoder.tokenizer().special_ids(),
+        "rope_theta": c.rope_theta,
+        "rms_norm_eps": c.rms_norm_eps,
+        "context_length": c.max_position_embeddings,
+        "tied_embeddings": c.tie_word_embeddings,
+        "embedding_dim": encoder.dim(),
+        "pooling": encoder.options().pooling.as_str(),
+        "template": encoder.options().template.as_str(),
+        "padding": encoder.options().padding.as_str(),
+        "dtype": format!("{:?}", m.dtype()).to_lowercase(),
+        "device": if m.device().is_cuda() { "cuda" } else { "cpu" },
+        "fingerprint": encoder.fingerprint(),
+    });
+    println!("{}", serde_json::to_string_pretty(&info)?);
+    Ok(())
 }

@@ -2,12 +2,23 @@
 //! prompts (SELF for passages, NEXT for queries) and pooling over the special `<sN>` tokens.
 //!
 //! Layers: `gguf`/`hf` load weights and tokenizer, `model` is the differentiable Llama forward,
-//! `template` builds the prompted token sequences, `pooling` turns hidden states into vectors,
+//! `template` builds the prompted token sequences and pools hidden states into vectors,
 //! and [`Encoder`] ties them together behind the [`Embed`] trait the rest of the engine uses.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+
+pub mod gguf;
+pub mod hf;
+pub mod model;
+pub mod template;
+pub mod testing;
+mod text_encoder;
+pub mod tokenizer;
+
+pub use template::{Padding, Pooling, Prepared, Template};
+pub use text_encoder::{parse_device, parse_dtype, Encoder, EncoderOptions, ModelFormat};
 
 /// Whether a text is embedded as a query (NEXT template) or a passage (SELF template).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -52,47 +63,4 @@ pub trait Embed: Send + Sync {
     /// Byte spans `(start, end)` of the tokens of `text` (no template), used to split long
     /// documents into passages of a bounded number of tokens.
     fn token_spans(&self, text: &str) -> Result<Vec<(usize, usize)>>;
-}
-
-/// The Llama2Vec text encoder (in progress: real implementation lands with the encoder issue).
-pub struct Encoder {
-    _private: (),
-}
-
-impl Encoder {
-    /// Loads the model named by `config.model.path` with the `[encoder]` settings.
-    pub fn from_config(_config: &crate::config::Config) -> Result<Self> {
-        Err(crate::error::Error::InvalidInput("encoder not implemented yet".into()))
-    }
-}
-
-impl Embed for Encoder {
-    fn dim(&self) -> usize {
-        0
-    }
-    fn fingerprint(&self) -> EncoderFingerprint {
-        EncoderFingerprint {
-            model_hash: String::new(),
-            pooling: String::new(),
-            template: String::new(),
-            dim: 0,
-        }
-    }
-    fn embed(&self, _texts: &[&str], _kind: TextKind) -> Result<Vec<Vec<f32>>> {
-        Err(crate::error::Error::InvalidInput("encoder not implemented yet".into()))
-    }
-    fn token_spans(&self, _text: &str) -> Result<Vec<(usize, usize)>> {
-        Err(crate::error::Error::InvalidInput("encoder not implemented yet".into()))
-    }
-}
-
-/// Helpers for tests across the crate.
-pub mod testing {
-    use std::path::{Path, PathBuf};
-
-    /// Writes a tiny randomly initialised Llama (HF folder: config.json, model.safetensors,
-    /// tokenizer.json) into `dir` and returns its path. Deterministic for a given `seed`.
-    pub fn write_tiny_model(_dir: &Path, _seed: u64) -> crate::error::Result<PathBuf> {
-        Err(crate::error::Error::InvalidInput("tiny model not implemented yet".into()))
-    }
 }

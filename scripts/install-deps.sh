@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# System packages the build and the tests need: cmake + OpenBLAS for the bundled FAISS build,
+# Chromium and Node for the browser test. Installs only what is missing (needs root for apt).
+set -euo pipefail
+need=()
+command -v cmake >/dev/null || need+=(cmake)
+dpkg -s libopenblas-dev >/dev/null 2>&1 || need+=(libopenblas-dev)
+if [ "${ENGINE_SKIP_BROWSER:-0}" != 1 ]; then
+  command -v chromium >/dev/null || need+=(chromium)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if [ "${ENGINE_SKIP_BROWSER:-0}" != 1 ] && [ -f tests/browser/package.json ] && command -v npm >/dev/null; then
+  (cd tests/browser && npm ci --silent --no-audit --no-fund)
+fi

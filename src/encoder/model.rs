@@ -1,0 +1,443 @@
+//! A Llama decoder forward that returns the final-norm hidden state of every position.
+//!
+//! candle-transformers' Llama only yields last-position logits, and its quantized variant cannot
+//! be trained, so the engine carries its own forward. Two numerically equivalent paths exist:
+//! [`ForwardMode::Fast`] uses candle's fused kernels (rms_norm, rope, softmax_last_dim), which
+//! have no backward pass; [`ForwardMode::Differentiable`] composes the same maths from basic ops
+//! so gradients reach every weight. Tests check the two agree.
+//!
+//! Weights follow the Hugging Face layout (q/k rows in "rotate half" order); GGUF loading
+//! un-permutes llama.cpp's interleaved q/k rows so one RoPE variant serves both formats.
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// Large negative attention bias for masked pairs. Finite, so a fully masked row (a left-pad
+/// position) softmaxes to a uniform distribution instead of NaN.
+pub const MASK_VALUE: f32 = -1e9;
+
+/// Architecture hyper-parameters, in the vocabulary of Hugging Face's `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlamaConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub vocab_size: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+}
+
+impl LlamaConfig {
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Parameters excluding the token embedding (and an untied LM head): the per-token FLOP
+    /// count of a forward is about twice this.
+    pub fn non_embedding_params(&self) -> usize {
+        let h = self.hidden_size;
+        let kv = self.num_key_value_heads * self.head_dim();
+        let per_layer = h * h * 2 + h * kv * 2 + 3 * h * self.intermediate_size + 2 * h;
+        per_layer * self.num_hidden_layers + h
+    }
+}
+
+/// One transformer block's weights; matrices are `[out, in]` like `nn.Linear`.
+#[derive(Debug, Clone)]
+pub struct LayerWeights {
+    pub attn_norm: Tensor,
+    pub q: Tensor,
+    pub k: Tensor,
+    pub v: Tensor,
+    pub o: Tensor,
+    pub ffn_norm: Tensor,
+    pub gate: Tensor,
+    pub up: Tensor,
+    pub down: Tensor,
+}
+
+impl LayerWeights {
+    /// Hugging Face parameter names relative to `model.layers.N.`, paired with the tensor.
+    pub fn named(&self) -> [(&'static str, &Tensor); 9] {
+        [
+            ("input_layernorm.weight", &self.attn_norm),
+            ("self_attn.q_proj.weight", &self.q),
+            ("self_attn.k_proj.weight", &self.k),
+            ("self_attn.v_proj.weight", &self.v),
+            ("self_attn.o_proj.weight", &self.o),
+            ("post_attention_layernorm.weight", &self.ffn_norm),
+            ("mlp.gate_proj.weight", &self.gate),
+            ("mlp.up_proj.weight", &self.up),
+            ("mlp.down_proj.weight", &self.down),
+        ]
+    }
+
+    pub fn named_mut(&mut self) -> [(&'static str, &mut Tensor); 9] {
+        [
+            ("input_layernorm.weight", &mut self.attn_norm),
+            ("self_attn.q_proj.weight", &mut self.q),
+            ("self_attn.k_proj.weight", &mut self.k),
+            ("self_attn.v_proj.weight", &mut self.v),
+            ("self_attn.o_proj.weight", &mut self.o),
+            ("post_attention_layernorm.weight", &mut self.ffn_norm),
+            ("mlp.gate_proj.weight", &mut self.gate),
+            ("mlp.up_proj.weight", &mut self.up),
+            ("mlp.down_proj.weight", &mut self.down),
+        ]
+    }
+}
+
+/// All weights of the model. `lm_head` is `None` when tied to `embed` (SmolLM2).
+#[derive(Debug, Clone)]
+pub struct LlamaWeights {
+    pub embed: Tensor,
+    pub layers: Vec<LayerWeights>,
+    pub final_norm: Tensor,
+    pub lm_head: Option<Tensor>,
+}
+
+impl LlamaWeights {
+    /// Every tensor under its Hugging Face name (the safetensors layout written on save).
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed.clone())];
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (name, t) in layer.named() {
+                out.push((format!("model.layers.{i}.{name}"), t.clone()));
+            }
+        }
+        out.push(("model.norm.weight".into(), self.final_norm.clone()));
+        if let Some(head) = &self.lm_head {
+            out.push(("lm_head.weight".into(), head.clone()));
+        }
+        out
+    }
+
+    /// Mutable access to every tensor by name (used to swap in trainable `Var`s).
+    pub fn named_tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let mut out = vec![("model.embed_tokens.weight".to_string(), &mut self.embed)];
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            for (name, t) in layer.named_mut() {
+                out.push((format!("model.layers.{i}.{name}"), t));
+            }
+        }
+        out.push(("model.norm.weight".into(), &mut self.final_norm));
+        if let Some(head) = &mut self.lm_head {
+            out.push(("lm_head.weight".into(), head));
+        }
+        out
+    }
+
+    /// Appends `n` rows to the token embedding (and an untied LM head), each the mean of the
+    /// existing rows: a neutral start for newly added special tokens.
+    pub fn grow_vocab(&mut self, n: usize) -> Result<()> {
+        fn grow(t: &Tensor, n: usize) -> Result<Tensor> {
+            let mean = t.to_dtype(DType::F32)?.mean_keepdim(0)?.to_dtype(t.dtype())?;
+            let extra = mean.repeat((n, 1))?;
+            Ok(Tensor::cat(&[t, &extra], 0)?)
+        }
+        self.embed = grow(&self.embed, n)?;
+        if let Some(head) = &self.lm_head {
+            self.lm_head = Some(grow(head, n)?);
+        }
+        Ok(())
+    }
+}
+
+/// Which kernels the forward uses; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardMode {
+    Fast,
+    Differentiable,
+}
+
+/// A padded batch ready for [`Llama::forward`].
+#[derive(Debug, Clone)]
+pub struct BatchInputs {
+    /// `[B, T]` u32 token ids (pads included).
+    pub ids: Tensor,
+    /// `[B, T]` u32 RoPE positions (pads get any valid position).
+    pub positions: Tensor,
+    /// `[B, 1, T, T]` additive attention bias: 0 where query `i` may see key `j`, else
+    /// [`MASK_VALUE`].
+    pub bias: Tensor,
+}
+
+impl BatchInputs {
+    /// Builds inputs from per-row ids, positions and an `allowed(b, i, j)` predicate.
+    pub fn build(
+        ids: &[Vec<u32>],
+        positions: &[Vec<u32>],
+        allowed: impl Fn(usize, usize, usize) -> bool,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let b = ids.len();
+        let t = ids.first().map_or(0, |r| r.len());
+        let flat_ids: Vec<u32> = ids.iter().flatten().copied().collect();
+        let flat_pos: Vec<u32> = positions.iter().flatten().copied().collect();
+        let mut bias = vec![0f32; b * t * t];
+        for bi in 0..b {
+            for i in 0..t {
+                let row = &mut bias[(bi * t + i) * t..(bi * t + i + 1) * t];
+                for (j, v) in row.iter_mut().enumerate() {
+                    if !allowed(bi, i, j) {
+                        *v = MASK_VALUE;
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            ids: Tensor::from_vec(flat_ids, (b, t), device)?,
+            positions: Tensor::from_vec(flat_pos, (b, t), device)?,
+            bias: Tensor::from_vec(bias, (b, 1, t, t), device)?.to_dtype(dtype)?,
+        })
+    }
+
+    /// Causal attention restricted to real (non-pad) keys: the standard encoder batch.
+    pub fn causal(
+        ids: &[Vec<u32>],
+        positions: &[Vec<u32>],
+        valid: &[Vec<bool>],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::build(ids, positions, |b, i, j| j <= i && valid[b][j], dtype, device)
+    }
+}
+
+/// The model: configuration, weights and the RoPE frequency table.
+#[derive(Debug, Clone)]
+pub struct Llama {
+    pub config: LlamaConfig,
+    pub weights: LlamaWeights,
+    inv_freq: Vec<f32>,
+    device: Device,
+    dtype: DType,
+}
+
+impl Llama {
+    pub fn new(config: LlamaConfig, weights: LlamaWeights) -> Result<Self> {
+        let hd = config.head_dim();
+        let inv_freq = (0..hd / 2)
+            .map(|i| 1.0 / (config.rope_theta as f32).powf(2.0 * i as f32 / hd as f32))
+            .collect();
+        let device = weights.embed.device().clone();
+        let dtype = weights.embed.dtype();
+        Ok(Self { config, weights, inv_freq, device, dtype })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Total parameter count (embedding and LM head included).
+    pub fn num_params(&self) -> usize {
+        self.weights.named_tensors().iter().map(|(_, t)| t.elem_count()).sum()
+    }
+
+    /// `(cos, sin)` of shape `[B, T, head_dim/2]` for per-row positions.
+    fn rope_tables(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, t) = positions.dims2()?;
+        let inv = Tensor::new(self.inv_freq.as_slice(), &self.device)?;
+        let pos = positions.to_dtype(DType::F32)?.reshape((b, t, 1))?;
+        let freqs = pos.broadcast_mul(&inv.reshape((1, 1, inv.elem_count()))?)?;
+        Ok((freqs.cos()?.to_dtype(self.dtype)?, freqs.sin()?.to_dtype(self.dtype)?))
+    }
+
+    /// Final-norm hidden states `[B, T, hidden]` for a padded batch.
+    pub fn forward(&self, inputs: &BatchInputs, mode: ForwardMode) -> Result<Tensor> {
+        let (b, t) = inputs.ids.dims2()?;
+        let (cos, sin) = self.rope_tables(&inputs.positions)?;
+        let mut x = self.weights.embed.index_select(&inputs.ids.flatten_all()?, 0)?.reshape((
+            b,
+            t,
+            self.config.hidden_size,
+        ))?;
+        for layer in &self.weights.layers {
+            x = self.block(layer, &x, &cos, &sin, &inputs.bias, mode)?;
+        }
+        rms_norm(&x, &self.weights.final_norm, self.config.rms_norm_eps, mode)
+    }
+
+    /// Logits of the (possibly tied) LM head for hidden states `[.., hidden]`, in f32.
+    pub fn lm_logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let head = self.weights.lm_head.as_ref().unwrap_or(&self.weights.embed);
+        let h = hidden.to_dtype(self.dtype)?;
+        Ok(linear(&h, head)?.to_dtype(DType::F32)?)
+    }
+
+    fn block(
+        &self,
+        w: &LayerWeights,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        bias: &Tensor,
+        mode: ForwardMode,
+    ) -> Result<Tensor> {
+        let cfg = &self.config;
+        let (b, t, _) = x.dims3()?;
+        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
+
+        let h = rms_norm(x, &w.attn_norm, cfg.rms_norm_eps, mode)?;
+        let q = linear(&h, &w.q)?.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
+        let k = linear(&h, &w.k)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+        let v = linear(&h, &w.v)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?;
+        let q = rope(&q, cos, sin, mode)?;
+        let k = rope(&k, cos, sin, mode)?;
+        let (k, v) = (repeat_kv(&k, nh / nkv)?, repeat_kv(&v, nh / nkv)?);
+
+        let scale = 1.0 / (hd as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?;
+        let probs = match mode {
+            ForwardMode::Fast => candle_nn::ops::softmax_last_dim(&scores)?,
+            ForwardMode::Differentiable => candle_nn::ops::softmax(&scores, D::Minus1)?,
+        };
+        let attn = probs.matmul(&v.contiguous()?)?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        let x = (x + linear(&attn, &w.o)?)?;
+
+        let h = rms_norm(&x, &w.ffn_norm, cfg.rms_norm_eps, mode)?;
+        let gate = linear(&h, &w.gate)?;
+        let act = match mode {
+            ForwardMode::Fast => candle_nn::Activation::Silu.forward(&gate)?,
+            // x * sigmoid(x) from basic ops, so the backward pass is certain to exist.
+            ForwardMode::Differentiable => (&gate / (gate.neg()?.exp()? + 1.0)?)?,
+        };
+        let mlp = linear(&(act * linear(&h, &w.up)?)?, &w.down)?;
+        Ok((x + mlp)?)
+    }
+}
+
+/// `x @ w.T` with the batch dims flattened so the matmul is one large GEMM.
+pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let in_dim = *dims.last().unwrap_or(&0);
+    let rows: usize = dims[..dims.len() - 1].iter().product();
+    let out = x.reshape((rows, in_dim))?.matmul(&w.t()?)?;
+    let mut out_dims = dims;
+    let last = out_dims.len() - 1;
+    out_dims[last] = w.dim(0)?;
+    Ok(out.reshape(out_dims)?)
+}
+
+/// RMSNorm computed in f32 (bf16 squares lose too much), returned in the input dtype.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, mode: ForwardMode) -> Result<Tensor> {
+    match mode {
+        ForwardMode::Fast => Ok(candle_nn::ops::rms_norm(x, w, eps as f32)?),
+        ForwardMode::Differentiable => {
+            let dtype = x.dtype();
+            let xf = x.to_dtype(DType::F32)?;
+            let inv = (xf.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
+            let normed = xf.broadcast_mul(&inv)?.to_dtype(dtype)?;
+            Ok(normed.broadcast_mul(w)?)
+        }
+    }
+}
+
+/// "Rotate half" RoPE for `x: [B, H, T, D]` with per-row tables `[B, T, D/2]`.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, mode: ForwardMode) -> Result<Tensor> {
+    match mode {
+        ForwardMode::Fast => Ok(candle_nn::rotary_emb::rope(x, cos, sin)?),
+        ForwardMode::Differentiable => {
+            let half = x.dim(D::Minus1)? / 2;
+            let (cos, sin) = (cos.unsqueeze(1)?, sin.unsqueeze(1)?);
+            let x1 = x.narrow(D::Minus1, 0, half)?;
+            let x2 = x.narrow(D::Minus1, half, half)?;
+            let r1 = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
+            let r2 = (x2.broadcast_mul(&cos)? + x1.broadcast_mul(&sin)?)?;
+            Ok(Tensor::cat(&[r1, r2], D::Minus1)?)
+        }
+    }
+}
+
+/// Grouped-query attention: each kv head serves `n_rep` query heads.
+fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
+    if n_rep == 1 {
+        return Ok(x.clone());
+    }
+    let (b, nkv, t, hd) = x.dims4()?;
+    Ok(x.unsqueeze(2)?.broadcast_as((b, nkv, n_rep, t, hd))?.reshape((b, nkv * n_rep, t, hd))?)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    /// A tiny random model for unit tests (vocab 64, 2 layers, GQA 4/2 heads).
+    pub fn tiny(seed: u64) -> Llama {
+        let cfg = LlamaConfig {
+            hidden_size: 32,
+            intermediate_size: 48,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            vocab_size: 64,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10000.0,
+            max_position_embeddings: 256,
+            tie_word_embeddings: true,
+        };
+        crate::encoder::testing::random_llama(&cfg, seed, &Device::Cpu).unwrap()
+    }
+
+    fn batch(ids: &[Vec<u32>]) -> BatchInputs {
+        let positions: Vec<Vec<u32>> = ids.iter().map(|r| (0..r.len() as u32).collect()).collect();
+        let valid: Vec<Vec<bool>> = ids.iter().map(|r| vec![true; r.len()]).collect();
+        BatchInputs::causal(ids, &positions, &valid, DType::F32, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn fast_and_differentiable_forwards_agree() {
+        let m = tiny(1);
+        let inputs = batch(&[vec![1, 5, 9, 3, 7, 2], vec![4, 4, 8, 1, 0, 6]]);
+        let a = m.forward(&inputs, ForwardMode::Fast).unwrap();
+        let b = m.forward(&inputs, ForwardMode::Differentiable).unwrap();
+        let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-4, "max abs diff {diff}");
+    }
+
+    #[test]
+    fn causal_mask_hides_the_future() {
+        let m = tiny(2);
+        let a = m.forward(&batch(&[vec![1, 2, 3, 4]]), ForwardMode::Fast).unwrap();
+        let b = m.forward(&batch(&[vec![1, 2, 3, 9]]), ForwardMode::Fast).unwrap();
+        let first3 = |t: &Tensor| t.narrow(1, 0, 3).unwrap();
+        let d = (first3(&a) - first3(&b)).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
+        let last = |t: &Tensor| t.narrow(1, 3, 1).unwrap();
+        let d = (last(&a) - last(&b)).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() > 1e-4, "the changed token must matter");
+    }
+
+    /// Gradients must reach every weight through the differentiable path (the fused kernels
+    /// would silently stop them).
+    #[test]
+    fn gradients_reach_every_weight() {
+        let mut m = tiny(3);
+        let mut vars = Vec::new();
+        for (_, t) in m.weights.named_tensors_mut() {
+            let v = Var::from_tensor(t).unwrap();
+            *t = v.as_tensor().clone();
+            vars.push(v);
+        }
+        let h = m.forward(&batch(&[vec![1, 2, 3, 4, 5]]), ForwardMode::Differentiable).unwrap();
+        let loss = m.lm_logits(&h).unwrap().sqr().unwrap().mean_all().unwrap();
+        let grads = loss.backward().unwrap();
+        for v in &vars {
+            let g = grads.get(v.as_tensor()).expect("gradient for every weight");
+            let n = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(n > 0.0);
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! [`Encoder`]: model + tokenizer + template + pooling, the engine's text embedder.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use sha2::{Digest, Sha256};
+
+use super::model::{ForwardMode, Llama};
+use super::template::{self, Padding, Pooling, Prepared, Template};
+use super::tokenizer::LlmTokenizer;
+use super::{Embed, EncoderFingerprint, TextKind};
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// Inference settings, from the `[encoder]` config section.
+#[derive(Debug, Clone)]
+pub struct EncoderOptions {
+    pub pooling: Pooling,
+    pub template: Template,
+    pub padding: Padding,
+    pub max_query_tokens: usize,
+    pub max_passage_tokens: usize,
+    pub batch_size: usize,
+}
+
+impl EncoderOptions {
+    pub fn from_config(cfg: &Config) -> Result<Self> {
+        let e = &cfg.encoder;
+        if e.batch_size == 0 || e.max_query_tokens == 0 || e.max_passage_tokens == 0 {
+            return Err(Error::Config("encoder batch_size and max_*_tokens must be > 0".into()));
+        }
+        Ok(Self {
+            pooling: e.pooling.parse()?,
+            template: e.template.parse()?,
+            padding: e.padding.parse()?,
+            max_query_tokens: e.max_query_tokens,
+            max_passage_tokens: e.max_passage_tokens,
+            batch_size: e.batch_size,
+        })
+    }
+}
+
+/// Where the weights came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFormat {
+    Gguf,
+    HuggingFace,
+}
+
+/// `cpu`, `cuda` (needs the `cuda` feature) or `auto` (cuda when available).
+pub fn parse_device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(0).map_err(|e| {
+            Error::InvalidInput(format!(
+                "cannot use cuda ({e}); build with `--features cuda` on a machine with nvcc"
+            ))
+        }),
+        "auto" => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+        other => Err(Error::InvalidInput(format!("device must be cpu|cuda|auto, got {other:?}"))),
+    }
+}
+
+pub fn parse_dtype(name: &str) -> Result<DType> {
+    match name {
+        "f32" => Ok(DType::F32),
+        "bf16" => Ok(DType::BF16),
+        "f16" => Ok(DType::F16),
+        other => Err(Error::InvalidInput(format!("dtype must be f32|bf16|f16, got {other:?}"))),
+    }
+}
+
+/// The Llama2Vec text encoder.
+pub struct Encoder {
+    model: Llama,
+    tokenizer: LlmTokenizer,
+    options: EncoderOptions,
+    model_hash: String,
+    source: PathBuf,
+    format: ModelFormat,
+}
+
+impl Encoder {
+    /// Loads the model named by `config.model.path` with the `[encoder]` settings.
+    pub fn from_config(config: &Config) -> Result<Self> {
+        let device = parse_device(&config.model.device)?;
+        let dtype = parse_dtype(&config.model.dtype)?;
+        Self::load(&config.model.path, EncoderOptions::from_config(config)?, dtype, &device)
+    }
+
+    /// Loads a GGUF file or a Hugging Face folder.
+    pub fn load(
+        path: &Path,
+        options: EncoderOptions,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::model(
+                path,
+                "not found (run `scripts/setup.sh` to fetch the default model, or pass --model)",
+            ));
+        }
+        let (format, (config, weights, tokenizer)) = if path.is_dir() {
+            (ModelFormat::HuggingFace, super::hf::load(path, dtype, device)?)
+        } else {
+            (ModelFormat::Gguf, super::gguf::load(path, dtype, device)?)
+        };
+        let model_hash = model_hash(path)?;
+        let model = Llama::new(config, weights)?;
+        Ok(Self { model, tokenizer, options, model_hash, source: path.to_path_buf(), format })
+    }
+
+    /// Wraps an in-memory model (training, tests).
+    pub fn from_parts(
+        model: Llama,
+        tokenizer: LlmTokenizer,
+        options: EncoderOptions,
+        model_hash: String,
+    ) -> Self {
+        Self {
+            model,
+            tokenizer,
+            options,
+            model_hash,
+            source: PathBuf::new(),
+            format: ModelFormat::HuggingFace,
+        }
+    }
+
+    pub fn model(&self) -> &Llama {
+        &self.model
+    }
+
+    pub fn tokenizer(&self) -> &LlmTokenizer {
+        &self.tokenizer
+    }
+
+    pub fn options(&self) -> &EncoderOptions {
+        &self.options
+    }
+
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    pub fn format(&self) -> ModelFormat {
+        self.format
+    }
+
+    pub fn into_parts(self) -> (Llama, LlmTokenizer, EncoderOptions) {
+        (self.model, self.tokenizer, self.options)
+    }
+
+    fn max_tokens(&self, kind: TextKind) -> usize {
+        match kind {
+            TextKind::Query => self.options.max_query_tokens,
+            TextKind::Passage => self.options.max_passage_tokens,
+        }
+    }
+
+    /// Tokenizes one text with the configured template and pooling.
+    pub fn prepare(&self, text: &str, kind: TextKind) -> Result<Prepared> {
+        template::prepare(
+            &self.tokenizer,
+            text,
+            kind,
+            self.options.template,
+            self.options.pooling,
+            self.max_tokens(kind),
+        )
+    }
+
+    /// Embeds prepared texts as one padded batch (callers choose the grouping).
+    pub fn embed_batch(&self, items: &[&Prepared]) -> Result<Vec<Vec<f32>>> {
+        if items.is_empty() {
+            return Ok(vec![]);
+        }
+        let batch = template::pad_batch(
+            items,
+            self.tokenizer.pad_id(),
+            self.options.padding,
+            self.model.dtype(),
+            self.model.device(),
+        )?;
+        let hidden = self.model.forward(&batch.inputs, ForwardMode::Fast)?;
+        template::pool(&hidden, &batch.pool_weights)
+    }
+
+    /// Embeds prepared texts in length-sorted batches of `batch_size`, returning input order.
+    pub fn embed_prepared(&self, items: &[Prepared]) -> Result<Vec<Vec<f32>>> {
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(items[i].ids.len()));
+        let mut out = vec![Vec::new(); items.len()];
+        for chunk in order.chunks(self.options.batch_size) {
+            let group: Vec<&Prepared> = chunk.iter().map(|&i| &items[i]).collect();
+            for (&i, v) in chunk.iter().zip(self.embed_batch(&group)?) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Embed for Encoder {
+    fn dim(&self) -> usize {
+        self.model.config.hidden_size
+    }
+
+    fn fingerprint(&self) -> EncoderFingerprint {
+        EncoderFingerprint {
+            model_hash: self.model_hash.clone(),
+            pooling: self.options.pooling.as_str().into(),
+            template: self.options.template.as_str().into(),
+            dim: self.dim(),
+        }
+    }
+
+    fn embed(&self, texts: &[&str], kind: TextKind) -> Result<Vec<Vec<f32>>> {
+        let prepared = texts.iter().map(|t| self.prepare(t, kind)).collect::<Result<Vec<_>>>()?;
+        let truncated = prepared.iter().filter(|p| p.truncated).count();
+        if truncated > 0 {
+            tracing::warn!(
+                truncated,
+                max_tokens = self.max_tokens(kind),
+                "texts longer than the token limit were truncated"
+            );
+        }
+        self.embed_prepared(&prepared)
+    }
+
+    fn token_spans(&self, text: &str) -> Result<Vec<(usize, usize)>> {
+        Ok(self.tokenizer.encode_with_offsets(text)?.1)
+    }
+}
+
+/// A stable identity for model files. Files of many GB would take minutes to hash, so each
+/// file contributes its name, size and first and last 4 MiB: enough to tell checkpoints apart.
+pub fn model_hash(path: &Path) -> Result<String> {
+    const SAMPLE: u64 = 4 << 20;
+    let mut files: Vec<PathBuf> = if path.is_dir() {
+        std::fs::read_dir(path)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                name.ends_with(".safetensors") || name == "config.json" || name == "tokenizer.json"
+            })
+            .collect()
+    } else {
+        vec![path.to_path_buf()]
+    };
+    files.sort();
+    let mut h = Sha256::new();
+    let mut buf = Vec::new();
+    for f in files {
+        let mut file = std::fs::File::open(&f)?;
+        let len = file.metadata()?.len();
+        h.update(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        h.update(len.to_le_bytes());
+        buf.clear();
+        file.by_ref().take(SAMPLE).read_to_end(&mut buf)?;
+        h.update(&buf);
+        if len > 2 * SAMPLE {
+            file.seek(SeekFrom::Start(len - SAMPLE))?;
+            buf.clear();
+            file.take(SAMPLE).read_to_end(&mut buf)?;
+            h.update(&buf);
+        }
+    }
+    Ok(hex::encode(&h.finalize()[..16]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoder::testing::write_tiny_model;
+
+    fn options(pooling: Pooling, template: Template, padding: Padding) -> EncoderOptions {
+        EncoderOptions {
+            pooling,
+            template,
+            padding,
+            max_query_tokens: 64,
+            max_passage_tokens: 64,
+            batch_size: 8,
+        }
+    }
+
+    fn tiny(pooling: Pooling, padding: Padding) -> (tempfile::TempDir, Encoder) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_tiny_model(&dir.path().join("m"), 7).unwrap();
+        let enc = Encoder::load(
+            &path,
+            options(pooling, Template::Llama2Vec, padding),
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        (dir, enc)
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn embedding_is_independent_of_batch_company_and_padding_side() {
+        let texts = ["a", "a somewhat longer text here", "mid length text", "x y z w v u t s r q"];
+        for pooling in [Pooling::Llama2Vec, Pooling::Last, Pooling::Mean] {
+            let mut reference: Option<Vec<Vec<f32>>> = None;
+            for padding in [Padding::Left, Padding::Right] {
+                let (_d, enc) = tiny(pooling, padding);
+                let batched = enc.embed(&texts, TextKind::Passage).unwrap();
+                for (t, v) in texts.iter().zip(&batched) {
+                    let alone = enc.embed(&[t], TextKind::Passage).unwrap();
+                    let d = max_diff(&alone[0], v);
+                    assert!(d <= 1e-4, "{pooling:?} {padding:?} {t:?}: diff {d}");
+                    let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                    assert!((norm - 1.0).abs() < 1e-4);
+                }
+                if let Some(r) = &reference {
+                    for (a, b) in r.iter().zip(&batched) {
+                        assert!(max_diff(a, b) <= 1e-4, "left and right padding differ");
+                    }
+                }
+                reference = Some(batched);
+            }
+        }
+    }
+
+    /// Recomputes the pooled vector by hand from the hidden states at the special-token ids;
+    /// an off-by-one in the pooling positions would pool a prompt token and fail this.
+    #[test]
+    fn llama2vec_pooling_reads_exactly_the_special_positions() {
+        let (_d, enc) = tiny(Pooling::Llama2Vec, Padding::Left);
+        for kind in [TextKind::Passage, TextKind::Query] {
+            let p = enc.prepare("the quick brown fox", kind).unwrap();
+            let specials = template::special_ids(enc.tokenizer(), kind);
+            let positions: Vec<usize> =
+                (0..p.ids.len()).filter(|&i| specials.contains(&p.ids[i])).collect();
+            assert_eq!(positions.len(), 8);
+            assert_eq!(positions, p.pool);
+            let batch =
+                template::pad_batch(&[&p], 0, Padding::Left, DType::F32, &Device::Cpu).unwrap();
+            let hidden = enc.model().forward(&batch.inputs, ForwardMode::Fast).unwrap();
+            let rows = hidden.squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+            let mut mean = vec![0f32; rows[0].len()];
+            for &i in &positions {
+                for (m, x) in mean.iter_mut().zip(&rows[i]) {
+                    *m += x / 8.0;
+                }
+            }
+            let n = mean.iter().map(|x| x * x).sum::<f32>().sqrt();
+            mean.iter_mut().for_each(|x| *x /= n);
+            let got = enc.embed(&["the quick brown fox"], kind).unwrap();
+            assert!(max_diff(&got[0], &mean) < 1e-5);
+            // Shifting the window by one position gives a different vector.
+            let mut shifted = vec![0f32; rows[0].len()];
+            for &i in &positions {
+                for (m, x) in shifted.iter_mut().zip(&rows[i - 1]) {
+                    *m += x;
+                }
+            }
+            let n = shifted.iter().map(|x| x * x).sum::<f32>().sqrt();
+            shifted.iter_mut().for_each(|x| *x /= n);
+            assert!(max_diff(&got[0], &shifted) > 1e-3);
+        }
+    }
+
+    #[test]
+    fn query_and_passage_templates_differ() {
+        let (_d, enc) = tiny(Pooling::Llama2Vec, Padding::Left);
+        let q = enc.prepare("hello", TextKind::Query).unwrap();
+        let p = enc.prepare("hello", TextKind::Passage).unwrap();
+        assert_ne!(q.ids, p.ids);
+        assert_eq!(enc.tokenizer().added_special(), 16);
+        assert_eq!(enc.model().config.vocab_size, crate::encoder::testing::TINY_VOCAB + 16);
+    }
+
+    #[test]
+    fn bad_inputs_are_clear_errors() {
+        let (_d, enc) = tiny(Pooling::Llama2Vec, Padding::Left);
+        let err = enc.embed(&["  "], TextKind::Query).unwrap_err().to_string();
+        assert!(err.contains("empty"), "{err}");
+        let long = "word ".repeat(200);
+        let p = enc.prepare(&long, TextKind::Query).unwrap();
+        assert!(p.truncated);
+        assert_eq!(enc.embed(&[long.as_str()], TextKind::Query).unwrap().len(), 1);
+        let missing = Encoder::load(
+            Path::new("/nonexistent/model.gguf"),
+            options(Pooling::Mean, Template::None, Padding::Left),
+            DType::F32,
+            &Device::Cpu,
+        );
+        assert!(matches!(missing, Err(Error::Model { .. })));
+        let wrong = template::prepare(
+            enc.tokenizer(),
+            "x",
+            TextKind::Query,
+            Template::None,
+            Pooling::Llama2Vec,
+            8,
+        );
+        assert!(matches!(wrong, Err(Error::InvalidInput(_))));
+    }
+
+    #[test]
+    fn unsupported_architecture_and_bad_shapes_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_tiny_model(&dir.path().join("m"), 1).unwrap();
+        let cfg_path = path.join("config.json");
+        let original = std::fs::read_to_string(&cfg_path).unwrap();
+        std::fs::write(
+            &cfg_path,
+            original
+                .replace("\"llama\"", "\"gpt2\"")
+                .replace("LlamaForCausalLM", "GPT2LMHeadModel"),
+        )
+        .unwrap();
+        let opts = options(Pooling::Mean, Template::None, Padding::Left);
+        let err = Encoder::load(&path, opts.clone(), DType::F32, &Device::Cpu).err().unwrap();
+        assert!(err.to_string().contains("unsupported architecture"), "{err}");
+        std::fs::write(
+            &cfg_path,
+            original.replace("\"intermediate_size\": 128", "\"intermediate_size\": 96"),
+        )
+        .unwrap();
+        let err = Encoder::load(&path, opts, DType::F32, &Device::Cpu).err().unwrap();
+        assert!(err.to_string().contains("shape"), "{err}");
+    }
+}
