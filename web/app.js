@@ -220,6 +220,7 @@ async function runSearch(query, mode, { append = false } = {}) {
     if (e.name === 'AbortError') return;
     showError(e);
     if (!append) {
+      el.intro.hidden = true;
       shown.key = null;
       el.results.replaceChildren();
       el.summary.textContent = '';
@@ -292,7 +293,8 @@ async function showDocView(id) {
       const dt = document.createElement('dt');
       dt.textContent = k;
       const dd = document.createElement('dd');
-      dd.textContent = typeof v === 'string' ? v : JSON.stringify(v);
+      const flatList = Array.isArray(v) && v.every((x) => x === null || typeof x !== 'object');
+      dd.textContent = typeof v === 'string' ? v : flatList ? v.join(', ') : JSON.stringify(v);
       el.docMeta.append(dt, dd);
     }
     el.docMetaSection.hidden = meta.length === 0;
