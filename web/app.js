@@ -115,9 +115,12 @@ async function loadStatus() {
     parts.forEach(([k, v], i) => {
       if (v === undefined || v === null) return;
       if (i) el.status.append(' · ');
+      const item = document.createElement('span');
+      item.className = 'stat';
       const b = document.createElement('b');
       b.textContent = String(v);
-      el.status.append(b, ` ${k}`);
+      item.append(b, ` ${k}`);
+      el.status.append(item);
     });
     el.status.dataset.ready = 'true';
     if (Array.isArray(s.modes) && s.modes.length) renderModes(s.modes, currentMode());

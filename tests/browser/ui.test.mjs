@@ -7,7 +7,8 @@
 //               (and also run the mock-only checks: errors, escaping, paging, modes)
 // EXPECT_QUERY  query to type (required with ENGINE_URL)
 // EXPECT_ID     document id that must be among its results (unset: the first hit)
-// CHROMIUM      browser binary (default /usr/bin/chromium; the tests skip if it is missing)
+// CHROMIUM      browser binary (default /usr/bin/chromium; the tests skip if it is
+//               missing, or fail instead when REQUIRE_BROWSER=1)
 // SCREENSHOT    if set, a PNG of the results page is written there
 
 import { test, before, after } from 'node:test';
@@ -18,6 +19,7 @@ import { startMock } from './mock_server.mjs';
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const NO_BROWSER = existsSync(CHROMIUM) ? false : `no browser at ${CHROMIUM} (set CHROMIUM)`;
+if (NO_BROWSER && process.env.REQUIRE_BROWSER === '1') throw new Error(`REQUIRE_BROWSER=1 but ${NO_BROWSER}`);
 const USE_MOCK = !process.env.ENGINE_URL;
 const EXPECT_QUERY = process.env.EXPECT_QUERY || (USE_MOCK ? 'rust programming language' : '');
 const EXPECT_ID = process.env.EXPECT_ID || (USE_MOCK ? 'wiki/Rust_(programming_language)' : '');
