@@ -19,7 +19,8 @@ const el = {
 };
 
 // What the search view currently shows, so "back" from a document is instant.
-const shown = { key: null, query: '', mode: '', hits: [], ids: new Set(), exhausted: true, took: 0 };
+// `next` is the server offset of the next page (hits with an id already shown are skipped).
+const shown = { key: null, query: '', mode: '', hits: [], ids: new Set(), next: 0, took: 0 };
 let searchHash = '#/';   // last search route, target of the back link
 let cameFromSearch = false;
 let searchScroll = 0;
@@ -196,17 +197,19 @@ function renderSummary() {
 
 async function runSearch(query, mode, { append = false } = {}) {
   const ctrl = startRequest();
-  const offset = append ? shown.hits.length : 0;
+  const offset = append ? shown.next : 0;
   const qs = new URLSearchParams({ q: query, k: String(PAGE), mode, offset: String(offset) });
   el.more.disabled = true;
   try {
     const r = await api(`search?${qs}`, { signal: ctrl.signal });
     showError(null);
     if (!append) {
-      Object.assign(shown, { key: hashFor(query, mode), query, mode, hits: [], ids: new Set(), took: 0 });
+      Object.assign(shown, { key: hashFor(query, mode), query, mode, hits: [], ids: new Set(), next: 0 });
       el.results.replaceChildren();
     }
-    const hits = (r.hits || []).filter((h) => !shown.ids.has(h.id));
+    const page = Array.isArray(r.hits) ? r.hits : [];
+    const firstNew = shown.hits.length;
+    const hits = page.filter((h) => !shown.ids.has(h.id));
     for (const h of hits) {
       shown.ids.add(h.id);
       shown.hits.push(h);
@@ -214,11 +217,11 @@ async function runSearch(query, mode, { append = false } = {}) {
     }
     shown.took = typeof r.took_ms === 'number' ? r.took_ms : 0;
     shown.encoder = r.encoder;
-    shown.exhausted = (r.hits || []).length < PAGE || hits.length === 0;
+    shown.next = offset + page.length;
     el.intro.hidden = true;
-    el.more.hidden = shown.exhausted;
+    el.more.hidden = page.length < PAGE || hits.length === 0;
     renderSummary();
-    if (append && hits.length) el.results.children[offset]?.querySelector('a')?.focus();
+    if (append && hits.length) el.results.children[firstNew]?.querySelector('a')?.focus();
   } catch (e) {
     if (e.name === 'AbortError') return;
     showError(e);
