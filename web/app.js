@@ -1,0 +1,371 @@
+// engine web UI: search page + document page, routed on the URL hash.
+//   #/?q=TEXT&mode=MODE   search (the query lives in the URL: links, back/forward work)
+//   #/doc/ID              one document (ID is encodeURIComponent'd; may contain '/')
+// Server text only ever reaches the page through textContent / text nodes.
+
+import { highlightSegments } from './highlight.js';
+
+const PAGE = 10;
+const DEFAULT_MODES = ['dense', 'bm25', 'hybrid'];
+const $ = (id) => document.getElementById(id);
+
+const el = {
+  form: $('search-form'), q: $('q'), modes: $('modes'), progress: $('progress'),
+  error: $('error'), searchView: $('search-view'), summary: $('summary'),
+  intro: $('intro'), results: $('results'), more: $('more'),
+  docView: $('doc-view'), back: $('back'), docTitle: $('doc-title'), docId: $('doc-id'),
+  docText: $('doc-text'), docMetaSection: $('doc-meta-section'), docMeta: $('doc-meta'),
+  status: $('status'),
+};
+
+// What the search view currently shows, so "back" from a document is instant.
+// `next` is the server offset of the next page (hits with an id already shown are skipped).
+const shown = { key: null, query: '', mode: '', hits: [], ids: new Set(), next: 0, took: 0 };
+let searchHash = '#/';   // last search route, target of the back link
+let cameFromSearch = false;
+let searchScroll = 0;
+let inflight = null;     // AbortController of the running request
+
+// ---------- HTTP ----------
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function api(path, { signal } = {}) {
+  let res;
+  try {
+    res = await fetch(path, { headers: { Accept: 'application/json' }, signal });
+  } catch (e) {
+    if (e.name === 'AbortError') throw e;
+    throw new ApiError(0, 'network', 'Could not reach the server.');
+  }
+  let body = null;
+  try { body = await res.json(); } catch { /* not JSON */ }
+  if (!res.ok) {
+    const err = body && body.error;
+    const code = (err && err.code) || (res.status === 429 ? 'overloaded' : `http_${res.status}`);
+    let msg = (err && err.message) || res.statusText || 'Request failed.';
+    if (res.status === 429) msg = `The server is busy — please try again in a moment. (${msg})`;
+    throw new ApiError(res.status, code, msg);
+  }
+  if (body === null) throw new ApiError(res.status, 'bad_response', 'The server sent a reply that is not JSON.');
+  return body;
+}
+
+function startRequest() {
+  if (inflight) inflight.abort();
+  inflight = new AbortController();
+  el.progress.hidden = false;
+  document.body.setAttribute('aria-busy', 'true');
+  return inflight;
+}
+
+function endRequest(ctrl) {
+  if (inflight !== ctrl) return;
+  inflight = null;
+  el.progress.hidden = true;
+  document.body.removeAttribute('aria-busy');
+}
+
+function showError(e) {
+  if (!e) { el.error.hidden = true; el.error.textContent = ''; return; }
+  el.error.replaceChildren();
+  const strong = document.createElement('strong');
+  strong.textContent = e.status ? `Error ${e.status}` : 'Error';
+  const code = document.createElement('code');
+  code.textContent = e.code || 'error';
+  el.error.append(strong, ' ', code, document.createElement('br'), e.message || String(e));
+  el.error.hidden = false;
+}
+
+// ---------- status + modes ----------
+
+function renderModes(modes, current) {
+  el.modes.replaceChildren(...modes.map((m) => {
+    const label = document.createElement('label');
+    const input = document.createElement('input');
+    input.type = 'radio';
+    input.name = 'mode';
+    input.value = m;
+    input.checked = m === current;
+    const span = document.createElement('span');
+    span.textContent = m;
+    label.append(input, span);
+    return label;
+  }));
+  if (!el.modes.querySelector('input:checked')) el.modes.querySelector('input').checked = true;
+}
+
+const currentMode = () => el.modes.querySelector('input:checked')?.value || DEFAULT_MODES[0];
+const fmt = (n) => (typeof n === 'number' ? n.toLocaleString('en-US') : '?');
+
+async function loadStatus() {
+  try {
+    const s = await api('status');
+    el.status.replaceChildren();
+    const parts = [
+      ['documents', fmt(s.documents)], ['passages', fmt(s.passages)],
+      ['encoder', s.encoder], ['backend', s.backend], ['dim', s.dim],
+    ];
+    el.status.append(Object.assign(document.createElement('span'), { className: 'dot', title: 'online' }));
+    parts.forEach(([k, v], i) => {
+      if (v === undefined || v === null) return;
+      if (i) el.status.append(' · ');
+      const item = document.createElement('span');
+      item.className = 'stat';
+      const b = document.createElement('b');
+      b.textContent = String(v);
+      item.append(b, ` ${k}`);
+      el.status.append(item);
+    });
+    el.status.dataset.ready = 'true';
+    if (Array.isArray(s.modes) && s.modes.length) renderModes(s.modes, currentMode());
+  } catch (e) {
+    el.status.textContent = `Index status unavailable: ${e.message}`;
+    el.status.dataset.ready = 'error';
+  }
+}
+
+// ---------- search view ----------
+
+function searchParams() {
+  const h = location.hash.replace(/^#\/?/, '');
+  return new URLSearchParams(h.startsWith('?') ? h.slice(1) : '');
+}
+
+function hashFor(query, mode) {
+  return `#/?${new URLSearchParams({ q: query, mode })}`;
+}
+
+function appendText(parent, text, query) {
+  for (const { text: t, hit } of highlightSegments(text, query)) {
+    if (hit) {
+      const mark = document.createElement('mark');
+      mark.textContent = t;
+      parent.append(mark);
+    } else {
+      parent.append(t);
+    }
+  }
+}
+
+function renderHit(hit, rank, query) {
+  const li = document.createElement('li');
+  li.className = 'hit';
+  const head = document.createElement('div');
+  head.className = 'hit-head';
+  const a = document.createElement('a');
+  a.className = 'hit-title';
+  a.href = `#/doc/${encodeURIComponent(hit.id)}`;
+  a.dataset.id = hit.id;
+  a.textContent = hit.title || hit.id;
+  const score = document.createElement('span');
+  score.className = 'score';
+  score.title = 'score';
+  score.textContent = typeof hit.score === 'number' ? hit.score.toFixed(3) : String(hit.score ?? '');
+  head.append(a, score);
+  const id = document.createElement('div');
+  id.className = 'hit-id';
+  id.textContent = `${rank}. ${hit.id}`;
+  const snip = document.createElement('p');
+  snip.className = 'snippet';
+  appendText(snip, hit.snippet || '', query);
+  li.append(head, id, snip);
+  return li;
+}
+
+function renderSummary() {
+  const n = shown.hits.length;
+  el.summary.replaceChildren();
+  if (!shown.query) return;
+  if (!n) {
+    el.summary.textContent = `No results for “${shown.query}” (${shown.mode}).`;
+    return;
+  }
+  const count = document.createElement('b');
+  count.textContent = `${n} result${n === 1 ? '' : 's'}`;
+  const took = document.createElement('span');
+  took.className = 'took';
+  took.textContent = `${shown.took.toFixed(1)} ms`;
+  el.summary.append(count, ` for “${shown.query}” · ${shown.mode}${shown.encoder ? ` · ${shown.encoder}` : ''} · `, took);
+}
+
+async function runSearch(query, mode, { append = false } = {}) {
+  const ctrl = startRequest();
+  const offset = append ? shown.next : 0;
+  const qs = new URLSearchParams({ q: query, k: String(PAGE), mode, offset: String(offset) });
+  el.more.disabled = true;
+  try {
+    const r = await api(`search?${qs}`, { signal: ctrl.signal });
+    showError(null);
+    if (!append) {
+      Object.assign(shown, { key: hashFor(query, mode), query, mode, hits: [], ids: new Set(), next: 0 });
+      el.results.replaceChildren();
+    }
+    const page = Array.isArray(r.hits) ? r.hits : [];
+    const firstNew = shown.hits.length;
+    const hits = page.filter((h) => !shown.ids.has(h.id));
+    for (const h of hits) {
+      shown.ids.add(h.id);
+      shown.hits.push(h);
+      el.results.append(renderHit(h, shown.hits.length, query));
+    }
+    shown.took = typeof r.took_ms === 'number' ? r.took_ms : 0;
+    shown.encoder = r.encoder;
+    shown.next = offset + page.length;
+    el.intro.hidden = true;
+    el.more.hidden = page.length < PAGE || hits.length === 0;
+    renderSummary();
+    if (append && hits.length) el.results.children[firstNew]?.querySelector('a')?.focus();
+  } catch (e) {
+    if (e.name === 'AbortError') return;
+    showError(e);
+    if (!append) {
+      el.intro.hidden = true;
+      shown.key = null;
+      el.results.replaceChildren();
+      el.summary.textContent = '';
+      el.more.hidden = true;
+    }
+  } finally {
+    el.more.disabled = false;
+    endRequest(ctrl);
+  }
+}
+
+function showSearchView() {
+  const p = searchParams();
+  const query = (p.get('q') || '').trim();
+  const mode = p.get('mode') || currentMode();
+  el.q.value = query;
+  renderModes([...el.modes.querySelectorAll('input')].map((i) => i.value), mode);
+  el.docView.hidden = true;
+  el.searchView.hidden = false;
+  document.title = query ? `${query} — engine search` : 'engine search';
+  searchHash = location.hash || '#/';
+  if (!query) {
+    if (inflight) inflight.abort();
+    Object.assign(shown, { key: null, query: '', hits: [], ids: new Set() });
+    el.results.replaceChildren();
+    el.summary.textContent = '';
+    el.more.hidden = true;
+    el.intro.hidden = false;
+    showError(null);
+    return;
+  }
+  if (shown.key === hashFor(query, mode)) {   // coming back: keep results and scroll
+    requestAnimationFrame(() => window.scrollTo(0, searchScroll));
+    return;
+  }
+  runSearch(query, mode);
+}
+
+// ---------- document view ----------
+
+async function showDocView(id) {
+  searchScroll = el.searchView.hidden ? searchScroll : window.scrollY;
+  el.searchView.hidden = true;
+  el.docView.hidden = false;
+  el.back.href = searchHash;
+  el.docTitle.textContent = 'Loading…';
+  el.docId.textContent = id;
+  el.docText.replaceChildren();
+  el.docMetaSection.hidden = true;
+  el.docView.removeAttribute('data-loaded');
+  showError(null);
+  window.scrollTo(0, 0);
+  const ctrl = startRequest();
+  try {
+    const d = await api(`documents/${encodeURIComponent(id)}`, { signal: ctrl.signal });
+    el.docTitle.textContent = d.title || d.id || id;
+    el.docId.textContent = d.id || id;
+    document.title = `${d.title || id} — engine search`;
+    const query = new URLSearchParams(searchHash.replace(/^#\/?\??/, '')).get('q') || '';
+    // Paragraphs split on blank lines; single newlines kept by CSS (pre-line).
+    for (const para of String(d.text || '').split(/\n\s*\n/)) {
+      if (!para.trim()) continue;
+      const p = document.createElement('p');
+      appendText(p, para, query);
+      el.docText.append(p);
+    }
+    const meta = d.metadata && typeof d.metadata === 'object' ? Object.entries(d.metadata) : [];
+    el.docMeta.replaceChildren();
+    for (const [k, v] of meta) {
+      const dt = document.createElement('dt');
+      dt.textContent = k;
+      const dd = document.createElement('dd');
+      const flatList = Array.isArray(v) && v.every((x) => x === null || typeof x !== 'object');
+      dd.textContent = typeof v === 'string' ? v : flatList ? v.join(', ') : JSON.stringify(v);
+      el.docMeta.append(dt, dd);
+    }
+    el.docMetaSection.hidden = meta.length === 0;
+    el.docView.dataset.loaded = 'true';
+    el.docTitle.focus({ preventScroll: true });
+  } catch (e) {
+    if (e.name === 'AbortError') return;
+    el.docTitle.textContent = e.code === 'not_found' ? 'Document not found' : 'Could not load document';
+    showError(e);
+  } finally {
+    endRequest(ctrl);
+  }
+}
+
+// ---------- routing + events ----------
+
+function route() {
+  const h = location.hash;
+  if (h.startsWith('#/doc/')) {
+    let id;
+    try { id = decodeURIComponent(h.slice('#/doc/'.length)); } catch { id = h.slice('#/doc/'.length); }
+    showDocView(id);
+  } else {
+    cameFromSearch = false;
+    showSearchView();
+  }
+}
+
+el.form.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const query = el.q.value.trim();
+  if (!query) { el.q.focus(); return; }
+  const target = hashFor(query, currentMode());
+  if (location.hash === target) runSearch(query, currentMode());   // same URL: no hashchange
+  else location.hash = target;
+});
+
+el.modes.addEventListener('change', () => {
+  if (el.q.value.trim()) el.form.requestSubmit();
+});
+
+el.more.addEventListener('click', () => {
+  if (shown.query) runSearch(shown.query, shown.mode, { append: true });
+});
+
+el.results.addEventListener('click', (ev) => {
+  if (ev.target.closest('a.hit-title')) cameFromSearch = true;
+});
+
+el.back.addEventListener('click', (ev) => {
+  // Prefer a real "back" so the browser history stays tidy.
+  if (cameFromSearch) { ev.preventDefault(); history.back(); }
+});
+
+document.addEventListener('keydown', (ev) => {
+  if (ev.key === '/' && !ev.ctrlKey && !ev.metaKey && !ev.altKey
+      && !/^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement?.tagName || '')) {
+    ev.preventDefault();
+    el.q.focus();
+    el.q.select();
+  }
+});
+
+window.addEventListener('hashchange', route);
+
+renderModes(DEFAULT_MODES, searchParams().get('mode') || DEFAULT_MODES[0]);
+loadStatus();
+route();
