@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
+pub mod bench;
 pub mod gguf;
 pub mod hf;
 pub mod model;
