@@ -2,7 +2,7 @@
 //! "BM25 (engine, tantivy)" section of docs/results.md, and the way to compare analyzers.
 //!
 //! Usage: `cargo run --release --example bm25_beir -- DATASET SPLIT INDEX_DIR [RUN_OUT]
-//!         [--analyzer en_stem|en_stem_lucene_stop|en_stem_snowball_stop] [--layout flat|multi]`
+//!         [--analyzer en_stem|en_stem_stop] [--layout flat|multi]`
 //! INDEX_DIR must not exist yet (or hold an index, which is then reused as is).
 
 use std::path::PathBuf;

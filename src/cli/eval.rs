@@ -27,17 +27,18 @@ pub struct EvalArgs {
     /// dense | bm25 | hybrid
     #[arg(long, default_value = "dense")]
     pub mode: String,
-    /// Depth of the retrieved run.
-    #[arg(short, default_value_t = 100)]
-    pub k: usize,
+    /// Depth of the retrieved run [default: eval.k from the config, 100].
+    #[arg(short)]
+    pub k: Option<usize>,
     /// Write the run in TREC format (qid Q0 docid rank score tag).
     #[arg(long)]
     pub run_out: Option<PathBuf>,
 }
 
-pub fn run(_ctx: &Ctx, args: EvalArgs) -> Result<()> {
+pub fn run(ctx: &Ctx, args: EvalArgs) -> Result<()> {
+    let k = args.k.unwrap_or(ctx.config.eval.k);
     match args.mode.as_str() {
-        "bm25" => run_bm25(args),
+        "bm25" => run_bm25(args, k),
         "dense" | "hybrid" => anyhow::bail!(
             "eval --mode {}: not implemented yet (needs the dense encoder); --mode bm25 works",
             args.mode
@@ -46,7 +47,7 @@ pub fn run(_ctx: &Ctx, args: EvalArgs) -> Result<()> {
     }
 }
 
-fn run_bm25(args: EvalArgs) -> Result<()> {
+fn run_bm25(args: EvalArgs, k: usize) -> Result<()> {
     let dataset = BeirDataset::load(&args.dataset, &args.split)?;
     let lexical = args.db.join("lexical");
     if !lexical.join("meta.json").exists() {
@@ -59,7 +60,7 @@ fn run_bm25(args: EvalArgs) -> Result<()> {
             build_lexical_index(&dataset.corpus_path(), &lexical, LexicalOptions::default())?;
         eprintln!("indexed {} documents in {:.1} s", stats.documents, stats.seconds);
     }
-    let (report, run) = run_bm25_eval(&lexical, &dataset, args.k)?;
+    let (report, run) = run_bm25_eval(&lexical, &dataset, k)?;
     if let Some(path) = &args.run_out {
         run.write_trec_file(path, "engine-bm25")
             .with_context(|| format!("writing {}", path.display()))?;

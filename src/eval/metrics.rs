@@ -88,7 +88,7 @@ pub fn trec_order(a: &(impl AsRef<str>, f32), b: &(impl AsRef<str>, f32)) -> Ord
 /// judgements.
 pub fn query_metrics(hits: &[(String, f32)], judged: &HashMap<String, i32>) -> QueryMetrics {
     let mut ranked: Vec<&(String, f32)> = hits.iter().collect();
-    ranked.sort_by(|a, b| trec_order(*a, *b));
+    ranked.sort_by(|a, b| trec_order(a, b));
     let grade = |id: &str| judged.get(id).copied().unwrap_or(0);
     let num_rel = judged.values().filter(|&&g| g >= RELEVANT).count();
 
