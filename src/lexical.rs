@@ -337,6 +337,11 @@ impl LexicalIndex {
         }
         let query = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
+        // tantivy sizes its top-k buffer from k: cap it so a huge k cannot exhaust memory.
+        let k = k.min(searcher.num_docs() as usize);
+        if k == 0 {
+            return Ok(Vec::new());
+        }
         let top = searcher.search(&query, &TopDocs::with_limit(k)).map_err(lex_err(&self.dir))?;
         let mut hits = Vec::with_capacity(top.len());
         for (score, addr) in top {
@@ -388,6 +393,7 @@ mod tests {
             let hits = idx.search("running", 10).unwrap();
             assert_eq!(hits.iter().map(|h| h.0.as_str()).collect::<Vec<_>>(), ["dog"]);
             assert_eq!(idx.search("rust", 0).unwrap(), vec![]);
+            assert_eq!(idx.search("rust", usize::MAX).unwrap().len(), 1);
         }
     }
 
