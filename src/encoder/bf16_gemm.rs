@@ -155,7 +155,15 @@ unsafe fn kernel_dispatch(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn kernel_dispatch(_: *const u32, _: usize, _: *const u32, _: *mut f32, _: usize, _: usize, _: usize) {
+unsafe fn kernel_dispatch(
+    _: *const u32,
+    _: usize,
+    _: *const u32,
+    _: *mut f32,
+    _: usize,
+    _: usize,
+    _: usize,
+) {
     unreachable!("bf16 kernel is x86_64-only; callers check available()")
 }
 

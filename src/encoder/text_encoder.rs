@@ -104,8 +104,7 @@ impl Encoder {
         }
         // On CPUs with AVX-512 BF16, bf16 means f32 weights plus bf16-packed projections for
         // our kernel; candle's own CPU bf16 matmul is slower than its f32 one.
-        let bf16_kernel =
-            dtype == DType::BF16 && device.is_cpu() && super::bf16_gemm::available();
+        let bf16_kernel = dtype == DType::BF16 && device.is_cpu() && super::bf16_gemm::available();
         let load_dtype = if bf16_kernel { DType::F32 } else { dtype };
         let (format, (config, weights, tokenizer)) = if path.is_dir() {
             (ModelFormat::HuggingFace, super::hf::load(path, load_dtype, device)?)
