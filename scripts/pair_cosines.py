@@ -11,7 +11,7 @@ unrel = [("A man is playing a guitar.", "The stock market fell sharply today."),
  ("The stock market fell sharply today.", "She baked bread for breakfast."),
  ("Vaccines reduce the risk of severe illness.", "The train departs at noon.")]
 def emb(texts, pooling):
-    out = subprocess.run(["os.environ.get("ENGINE_BIN", "target/release/engine")","embed","--kind","passage","--pooling",pooling]+texts, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([os.environ.get("ENGINE_BIN", "target/release/engine"),"embed","--kind","passage","--pooling",pooling]+texts, capture_output=True, text=True, check=True).stdout
     return [json.loads(l)["embedding"] for l in out.splitlines()]
 for pooling in ["llama2vec","last","mean"]:
     res = {}
