@@ -296,8 +296,14 @@ fn bad_training_inputs_are_clear_errors() {
     let o = engine::train::TrainOverrides::default();
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let err =
-        engine::train::adapt::run(&cfg, &model, &[empty.clone()], &dir.path().join("o"), &o, false);
+    let err = engine::train::adapt::run(
+        &cfg,
+        &model,
+        std::slice::from_ref(&empty),
+        &dir.path().join("o"),
+        &o,
+        false,
+    );
     assert!(err.unwrap_err().to_string().contains("no text"));
     let err = engine::train::finetune::run(&cfg, &model, &empty, &dir.path().join("o"), &o, false);
     assert!(err.unwrap_err().to_string().contains("qrels"));

@@ -97,14 +97,17 @@ pub fn run(
         hyper.seed,
     )?;
     let vocab = state.config.vocab_size;
-    let run = runner::run(
+    let spec = runner::RunSpec {
         out,
-        &hyper,
+        hyper: &hyper,
         resume,
-        overrides.stop_after,
+        stop_after: overrides.stop_after,
+        what: "adapt",
+    };
+    let run = runner::run(
+        &spec,
         &state,
         train.len(),
-        "adapt",
         |m, idx, _rng| {
             let refs: Vec<&AdaptExample> = idx.iter().map(|&i| &train[i]).collect();
             let b = layout.batch(&refs, vocab, m.dtype(), m.device())?;

@@ -289,8 +289,11 @@ pub fn read_qrels(path: &Path) -> Result<Vec<(String, String, i64)>> {
     Ok(out)
 }
 
-/// Corpus (ids, passage texts) and queries (id → text) of a BEIR folder.
-pub fn read_beir_parts(dir: &Path) -> Result<(Vec<String>, Vec<String>, HashMap<String, String>)> {
+/// Corpus ids, passage texts (same order) and queries (id → text) of a BEIR folder.
+pub type BeirParts = (Vec<String>, Vec<String>, HashMap<String, String>);
+
+/// Reads a BEIR folder's corpus and queries.
+pub fn read_beir_parts(dir: &Path) -> Result<BeirParts> {
     let (mut ids, mut passages) = (Vec::new(), Vec::new());
     let corpus = dir.join("corpus.jsonl");
     read_jsonl(&corpus, |line, v| {
@@ -436,7 +439,7 @@ mod tests {
         std::fs::write(&p, "not json\n").unwrap();
         assert!(read_triples(&p).unwrap_err().to_string().contains("bad JSON"));
         std::fs::write(&p, "").unwrap();
-        assert!(read_documents(&[p.clone()]).is_err());
+        assert!(read_documents(std::slice::from_ref(&p)).is_err());
         assert!(read_beir(dir.path(), "train").unwrap_err().to_string().contains("qrels"));
     }
 }

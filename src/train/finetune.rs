@@ -162,14 +162,17 @@ pub fn run(
     )?;
     let g = hyper.group_size.min(data.passages.len());
     let pad = tok.pad_id();
-    let run = runner::run(
+    let spec = runner::RunSpec {
         out,
-        &hyper,
+        hyper: &hyper,
         resume,
-        overrides.stop_after,
+        stop_after: overrides.stop_after,
+        what: "finetune",
+    };
+    let run = runner::run(
+        &spec,
         &state,
         train_q.len(),
-        "finetune",
         |m, idx, rng| {
             let mut qs = Vec::with_capacity(idx.len());
             let mut ps = Vec::with_capacity(idx.len() * g);

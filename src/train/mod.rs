@@ -121,7 +121,7 @@ impl Hyper {
         if self.group_size == 0 {
             return bad("group_size must be >= 1 (the positive)");
         }
-        if !(self.temperature > 0.0) {
+        if self.temperature.is_nan() || self.temperature <= 0.0 {
             return bad("temperature must be > 0");
         }
         if !["bm25", "dense", "none"].contains(&self.hard_negatives.as_str()) {

@@ -26,17 +26,24 @@ pub struct MicroOut {
 /// Runs `hyper.max_steps` optimizer steps over `n_items` items. `micro` computes the loss of a
 /// micro-batch of item indices; `validate` reports held-out quality (called every
 /// `validation_every` steps and at the end).
+/// Where and how a run executes (besides the hyper-parameters).
+pub struct RunSpec<'a> {
+    pub out: &'a Path,
+    pub hyper: &'a Hyper,
+    pub resume: bool,
+    pub stop_after: Option<usize>,
+    /// "adapt" or "finetune" (progress bar and messages).
+    pub what: &'a str,
+}
+
 pub fn run(
-    out: &Path,
-    hyper: &Hyper,
-    resume: bool,
-    stop_after: Option<usize>,
+    spec: &RunSpec,
     state: &TrainState,
     n_items: usize,
-    what: &str,
     mut micro: impl FnMut(&Llama, &[usize], &mut ChaCha8Rng) -> Result<MicroOut>,
     mut validate: impl FnMut(&TrainState, usize) -> Result<serde_json::Value>,
 ) -> Result<RunState> {
+    let RunSpec { out, hyper, resume, stop_after, what } = *spec;
     if n_items == 0 {
         return Err(Error::Train("no training examples".into()));
     }
@@ -107,13 +114,13 @@ pub fn run(
                 rec[*n] = serde_json::json!(v);
             }
             tracing::info!(%rec, "train");
-            pb.println(rec.to_string());
+            say(&pb, rec.to_string());
             run.history.push(rec);
         }
         let last = run.step == stop;
         if (hyper.validation_every > 0 && run.step % hyper.validation_every == 0) || last {
             let v = validate(state, run.step)?;
-            pb.println(format!("step {} validation {v}", run.step));
+            say(&pb, format!("{{\"step\":{},\"validation\":{v}}}", run.step));
             run.history.push(serde_json::json!({"step": run.step, "validation": v}));
         }
         if (hyper.checkpoint_every > 0 && run.step % hyper.checkpoint_every == 0) || last {
@@ -122,6 +129,15 @@ pub fn run(
     }
     pb.finish_and_clear();
     Ok(run)
+}
+
+/// Log lines go above the progress bar, or to stderr when the bar is hidden (not a terminal).
+fn say(pb: &indicatif::ProgressBar, line: String) {
+    if pb.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        pb.println(line);
+    }
 }
 
 /// The last logged training record and the last validation record of a run.
