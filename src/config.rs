@@ -89,12 +89,16 @@ pub struct TrainConfig {
     pub max_seq_tokens: usize,
     pub checkpoint_every: usize,
     pub log_every: usize,
+    pub validation_every: usize,
+    pub validation_examples: usize,
     pub temperature: f64,
     pub group_size: usize,
     pub max_query_tokens: usize,
     pub max_passage_tokens: usize,
+    pub hard_negatives: String,
     pub hard_negative_depth: usize,
     pub validation_queries: usize,
+    pub validation_corpus: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

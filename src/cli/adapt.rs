@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
+use engine::train::TrainOverrides;
 
 use super::Ctx;
 
@@ -24,6 +25,10 @@ pub struct TrainFlags {
     /// Continue from the last checkpoint in --out.
     #[arg(long)]
     pub resume: bool,
+    /// Stop after this many steps (checkpointed; the schedule still spans --max-steps), to be
+    /// continued later with --resume.
+    #[arg(long)]
+    pub stop_after: Option<usize>,
 }
 
 #[derive(Args)]
@@ -56,10 +61,55 @@ pub struct FinetuneArgs {
     pub flags: TrainFlags,
 }
 
-pub fn run_adapt(_ctx: &Ctx, _args: AdaptArgs) -> Result<()> {
-    anyhow::bail!("adapt: not implemented yet")
+impl TrainFlags {
+    fn overrides(&self) -> TrainOverrides {
+        TrainOverrides {
+            max_steps: self.max_steps,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            seed: self.seed,
+            trainable: self.trainable.clone(),
+            stop_after: self.stop_after,
+        }
+    }
 }
 
-pub fn run_finetune(_ctx: &Ctx, _args: FinetuneArgs) -> Result<()> {
-    anyhow::bail!("finetune: not implemented yet")
+fn report(r: &engine::train::TrainingReport, out: &std::path::Path) {
+    println!(
+        "{}: {} steps in {:.1}s ({:.0} tokens/s), final {} -> {}",
+        r.method,
+        r.steps,
+        r.seconds,
+        r.tokens_per_second,
+        r.final_losses,
+        out.display()
+    );
+}
+
+pub fn run_adapt(ctx: &Ctx, args: AdaptArgs) -> Result<()> {
+    let r = engine::train::adapt::run(
+        &ctx.config,
+        &args.model,
+        &args.corpus,
+        &args.out,
+        &args.train.overrides(),
+        args.train.resume,
+    )
+    .with_context(|| format!("adapting {}", args.model.display()))?;
+    report(&r, &args.out);
+    Ok(())
+}
+
+pub fn run_finetune(ctx: &Ctx, args: FinetuneArgs) -> Result<()> {
+    let r = engine::train::finetune::run(
+        &ctx.config,
+        &args.model,
+        &args.train,
+        &args.out,
+        &args.flags.overrides(),
+        args.flags.resume,
+    )
+    .with_context(|| format!("fine-tuning {}", args.model.display()))?;
+    report(&r, &args.out);
+    Ok(())
 }

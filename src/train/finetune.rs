@@ -1,0 +1,235 @@
+//! `engine finetune`: contrastive fine-tuning with InfoNCE (cosine / τ), in-batch negatives and
+//! G-1 hard negatives per query mined by the engine itself (BM25 or the current encoder),
+//! validated on held-back training queries over a small corpus sample.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::adapt::load_base;
+use super::data::{read_retrieval, RetrievalData, TrainQuery};
+use super::loss::{embed_with_grad, info_nce};
+use super::mine::{dense_search, Bm25};
+use super::params::TrainState;
+use super::runner::{self, MicroOut};
+use super::validate::{evaluate, reduced_corpus, EvalQuery};
+use super::{device_name, Hyper, TrainOverrides, TrainingReport};
+use crate::config::Config;
+use crate::encoder::model::Llama;
+use crate::encoder::template::{self, Padding, Pooling, Prepared, Template};
+use crate::encoder::tokenizer::LlmTokenizer;
+use crate::encoder::{Embed, Encoder, EncoderOptions, TextKind};
+use crate::error::{Error, Result};
+
+/// Encoder options for training-time embedding (the method's template and pooling).
+fn options(config: &Config, hyper: &Hyper) -> EncoderOptions {
+    EncoderOptions {
+        pooling: Pooling::Llama2Vec,
+        template: Template::Llama2Vec,
+        padding: Padding::Left,
+        max_query_tokens: hyper.max_query_tokens,
+        max_passage_tokens: hyper.max_passage_tokens,
+        batch_size: config.encoder.batch_size,
+    }
+}
+
+/// Per training query, candidate hard negatives (best first, positives excluded).
+fn mine(
+    data: &RetrievalData,
+    queries: &[TrainQuery],
+    hyper: &Hyper,
+    enc: &Encoder,
+) -> Result<Vec<Vec<usize>>> {
+    let depth = hyper.hard_negative_depth;
+    let ranked: Vec<Vec<usize>> = match hyper.hard_negatives.as_str() {
+        "bm25" => {
+            let bm = Bm25::new(&data.passages);
+            queries
+                .iter()
+                .map(|q| bm.search(&q.text, depth + q.positives.len()))
+                .map(|h| h.into_iter().map(|(d, _)| d).collect())
+                .collect()
+        }
+        "dense" => {
+            let texts: Vec<&str> = data.passages.iter().map(String::as_str).collect();
+            let docs = enc.embed(&texts, TextKind::Passage)?;
+            let qt: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
+            let qv = enc.embed(&qt, TextKind::Query)?;
+            qv.iter()
+                .zip(queries)
+                .map(|(v, q)| dense_search(v, &docs, depth + q.positives.len()))
+                .map(|h| h.into_iter().map(|(d, _)| d).collect())
+                .collect()
+        }
+        _ => vec![vec![]; queries.len()],
+    };
+    Ok(queries
+        .iter()
+        .zip(ranked)
+        .map(|(q, r)| {
+            let mut negs = q.negatives.clone();
+            negs.extend(r.into_iter().filter(|d| !q.positives.contains(d)).take(depth));
+            negs.dedup();
+            negs
+        })
+        .collect())
+}
+
+/// The G passages of one query: a positive, then G-1 negatives (mined ones first, random
+/// corpus passages when too few were mined).
+fn group(
+    q: &TrainQuery,
+    negs: &[usize],
+    n_passages: usize,
+    g: usize,
+    rng: &mut ChaCha8Rng,
+) -> Vec<usize> {
+    let mut out = vec![q.positives[rng.gen_range(0..q.positives.len())]];
+    let mut pool: Vec<usize> = negs.to_vec();
+    pool.shuffle(rng);
+    for d in pool {
+        if out.len() == g {
+            break;
+        }
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    let mut tries = 0;
+    while out.len() < g && tries < 100 * g {
+        let d = rng.gen_range(0..n_passages);
+        if !out.contains(&d) && !q.positives.contains(&d) {
+            out.push(d);
+        }
+        tries += 1;
+    }
+    out
+}
+
+fn prep(tok: &LlmTokenizer, text: &str, kind: TextKind, max: usize) -> Result<Prepared> {
+    // An empty passage would be an error at inference; train on a placeholder instead.
+    let text = if text.trim().is_empty() { "(empty)" } else { text };
+    template::prepare(tok, text, kind, Template::Llama2Vec, Pooling::Llama2Vec, max)
+}
+
+/// Runs fine-tuning and writes `out` like `adapt` does.
+pub fn run(
+    config: &Config,
+    model_path: &Path,
+    train_path: &Path,
+    out: &Path,
+    overrides: &TrainOverrides,
+    resume: bool,
+) -> Result<TrainingReport> {
+    let hyper = Hyper::resolve(&config.train, overrides)?;
+    let data = read_retrieval(train_path)?;
+    let base = load_base(config, model_path)?;
+    let (model, tok, _) = base.into_parts();
+    let opts = options(config, &hyper);
+    let enc_of = |m: Llama| Encoder::from_parts(m, tok.clone(), opts.clone(), "training".into());
+
+    // Held-back validation queries (seeded), never trained on.
+    let mut order: Vec<usize> = (0..data.queries.len()).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(hyper.seed ^ 0x7a1));
+    let n_val = hyper.validation_queries.min(data.queries.len().saturating_sub(1));
+    let val_q: Vec<EvalQuery> = order[..n_val]
+        .iter()
+        .map(|&i| EvalQuery {
+            text: data.queries[i].text.clone(),
+            relevant: data.queries[i].positives.iter().map(|&d| (d, 1)).collect::<HashMap<_, _>>(),
+        })
+        .collect();
+    let train_q: Vec<TrainQuery> =
+        order[n_val..].iter().map(|&i| data.queries[i].clone()).collect();
+    let val_docs = reduced_corpus(data.passages.len(), &val_q, hyper.validation_corpus, hyper.seed);
+    tracing::info!(train = train_q.len(), val = val_q.len(), "fine-tuning queries");
+
+    let mined = {
+        let enc = enc_of(model.clone());
+        mine(&data, &train_q, &hyper, &enc)?
+    };
+    let trainable = hyper.trainable.parse()?;
+    let state = TrainState::new(
+        &model,
+        trainable,
+        hyper.lora_rank,
+        hyper.lora_alpha,
+        tok.special_ids(),
+        hyper.seed,
+    )?;
+    let g = hyper.group_size.min(data.passages.len());
+    let pad = tok.pad_id();
+    let spec = runner::RunSpec {
+        out,
+        hyper: &hyper,
+        resume,
+        stop_after: overrides.stop_after,
+        what: "finetune",
+    };
+    let run = runner::run(
+        &spec,
+        &state,
+        train_q.len(),
+        |m, idx, rng| {
+            let mut qs = Vec::with_capacity(idx.len());
+            let mut ps = Vec::with_capacity(idx.len() * g);
+            for &i in idx {
+                let q = &train_q[i];
+                qs.push(prep(&tok, &q.text, TextKind::Query, hyper.max_query_tokens)?);
+                for d in group(q, &mined[i], data.passages.len(), g, rng) {
+                    ps.push(prep(
+                        &tok,
+                        &data.passages[d],
+                        TextKind::Passage,
+                        hyper.max_passage_tokens,
+                    )?);
+                }
+            }
+            if ps.len() != qs.len() * g {
+                return Err(Error::Train("corpus too small for the group size".into()));
+            }
+            let tokens = qs.iter().chain(&ps).map(|p| p.ids.len()).sum();
+            let qv = embed_with_grad(m, &qs.iter().collect::<Vec<_>>(), pad)?;
+            let pv = embed_with_grad(m, &ps.iter().collect::<Vec<_>>(), pad)?;
+            let loss = info_nce(&qv, &pv, g, hyper.temperature)?;
+            Ok(MicroOut { parts: vec![("infonce", loss.to_scalar::<f32>()?)], loss, tokens })
+        },
+        |st, _| {
+            if val_q.is_empty() {
+                return Ok(serde_json::Value::Null);
+            }
+            let enc = enc_of(Llama::new(st.config.clone(), st.merged()?)?);
+            Ok(serde_json::to_value(evaluate(&enc, &data.passages, &val_docs, &val_q)?)?)
+        },
+    )?;
+    crate::encoder::hf::save(out, &state.config, &state.merged()?, &tok)?;
+    let (final_losses, validation) = runner::final_records(&run);
+    let report = TrainingReport {
+        method: "finetune".into(),
+        base_model: model_path.to_path_buf(),
+        data: vec![train_path.to_path_buf()],
+        steps: run.step,
+        hyper,
+        final_losses,
+        validation,
+        examples: train_q.len(),
+        tokens_seen: run.tokens,
+        seconds: run.seconds,
+        tokens_per_second: run.tokens as f64 / run.seconds.max(1e-9),
+        device: device_name(state.device()),
+        intended_pooling: "llama2vec".into(),
+        intended_template: "llama2vec".into(),
+        note: format!(
+            "InfoNCE fine-tuning; embed with pooling llama2vec, template llama2vec (queries \
+             NEXT, passages SELF). Validation: {} held-back training queries over {} passages \
+             (their positives + a seeded sample).",
+            val_q.len(),
+            val_docs.len()
+        ),
+    };
+    report.save(out)?;
+    Ok(report)
+}

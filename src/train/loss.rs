@@ -1,0 +1,433 @@
+//! The training objectives.
+//!
+//! Adaptation (spec §2): one sequence per example,
+//! `[BOS] " passage SELF-suffix(<s1..s8>) NEXT-suffix(<s9..s16>)`, where the NEXT suffix reuses
+//! the SELF suffix's RoPE positions and its tokens cannot attend to the SELF suffix, so both
+//! branches see exactly "passage + own prompt" — as if encoded separately — in one forward.
+//! Losses: next-token CE on the passage, and per branch the bag-of-words loss
+//! `-mean_{t∈T} log softmax(maxpool_8(logits))_t / 10`; total = CE + (EBAE + EBAR) / 2.
+//!
+//! Fine-tuning (spec §3): InfoNCE over cosine similarity / τ with in-batch and hard negatives.
+
+use std::collections::BTreeSet;
+
+use candle_core::{DType, Device, Tensor, D};
+
+use crate::encoder::model::{BatchInputs, ForwardMode, Llama};
+use crate::encoder::template::{self, Padding, Prepared, PREFIX};
+use crate::encoder::tokenizer::LlmTokenizer;
+use crate::encoder::TextKind;
+use crate::error::{Error, Result};
+
+/// Each bag-of-words loss is divided by this (reference code).
+pub const BOW_DIVISOR: f64 = 10.0;
+
+/// English stop words removed from bag-of-words targets (NLTK's list, the reference's choice).
+pub const STOP_WORDS: &[&str] = &[
+    "i",
+    "me",
+    "my",
+    "myself",
+    "we",
+    "our",
+    "ours",
+    "ourselves",
+    "you",
+    "your",
+    "yours",
+    "yourself",
+    "yourselves",
+    "he",
+    "him",
+    "his",
+    "himself",
+    "she",
+    "her",
+    "hers",
+    "herself",
+    "it",
+    "its",
+    "itself",
+    "they",
+    "them",
+    "their",
+    "theirs",
+    "themselves",
+    "what",
+    "which",
+    "who",
+    "whom",
+    "this",
+    "that",
+    "these",
+    "those",
+    "am",
+    "is",
+    "are",
+    "was",
+    "were",
+    "be",
+    "been",
+    "being",
+    "have",
+    "has",
+    "had",
+    "having",
+    "do",
+    "does",
+    "did",
+    "doing",
+    "a",
+    "an",
+    "the",
+    "and",
+    "but",
+    "if",
+    "or",
+    "because",
+    "as",
+    "until",
+    "while",
+    "of",
+    "at",
+    "by",
+    "for",
+    "with",
+    "about",
+    "against",
+    "between",
+    "into",
+    "through",
+    "during",
+    "before",
+    "after",
+    "above",
+    "below",
+    "to",
+    "from",
+    "up",
+    "down",
+    "in",
+    "out",
+    "on",
+    "off",
+    "over",
+    "under",
+    "again",
+    "further",
+    "then",
+    "once",
+    "here",
+    "there",
+    "when",
+    "where",
+    "why",
+    "how",
+    "all",
+    "any",
+    "both",
+    "each",
+    "few",
+    "more",
+    "most",
+    "other",
+    "some",
+    "such",
+    "no",
+    "nor",
+    "not",
+    "only",
+    "own",
+    "same",
+    "so",
+    "than",
+    "too",
+    "very",
+    "s",
+    "t",
+    "can",
+    "will",
+    "just",
+    "don",
+    "should",
+    "now",
+    "d",
+    "ll",
+    "m",
+    "o",
+    "re",
+    "ve",
+    "y",
+    "ain",
+    "aren",
+    "couldn",
+    "didn",
+    "doesn",
+    "hadn",
+    "hasn",
+    "haven",
+    "isn",
+    "ma",
+    "mightn",
+    "mustn",
+    "needn",
+    "shan",
+    "shouldn",
+    "wasn",
+    "weren",
+    "won",
+    "wouldn",
+];
+
+/// Lower-cases, strips punctuation and stop words: the text whose tokens are BoW targets.
+pub fn bow_text(text: &str) -> String {
+    let lower = text.to_lowercase();
+    let cleaned: String = lower
+        .chars()
+        .map(|c| if c.is_alphanumeric() || c.is_whitespace() { c } else { ' ' })
+        .collect();
+    cleaned.split_whitespace().filter(|w| !STOP_WORDS.contains(w)).collect::<Vec<_>>().join(" ")
+}
+
+/// The SET of target ids of `text` (special and leading ids excluded), sorted.
+pub fn bow_targets(tok: &LlmTokenizer, text: &str) -> Result<Vec<u32>> {
+    let ids = tok.encode(&bow_text(text))?;
+    let excluded: BTreeSet<u32> =
+        tok.special_ids().iter().chain(tok.leading_ids()).copied().collect();
+    let set: BTreeSet<u32> = ids.into_iter().filter(|i| !excluded.contains(i)).collect();
+    Ok(set.into_iter().collect())
+}
+
+/// One adaptation example: the passage's ids and the two target sets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdaptExample {
+    pub passage: Vec<u32>,
+    /// EBAE: tokens of the passage itself.
+    pub self_targets: Vec<u32>,
+    /// EBAR: tokens of the following segment.
+    pub next_targets: Vec<u32>,
+}
+
+/// The fixed pieces every adaptation sequence shares.
+#[derive(Debug, Clone)]
+pub struct AdaptLayout {
+    pub lead: Vec<u32>,
+    pub self_suffix: Vec<u32>,
+    pub next_suffix: Vec<u32>,
+    pub pad_id: u32,
+}
+
+impl AdaptLayout {
+    pub fn new(tok: &LlmTokenizer) -> Result<Self> {
+        let mut lead = tok.leading_ids().to_vec();
+        lead.extend(tok.encode(PREFIX)?);
+        Ok(Self {
+            lead,
+            self_suffix: template::suffix_ids(tok, TextKind::Passage)?,
+            next_suffix: template::suffix_ids(tok, TextKind::Query)?,
+            pad_id: tok.pad_id(),
+        })
+    }
+}
+
+/// A padded adaptation batch with the index tensors the losses read.
+pub struct AdaptBatch {
+    pub inputs: BatchInputs,
+    /// Flat `b*T+i` indices of positions whose next token is a passage token, and those tokens.
+    pub lm_src: Tensor,
+    pub lm_tgt: Tensor,
+    /// Flat indices `[B*8]` of the SELF / NEXT special-token positions.
+    pub self_pos: Tensor,
+    pub next_pos: Tensor,
+    /// `[B, V]` target weights (1/|T| on each target id) for EBAE / EBAR.
+    pub self_w: Tensor,
+    pub next_w: Tensor,
+    pub batch: usize,
+    /// Real tokens in the batch.
+    pub tokens: usize,
+}
+
+/// Per-row layout of one sequence: ids, positions, and the SELF/NEXT suffix ranges.
+pub struct AdaptRow {
+    pub ids: Vec<u32>,
+    pub positions: Vec<u32>,
+    pub self_range: (usize, usize),
+    pub next_range: (usize, usize),
+}
+
+impl AdaptLayout {
+    pub fn row(&self, passage: &[u32]) -> AdaptRow {
+        let mut ids = self.lead.clone();
+        ids.extend_from_slice(passage);
+        let content_end = ids.len();
+        ids.extend_from_slice(&self.self_suffix);
+        let self_end = ids.len();
+        ids.extend_from_slice(&self.next_suffix);
+        let mut positions: Vec<u32> = (0..self_end as u32).collect();
+        // The NEXT suffix starts right after the passage, like the SELF suffix.
+        positions.extend((0..self.next_suffix.len() as u32).map(|k| content_end as u32 + k));
+        AdaptRow {
+            ids,
+            positions,
+            self_range: (content_end, self_end),
+            next_range: (self_end, self_end + self.next_suffix.len()),
+        }
+    }
+
+    /// Builds the batch: right padding, causal + padding mask, NEXT cannot see SELF suffix.
+    pub fn batch(
+        &self,
+        examples: &[&AdaptExample],
+        vocab: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<AdaptBatch> {
+        if examples.is_empty() {
+            return Err(Error::Train("empty adaptation batch".into()));
+        }
+        let rows: Vec<AdaptRow> = examples.iter().map(|e| self.row(&e.passage)).collect();
+        let t = rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
+        let b = rows.len();
+        let mut ids = Vec::with_capacity(b);
+        let mut positions = Vec::with_capacity(b);
+        let (mut lm_src, mut lm_tgt, mut self_pos, mut next_pos) = (vec![], vec![], vec![], vec![]);
+        let mut self_w = vec![0f32; b * vocab];
+        let mut next_w = vec![0f32; b * vocab];
+        let lead = self.lead.len();
+        let mut tokens = 0;
+        for (bi, (r, e)) in rows.iter().zip(examples).enumerate() {
+            let n = r.ids.len();
+            tokens += n;
+            let mut row = r.ids.clone();
+            row.resize(t, self.pad_id);
+            let mut pos = r.positions.clone();
+            pos.resize(t, 0);
+            ids.push(row);
+            positions.push(pos);
+            for k in 0..e.passage.len() {
+                lm_src.push((bi * t + lead + k - 1) as u32);
+                lm_tgt.push(e.passage[k]);
+            }
+            self_pos.extend((r.self_range.1 - 8..r.self_range.1).map(|i| (bi * t + i) as u32));
+            next_pos.extend((r.next_range.1 - 8..r.next_range.1).map(|i| (bi * t + i) as u32));
+            for (targets, w) in [(&e.self_targets, &mut self_w), (&e.next_targets, &mut next_w)] {
+                for &id in targets.iter() {
+                    if id as usize >= vocab {
+                        return Err(Error::Train(format!("target id {id} beyond vocab {vocab}")));
+                    }
+                    w[bi * vocab + id as usize] = 1.0 / targets.len() as f32;
+                }
+            }
+        }
+        let lens: Vec<usize> = rows.iter().map(|r| r.ids.len()).collect();
+        let inputs = BatchInputs::build(
+            &ids,
+            &positions,
+            |bi, i, j| {
+                let r = &rows[bi];
+                let next_sees_self = i >= r.next_range.0
+                    && i < r.next_range.1
+                    && j >= r.self_range.0
+                    && j < r.self_range.1;
+                j <= i && j < lens[bi] && !next_sees_self
+            },
+            dtype,
+            device,
+        )?;
+        let n_lm = lm_src.len();
+        Ok(AdaptBatch {
+            inputs,
+            lm_src: Tensor::from_vec(lm_src, n_lm, device)?,
+            lm_tgt: Tensor::from_vec(lm_tgt, n_lm, device)?,
+            self_pos: Tensor::from_vec(self_pos, b * 8, device)?,
+            next_pos: Tensor::from_vec(next_pos, b * 8, device)?,
+            self_w: Tensor::from_vec(self_w, (b, vocab), device)?,
+            next_w: Tensor::from_vec(next_w, (b, vocab), device)?,
+            batch: b,
+            tokens,
+        })
+    }
+}
+
+/// The adaptation losses of one batch (scalar tensors; `total` carries the gradient).
+pub struct AdaptLosses {
+    pub total: Tensor,
+    pub lm: Tensor,
+    /// Raw bag-of-words losses (before the /10).
+    pub ebae: Tensor,
+    pub ebar: Tensor,
+}
+
+/// Mean next-token cross-entropy of `logits [N, V]` against `targets [N]`.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let picked = logp.gather(&targets.unsqueeze(1)?, 1)?;
+    Ok(picked.mean_all()?.neg()?)
+}
+
+/// Bag-of-words loss: max-pool the 8 positions' logits, log-softmax, minus the mean
+/// log-probability of the target set, averaged over examples that have targets.
+pub fn bow_loss(
+    model: &Llama,
+    hidden_flat: &Tensor,
+    pos: &Tensor,
+    weights: &Tensor,
+) -> Result<Tensor> {
+    let (b, v) = weights.dims2()?;
+    let h = hidden_flat.index_select(pos, 0)?;
+    let logits = model.lm_logits(&h)?.reshape((b, 8, v))?;
+    let pooled = logits.max(1)?;
+    let logp = candle_nn::ops::log_softmax(&pooled, D::Minus1)?;
+    let per_row = (logp * weights)?.sum(1)?.neg()?;
+    let has = weights.sum(1)?.gt(0.0)?.to_dtype(DType::F32)?;
+    let n = has.sum_all()?.to_scalar::<f32>()?.max(1.0);
+    Ok(((per_row * has)?.sum_all()? / n as f64)?)
+}
+
+/// Forward + all adaptation losses.
+pub fn adapt_losses(model: &Llama, batch: &AdaptBatch) -> Result<AdaptLosses> {
+    let hidden = model.forward(&batch.inputs, ForwardMode::Differentiable)?;
+    let (b, t, hd) = hidden.dims3()?;
+    let flat = hidden.reshape((b * t, hd))?;
+    let lm_logits = model.lm_logits(&flat.index_select(&batch.lm_src, 0)?)?;
+    let lm = cross_entropy(&lm_logits, &batch.lm_tgt)?;
+    let ebae = bow_loss(model, &flat, &batch.self_pos, &batch.self_w)?;
+    let ebar = bow_loss(model, &flat, &batch.next_pos, &batch.next_w)?;
+    let bow = ((&ebae + &ebar)? / (2.0 * BOW_DIVISOR))?;
+    Ok(AdaptLosses { total: (&lm + bow)?, lm, ebae, ebar })
+}
+
+/// L2-normalised pooled embeddings `[N, H]` of prepared texts, differentiable (f32).
+pub fn embed_with_grad(model: &Llama, items: &[&Prepared], pad_id: u32) -> Result<Tensor> {
+    let batch = template::pad_batch(items, pad_id, Padding::Right, model.dtype(), model.device())?;
+    let hidden = model.forward(&batch.inputs, ForwardMode::Differentiable)?;
+    let pooled = batch.pool_weights.matmul(&hidden.to_dtype(DType::F32)?)?.squeeze(1)?;
+    let norm = (pooled.sqr()?.sum_keepdim(1)? + 1e-12)?.sqrt()?;
+    Ok(pooled.broadcast_div(&norm)?)
+}
+
+/// InfoNCE: query `i` of `q [B, H]` has its positive at row `i*group` of `p [B*group, H]`;
+/// every other row of `p` is a negative. Scores are cosines / `temperature`.
+pub fn info_nce(q: &Tensor, p: &Tensor, group: usize, temperature: f64) -> Result<Tensor> {
+    let b = q.dim(0)?;
+    if p.dim(0)? != b * group {
+        return Err(Error::Train(format!(
+            "{} passages for {b} queries × group {group}",
+            p.dim(0)?
+        )));
+    }
+    let scores = (q.matmul(&p.t()?)? / temperature)?;
+    let targets: Vec<u32> = (0..b).map(|i| (i * group) as u32).collect();
+    cross_entropy(&scores, &Tensor::from_vec(targets, b, q.device())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bow_text_lowercases_and_strips_punctuation_and_stop_words() {
+        assert_eq!(bow_text("The Cat, sat on THE mat!"), "cat sat mat");
+        assert_eq!(bow_text("it is a ..."), "");
+    }
+}
