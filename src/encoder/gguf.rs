@@ -145,7 +145,9 @@ pub(crate) fn check_shapes(cfg: &LlamaConfig, w: &LlamaWeights) -> std::result::
     let h = cfg.hidden_size;
     let kv = cfg.num_key_value_heads * cfg.head_dim();
     let i = cfg.intermediate_size;
-    if h % cfg.num_attention_heads != 0 || cfg.num_attention_heads % cfg.num_key_value_heads != 0 {
+    if !h.is_multiple_of(cfg.num_attention_heads)
+        || !cfg.num_attention_heads.is_multiple_of(cfg.num_key_value_heads)
+    {
         return Err(format!(
             "heads ({}) must divide hidden ({h}) and be a multiple of kv heads ({})",
             cfg.num_attention_heads, cfg.num_key_value_heads

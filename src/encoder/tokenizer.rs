@@ -12,6 +12,9 @@ use tokenizers::{AddedToken, PreTokenizerWrapper, Tokenizer};
 
 use crate::error::{Error, Result};
 
+/// A token's byte range in the encoded text.
+pub type Span = (usize, usize);
+
 /// Number of Llama2Vec special tokens: `<s1>`..`<s8>` (SELF) and `<s9>`..`<s16>` (NEXT).
 pub const NUM_SPECIAL: usize = 16;
 
@@ -176,7 +179,7 @@ impl LlmTokenizer {
     }
 
     /// Ids and byte offsets of `text`.
-    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<Span>)> {
         let enc = self.inner.encode(text, false).map_err(tok_err)?;
         Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
     }
