@@ -14,6 +14,7 @@ pub mod fusion;
 pub mod index;
 pub mod lexical;
 pub mod pipeline;
+pub mod search;
 pub mod server;
 pub mod store;
 pub mod train;

@@ -3,15 +3,22 @@
 //! `--mode bm25` needs only the lexical index, at `DB/lexical/` (a tantivy folder). If the
 //! database has none yet it is built from the dataset's `corpus.jsonl` first, so
 //! `engine eval --mode bm25 --db DB --dataset D` works on a fresh folder. Dense and hybrid
-//! modes arrive with the encoder and ANN index.
+//! modes need a database made by `engine index` from the same corpus; queries are embedded
+//! with the encoder that built it (NEXT template), in length-sorted batches.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
 
-use engine::eval::{build_lexical_index, run_bm25_eval, BeirDataset};
+use std::collections::{HashMap, HashSet};
+
+use engine::encoder::TextKind;
+use engine::eval::{build_lexical_index, evaluate, run_bm25_eval, BeirDataset};
+use engine::fusion::Fusion;
 use engine::lexical::LexicalOptions;
+use engine::search::{SearchIndex, SearchMode};
+use engine::store::Database;
 
 use super::Ctx;
 
@@ -33,16 +40,19 @@ pub struct EvalArgs {
     /// Write the run in TREC format (qid Q0 docid rank score tag).
     #[arg(long)]
     pub run_out: Option<PathBuf>,
+    /// GGUF file or model folder (default: model.path); must be the db's encoder.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// llama2vec | last | mean (default: encoder.pooling); must be the db's pooling.
+    #[arg(long)]
+    pub pooling: Option<String>,
 }
 
 pub fn run(ctx: &Ctx, args: EvalArgs) -> Result<()> {
     let k = args.k.unwrap_or(ctx.config.eval.k);
     match args.mode.as_str() {
         "bm25" => run_bm25(args, k),
-        "dense" | "hybrid" => anyhow::bail!(
-            "eval --mode {}: not implemented yet (needs the dense encoder); --mode bm25 works",
-            args.mode
-        ),
+        "dense" | "hybrid" => run_dense(ctx, args, k),
         other => anyhow::bail!("--mode must be dense, bm25 or hybrid, got {other:?}"),
     }
 }
@@ -66,5 +76,60 @@ fn run_bm25(args: EvalArgs, k: usize) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// Dense or hybrid evaluation over a database built by `engine index`.
+fn run_dense(ctx: &Ctx, args: EvalArgs, k: usize) -> Result<()> {
+    let mode: SearchMode = args.mode.parse()?;
+    let dataset = BeirDataset::load(&args.dataset, &args.split)?;
+    let config =
+        super::index::with_overrides(&ctx.config, args.model.as_ref(), args.pooling.as_ref(), None);
+    let embedder = super::index::load_embedder(&config)?;
+    let db = Database::open(&args.db, Some(&embedder.fingerprint()))
+        .with_context(|| format!("opening database {}", args.db.display()))?;
+    if db.status()?.documents == 0 {
+        anyhow::bail!(
+            "database {} is empty: run `engine index` on the corpus first",
+            args.db.display()
+        );
+    }
+    let stored: HashSet<String> = db.document_ids()?.into_iter().collect();
+    let unknown = dataset.unknown_judged_docs(&stored);
+    if unknown > 0 {
+        eprintln!("warning: {unknown} judged documents are not in the database (indexed from another corpus?)");
+    }
+    if mode == SearchMode::Hybrid
+        && !engine::search::lexical_dir(&args.db).join("meta.json").exists()
+    {
+        eprintln!("building the BM25 index of {} from its documents", args.db.display());
+        engine::search::sync_lexical(&db)?;
+    }
+    let index = SearchIndex::new(db)?;
+    let fusion = Fusion::from_config(&ctx.config.eval)?;
+    // All queries in one call: the encoder sorts them by length into full batches.
+    let texts: Vec<&str> = dataset.queries.iter().map(|(_, t)| t.as_str()).collect();
+    let started = std::time::Instant::now();
+    let vectors = embedder.embed(&texts, TextKind::Query)?;
+    let encode_seconds = started.elapsed().as_secs_f64();
+    let by_text: HashMap<&str, &Vec<f32>> = texts.iter().copied().zip(vectors.iter()).collect();
+    let (mut report, run) = evaluate(
+        &dataset,
+        |text, k| {
+            let v = by_text.get(text).map(|v| v.as_slice());
+            let hits = index.search(mode, text, v, k, &fusion)?;
+            Ok(hits.into_iter().map(|h| (h.id, h.score)).collect())
+        },
+        k,
+    )?;
+    report.unknown_judged_docs = Some(unknown);
+    if let Some(path) = &args.run_out {
+        run.write_trec_file(path, &format!("engine-{}", mode.as_str()))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let mut out = serde_json::to_value(&report)?;
+    out["mode"] = mode.as_str().into();
+    out["query_encode_seconds"] = encode_seconds.into();
+    println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

@@ -112,7 +112,7 @@ fn progress_bar() -> indicatif::ProgressBar {
 
 pub fn run_index(ctx: &Ctx, args: IndexArgs) -> Result<()> {
     if args.lexical_only {
-        anyhow::bail!("--lexical-only: the BM25 index is not available yet");
+        return run_lexical_only(ctx, &args);
     }
     let config = with_overrides(
         &ctx.config,
@@ -149,8 +149,16 @@ pub fn run_index(ctx: &Ctx, args: IndexArgs) -> Result<()> {
     let report = pipeline::index_documents(&db, embedder.as_ref(), corpus.docs, &opts, &bar)
         .with_context(|| format!("indexing into {}", args.db.display()))?;
     let verify = if args.verify { Some(db.verify_recall(200, 10, 42)?) } else { None };
+    // The BM25 index mirrors the store; rebuilding it is seconds beside the embedding.
+    let started = std::time::Instant::now();
+    let lexical = engine::search::sync_lexical(&db).context("building the BM25 index")?;
+    let lexical_report = serde_json::json!({
+        "documents": lexical.count(),
+        "seconds": started.elapsed().as_secs_f64(),
+    });
     let out = serde_json::json!({
         "report": report,
+        "lexical": lexical_report,
         "bad_lines_skipped": corpus.skipped.len(),
         "status": db.status()?,
         "verify": verify,
@@ -162,7 +170,9 @@ pub fn run_index(ctx: &Ctx, args: IndexArgs) -> Result<()> {
 pub fn run_delete(_ctx: &Ctx, args: DeleteArgs) -> Result<()> {
     let db = Database::open(&args.db, None)
         .with_context(|| format!("opening database {}", args.db.display()))?;
-    let missing = db.delete_documents(&args.ids)?;
+    let index = engine::search::SearchIndex::new(db)?;
+    let missing = index.delete_documents(&args.ids)?;
+    let db = index.db();
     db.save_index()?;
     for id in &missing {
         eprintln!("not found: {id}");
@@ -179,6 +189,46 @@ pub fn run_check(_ctx: &Ctx, args: CheckArgs) -> Result<()> {
         .with_context(|| format!("opening database {}", args.db.display()))?;
     let r = db.verify_recall(args.queries, 10, 42)?;
     let out = serde_json::json!({ "recall_at_10": r.recall, "check": r, "status": db.status()? });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// `engine index --lexical-only`: only the BM25 index (no encoder run), in `DB/lexical/`.
+fn run_lexical_only(ctx: &Ctx, args: &IndexArgs) -> Result<()> {
+    use engine::lexical::{LexicalDoc, LexicalIndex, LexicalOptions};
+    let started = std::time::Instant::now();
+    let corpus_opts = CorpusOptions::from_config(&ctx.config.index, args.skip_bad);
+    let corpus = pipeline::read_corpus(&args.corpus, &corpus_opts)
+        .with_context(|| format!("reading corpus {}", args.corpus.display()))?;
+    for e in &corpus.skipped {
+        eprintln!("skipped: {e}");
+    }
+    if args.db.join("sled").is_dir() {
+        anyhow::bail!(
+            "{} is a dense database; its BM25 index is kept up to date by `engine index` without --lexical-only",
+            args.db.display()
+        );
+    }
+    let lex = LexicalIndex::open_or_create(
+        &engine::search::lexical_dir(&args.db),
+        LexicalOptions::default(),
+    )?;
+    let docs: Vec<_> = corpus
+        .docs
+        .iter()
+        .filter(|d| !(d.title.trim().is_empty() && d.text.trim().is_empty()))
+        .collect();
+    let empty = corpus.docs.len() - docs.len();
+    lex.add(docs.iter().map(|d| LexicalDoc { id: &d.id, title: &d.title, text: &d.text }))?;
+    lex.commit()?;
+    lex.reload()?;
+    let out = serde_json::json!({
+        "lexical_only": true,
+        "documents": lex.count(),
+        "empty_skipped": empty,
+        "bad_lines_skipped": corpus.skipped.len(),
+        "seconds": started.elapsed().as_secs_f64(),
+    });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use engine::encoder::TextKind;
+use engine::fusion::Fusion;
+use engine::lexical::LexicalIndex;
+use engine::search::{lexical_dir, SearchIndex, SearchMode};
 use engine::store::Database;
 
 use super::Ctx;
@@ -30,26 +33,45 @@ pub struct SearchArgs {
 }
 
 pub fn run(ctx: &Ctx, args: SearchArgs) -> Result<()> {
-    match args.mode.as_str() {
-        "dense" => {}
-        // The lexical index plugs in here: bm25 searches it alone, hybrid fuses both rankings
-        // (eval.fusion / rrf_k / hybrid_alpha).
-        "bm25" | "hybrid" => {
-            anyhow::bail!("--mode {}: the BM25 index is not available yet", args.mode)
-        }
-        other => anyhow::bail!("--mode must be dense, bm25 or hybrid, got {other:?}"),
-    }
+    let mode: SearchMode = args.mode.parse()?;
     if args.query.trim().is_empty() {
         anyhow::bail!("the query is empty");
     }
     let config =
         super::index::with_overrides(&ctx.config, args.model.as_ref(), args.pooling.as_ref(), None);
+    let fusion = Fusion::from_config(&config.eval)?;
+    let lexical_only =
+        !args.db.join("sled").is_dir() && lexical_dir(&args.db).join("meta.json").exists();
+    if lexical_only {
+        // A `--lexical-only` database: BM25 alone, ids and scores.
+        if mode != SearchMode::Bm25 {
+            anyhow::bail!(
+                "{} was built with --lexical-only: only --mode bm25 works",
+                args.db.display()
+            );
+        }
+        let lex = LexicalIndex::open(&lexical_dir(&args.db))?;
+        let hits: Vec<serde_json::Value> = lex
+            .search(&args.query, args.k)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, (id, score))| serde_json::json!({"rank": i + 1, "id": id, "score": score}))
+            .collect();
+        let out = serde_json::json!({ "query": args.query, "mode": mode.as_str(), "hits": hits });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
     let embedder = super::index::load_embedder(&config)?;
     let db = Database::open(&args.db, Some(&embedder.fingerprint()))
         .with_context(|| format!("opening database {}", args.db.display()))?;
-    let q = embedder.embed(&[args.query.as_str()], TextKind::Query)?;
-    let q = q.into_iter().next().context("encoder returned no vector")?;
-    let hits = db.search_dense(&q, args.k)?;
+    let index = SearchIndex::new(db)?;
+    let q = if mode.needs_vector() {
+        let q = embedder.embed(&[args.query.as_str()], TextKind::Query)?;
+        Some(q.into_iter().next().context("encoder returned no vector")?)
+    } else {
+        None
+    };
+    let hits = index.search(mode, &args.query, q.as_deref(), args.k, &fusion)?;
     let hits: Vec<serde_json::Value> = hits
         .into_iter()
         .enumerate()
@@ -63,7 +85,7 @@ pub fn run(ctx: &Ctx, args: SearchArgs) -> Result<()> {
             })
         })
         .collect();
-    let out = serde_json::json!({ "query": args.query, "mode": args.mode, "hits": hits });
+    let out = serde_json::json!({ "query": args.query, "mode": mode.as_str(), "hits": hits });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

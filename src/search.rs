@@ -1,0 +1,218 @@
+//! Query-time retrieval over a database: dense (ANN over passage vectors), BM25 (the tantivy
+//! index in `DB/lexical/`) or hybrid (both rankings fused). One implementation serves
+//! `engine search`, `engine eval` and the server, so the three always agree.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+use crate::fusion::Fusion;
+use crate::lexical::{LexicalDoc, LexicalIndex, LexicalOptions};
+use crate::store::{Database, DocHit, NewDocument};
+
+/// How a query is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    Dense,
+    Bm25,
+    Hybrid,
+}
+
+impl SearchMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchMode::Dense => "dense",
+            SearchMode::Bm25 => "bm25",
+            SearchMode::Hybrid => "hybrid",
+        }
+    }
+
+    /// Whether the query must be embedded.
+    pub fn needs_vector(self) -> bool {
+        self != SearchMode::Bm25
+    }
+}
+
+impl FromStr for SearchMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "dense" => Ok(SearchMode::Dense),
+            "bm25" => Ok(SearchMode::Bm25),
+            "hybrid" => Ok(SearchMode::Hybrid),
+            other => Err(Error::InvalidInput(format!(
+                "mode must be dense, bm25 or hybrid, got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Candidates taken from each ranking before fusion: fusing two top-k lists would drop
+/// documents ranked just below k by both.
+const FUSION_DEPTH: usize = 100;
+
+/// Where a database keeps its BM25 index.
+pub fn lexical_dir(db_dir: &Path) -> PathBuf {
+    db_dir.join("lexical")
+}
+
+/// A database and its BM25 index, written together.
+pub struct SearchIndex {
+    db: Database,
+    lexical: Option<LexicalIndex>,
+}
+
+impl SearchIndex {
+    /// Wraps `db`, opening `DB/lexical/` when it exists.
+    pub fn new(db: Database) -> Result<Self> {
+        let dir = lexical_dir(db.path());
+        let lexical =
+            if dir.join("meta.json").exists() { Some(LexicalIndex::open(&dir)?) } else { None };
+        Ok(Self { db, lexical })
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    pub fn lexical(&self) -> Option<&LexicalIndex> {
+        self.lexical.as_ref()
+    }
+
+    /// The modes this index can answer.
+    pub fn modes(&self) -> Vec<SearchMode> {
+        let mut m = vec![SearchMode::Dense];
+        if self.lexical.is_some() {
+            m.extend([SearchMode::Bm25, SearchMode::Hybrid]);
+        }
+        m
+    }
+
+    /// Stores documents (vectors and passages in sled, durable on return) and indexes their
+    /// words. The store is written first: it is the source of truth `sync_lexical` rebuilds
+    /// the lexical index from.
+    pub fn put_documents(&self, docs: Vec<NewDocument>) -> Result<()> {
+        let lexical: Vec<(String, String, String)> =
+            docs.iter().map(|d| (d.id.clone(), d.title.clone(), d.text.clone())).collect();
+        self.db.put_documents(docs)?;
+        self.db.flush()?;
+        if let Some(lex) = &self.lexical {
+            lex.add(lexical.iter().map(|(id, title, text)| LexicalDoc { id, title, text }))?;
+            lex.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes documents from both indexes; returns the ids that did not exist.
+    pub fn delete_documents(&self, ids: &[String]) -> Result<Vec<String>> {
+        let missing = self.db.delete_documents(ids)?;
+        self.db.flush()?;
+        if let Some(lex) = &self.lexical {
+            lex.delete(ids.iter().map(String::as_str))?;
+            lex.commit()?;
+        }
+        Ok(missing)
+    }
+
+    /// Top `k` documents for a query. `vector` (the query's embedding) is required for dense
+    /// and hybrid modes.
+    pub fn search(
+        &self,
+        mode: SearchMode,
+        text: &str,
+        vector: Option<&[f32]>,
+        k: usize,
+        fusion: &Fusion,
+    ) -> Result<Vec<DocHit>> {
+        let need_vector = || {
+            vector.ok_or_else(|| {
+                Error::InvalidInput(format!("{} search needs a query vector", mode.as_str()))
+            })
+        };
+        match mode {
+            SearchMode::Dense => self.db.search_dense(need_vector()?, k),
+            SearchMode::Bm25 => {
+                let hits = self.lexical_or_err()?.search(text, k)?;
+                self.hydrate(&hits, &[])
+            }
+            SearchMode::Hybrid => {
+                let depth = k.max(FUSION_DEPTH);
+                let dense = self.db.search_dense(need_vector()?, depth)?;
+                let bm25 = self.lexical_or_err()?.search(text, depth)?;
+                let dense_ranked: Vec<(String, f32)> =
+                    dense.iter().map(|h| (h.id.clone(), h.score)).collect();
+                let fused = fusion.fuse(&dense_ranked, &bm25, k);
+                self.hydrate(&fused, &dense)
+            }
+        }
+    }
+
+    fn lexical_or_err(&self) -> Result<&LexicalIndex> {
+        self.lexical.as_ref().ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "database {} has no BM25 index (re-run `engine index` to build it)",
+                self.db.path().display()
+            ))
+        })
+    }
+
+    /// Turns `(id, score)` into hits with title and passage, reusing the best passage of a
+    /// dense hit where there is one (else the start of the document).
+    fn hydrate(&self, ranked: &[(String, f32)], dense: &[DocHit]) -> Result<Vec<DocHit>> {
+        let mut out = Vec::with_capacity(ranked.len());
+        for (id, score) in ranked {
+            if let Some(h) = dense.iter().find(|h| &h.id == id) {
+                out.push(DocHit { score: *score, ..h.clone() });
+                continue;
+            }
+            // A document deleted between the two lookups is simply skipped.
+            let Some(doc) = self.db.get_document(id)? else { continue };
+            out.push(DocHit {
+                id: id.clone(),
+                score: *score,
+                title: doc.title,
+                passage: doc.text,
+                passage_ordinal: 0,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Rebuilds `DB/lexical/` from every document in the store, so it matches the store exactly
+/// after `engine index` or `engine delete` (tantivy indexes thousands of documents a second,
+/// negligible beside embedding them). Built in a temporary folder and swapped in.
+pub fn sync_lexical(db: &Database) -> Result<LexicalIndex> {
+    let dir = lexical_dir(db.path());
+    let tmp = db.path().join("lexical.tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    {
+        let lex = LexicalIndex::create(&tmp, LexicalOptions::default())?;
+        let ids = db.document_ids()?;
+        for chunk in ids.chunks(1000) {
+            let docs: Vec<(String, crate::store::DocRecord)> = chunk
+                .iter()
+                .filter_map(|id| {
+                    db.get_document(id).transpose().map(|d| d.map(|d| (id.clone(), d)))
+                })
+                .collect::<Result<_>>()?;
+            lex.add(docs.iter().map(|(id, d)| LexicalDoc { id, title: &d.title, text: &d.text }))?;
+        }
+        lex.commit()?;
+    }
+    let old = db.path().join("lexical.old");
+    if old.exists() {
+        std::fs::remove_dir_all(&old)?;
+    }
+    if dir.exists() {
+        std::fs::rename(&dir, &old)?;
+    }
+    std::fs::rename(&tmp, &dir)?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old)?;
+    }
+    LexicalIndex::open(&dir)
+}

@@ -1,0 +1,131 @@
+//! `engine search` and `engine eval` in every mode over one database, through the binary, with
+//! the test embedder hook (hashed bag of words) so it needs no model files.
+
+use std::path::Path;
+use std::process::Command;
+
+fn engine(dir: &Path) -> Command {
+    let cfg = dir.join("t.toml");
+    std::fs::write(&cfg, "[index]\nbackend = \"flat\"\n").unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_engine"));
+    c.env("ENGINE_TEST_HASH_ENCODER", "64").arg("--config").arg(cfg);
+    c
+}
+
+fn json(mut c: Command) -> serde_json::Value {
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn write_dataset(dir: &Path) {
+    std::fs::create_dir_all(dir.join("qrels")).unwrap();
+    let docs = [
+        (
+            "bread",
+            "Why bread rises",
+            "Yeast ferments sugar and the carbon dioxide gas makes the dough rise.",
+        ),
+        ("tides", "Ocean tides", "The gravity of the moon pulls the oceans and causes the tides."),
+        (
+            "index",
+            "Inverted index",
+            "A search engine maps every word to the list of documents containing it.",
+        ),
+        (
+            "stars",
+            "Stars",
+            "A star fuses hydrogen into helium in its core until the fuel runs out.",
+        ),
+    ];
+    let corpus: String = docs
+        .iter()
+        .map(|(id, t, x)| serde_json::json!({"_id": id, "title": t, "text": x}).to_string() + "\n")
+        .collect();
+    std::fs::write(dir.join("corpus.jsonl"), corpus).unwrap();
+    std::fs::write(
+        dir.join("queries.jsonl"),
+        "{\"_id\":\"q1\",\"text\":\"what makes dough rise\"}\n{\"_id\":\"q2\",\"text\":\"moon gravity tides\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("qrels/test.tsv"),
+        "query-id\tcorpus-id\tscore\r\nq1\tbread\t1\r\nq2\ttides\t1\r\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn every_mode_puts_the_obvious_document_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_dataset(&data);
+    let db = dir.path().join("db");
+    let mut c = engine(dir.path());
+    c.arg("index").arg(&data).arg("--db").arg(&db);
+    let v = json(c);
+    assert_eq!(v["lexical"]["documents"], 4);
+    for mode in ["dense", "bm25", "hybrid"] {
+        let mut c = engine(dir.path());
+        c.args(["search", "--mode", mode, "-k", "2", "--db"]).arg(&db).arg("moon gravity tides");
+        let v = json(c);
+        assert_eq!(v["hits"][0]["id"], "tides", "{mode}: {v}");
+        assert_eq!(v["hits"][0]["title"], "Ocean tides");
+        let mut c = engine(dir.path());
+        c.args(["eval", "--mode", mode, "--dataset"]).arg(&data).arg("--db").arg(&db);
+        let r = json(c);
+        assert_eq!(r["queries"], 2, "{mode}: {r}");
+        assert_eq!(r["recall@10"], 1.0, "{mode}: {r}");
+    }
+    // Deleting keeps BM25 in step with the store.
+    let mut c = engine(dir.path());
+    c.args(["delete", "--db"]).arg(&db).arg("tides");
+    json(c);
+    let mut c = engine(dir.path());
+    c.args(["search", "--mode", "bm25", "--db"]).arg(&db).arg("moon gravity tides");
+    let v = json(c);
+    assert!(v["hits"].as_array().unwrap().iter().all(|h| h["id"] != "tides"), "{v}");
+}
+
+#[test]
+fn lexical_only_database_answers_bm25_and_refuses_dense() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_dataset(&data);
+    let db = dir.path().join("lex");
+    let mut c = engine(dir.path());
+    c.arg("index").arg(&data).arg("--db").arg(&db).arg("--lexical-only");
+    assert_eq!(json(c)["documents"], 4);
+    let mut c = engine(dir.path());
+    c.args(["search", "--mode", "bm25", "--db"]).arg(&db).arg("inverted index words");
+    assert_eq!(json(c)["hits"][0]["id"], "index");
+    let mut c = engine(dir.path());
+    c.args(["search", "--mode", "dense", "--db"]).arg(&db).arg("words");
+    let out = c.output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lexical-only"));
+}
+
+#[test]
+fn eval_without_qrels_and_bad_mode_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_dataset(&data);
+    let mut c = engine(dir.path());
+    c.args(["eval", "--mode", "bm25", "--split", "dev", "--dataset"])
+        .arg(&data)
+        .arg("--db")
+        .arg(dir.path().join("x"));
+    let out = c.output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("dev.tsv"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut c = engine(dir.path());
+    c.args(["search", "--mode", "fuzzy", "--db"]).arg(dir.path()).arg("q");
+    let out = c.output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dense, bm25 or hybrid"));
+}
