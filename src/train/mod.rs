@@ -18,6 +18,7 @@ use crate::config::TrainConfig;
 use crate::error::{Error, Result};
 
 pub mod adapt;
+pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod finetune;
