@@ -32,7 +32,9 @@ use self::error::{error_body, ApiError};
 use self::metrics::Metrics;
 use self::state::{encoder_name, AppState, Loaded};
 use crate::config::Config;
-use crate::encoder::Encoder;
+use crate::encoder::{Embed, Encoder};
+use crate::store::Database;
+use self::routes::search::Mode;
 use crate::error::{Error, Result};
 
 /// What `engine serve` needs besides the listener.
@@ -65,7 +67,14 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub fn router(state: Arc<AppState>) -> Router {
     let max_body = state.config.server.max_body_bytes;
     let mut app = Router::new()
+        .route("/search", post(routes::search::post_search).get(routes::search::get_search))
+        .route("/documents", post(routes::documents::add_documents))
+        .route(
+            "/documents/{*id}",
+            get(routes::documents::get_document).delete(routes::documents::delete_document),
+        )
         .route("/embed", post(routes::embed))
+        .route("/status", get(routes::status))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))
@@ -138,8 +147,22 @@ async fn json_error_for(res: Response) -> Response {
 pub fn load(opts: &ServeOptions, metrics: Arc<Metrics>) -> Result<Loaded> {
     let batch = BatchOptions::from_config(&opts.config.server)?;
     let encoder = Arc::new(Encoder::from_config(&opts.config)?);
+    // The database must have been built by this very encoder (fingerprint check).
+    let db = Arc::new(Database::open(&opts.db, Some(&encoder.fingerprint()))?);
+    let status = db.status()?;
+    tracing::info!(
+        documents = status.documents,
+        passages = status.passages,
+        backend = %status.backend,
+        "database opened"
+    );
     let batcher = Arc::new(Batcher::start(encoder, batch, metrics)?);
-    Ok(Loaded { batcher, encoder_name: encoder_name(&opts.config.model.path) })
+    Ok(Loaded {
+        batcher,
+        encoder_name: encoder_name(&opts.config.model.path),
+        db,
+        modes: vec![Mode::Dense],
+    })
 }
 
 /// Serves on `listener` until `shutdown` completes, then lets in-flight requests finish, stops
@@ -198,7 +221,7 @@ pub async fn serve(
 /// After the last request: stop the encoder thread, persist the index.
 fn finish(loaded: &Loaded) -> Result<()> {
     loaded.batcher.close();
-    Ok(())
+    loaded.db.save_index()
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -8,14 +8,19 @@ use std::time::Instant;
 use super::batching::Batcher;
 use super::error::ApiError;
 use super::metrics::{Gauges, Metrics};
+use super::routes::search::Mode;
 use crate::config::Config;
 use crate::encoder::{Embed, Encoder};
+use crate::store::Database;
 
 /// What loading produces: the encoder behind its batching queue and the database.
 pub struct Loaded {
     pub batcher: Arc<Batcher>,
     /// Display name of the model (file or folder name).
     pub encoder_name: String,
+    pub db: Arc<Database>,
+    /// Retrieval modes this server can answer.
+    pub modes: Vec<Mode>,
 }
 
 impl Loaded {
@@ -25,6 +30,10 @@ impl Loaded {
 
     pub fn dim(&self) -> usize {
         self.encoder().dim()
+    }
+
+    pub fn modes(&self) -> &[Mode] {
+        &self.modes
     }
 }
 
@@ -59,6 +68,11 @@ impl AppState {
         if let Some(l) = self.loaded.get() {
             g.ready = true;
             g.queue_depth = l.batcher.depth();
+            if let Ok(s) = l.db.status() {
+                g.documents = s.documents;
+                g.passages = s.passages;
+                g.indexed_vectors = s.indexed;
+            }
         }
         g
     }

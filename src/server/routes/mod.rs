@@ -15,6 +15,9 @@ use super::error::{ApiError, ApiJson};
 use super::state::AppState;
 use crate::encoder::{Encoder, Prepared, TextKind};
 
+pub mod documents;
+pub mod search;
+
 pub type AppStateRef = State<Arc<AppState>>;
 
 pub async fn healthz() -> Json<serde_json::Value> {
@@ -29,6 +32,22 @@ pub async fn readyz(State(state): AppStateRef) -> Result<Json<serde_json::Value>
 pub async fn metrics(State(state): AppStateRef) -> Response {
     let text = state.metrics.render(&state.gauges());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+/// `GET /status`: what the web UI's status line shows.
+pub async fn status(State(state): AppStateRef) -> Result<Json<serde_json::Value>, ApiError> {
+    let loaded = state.ready()?;
+    let l = loaded.clone();
+    let s = blocking(move || Ok(l.db.status()?)).await?;
+    Ok(Json(json!({
+        "documents": s.documents,
+        "passages": s.passages,
+        "indexed": s.indexed,
+        "encoder": loaded.encoder_name,
+        "backend": s.backend.as_str(),
+        "dim": s.dim,
+        "modes": loaded.modes(),
+    })))
 }
 
 pub async fn openapi() -> Json<serde_json::Value> {
