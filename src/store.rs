@@ -1,1 +1,740 @@
-//! (in progress)
+//! The database: documents, passages and their vectors in sled, plus the ANN index beside it.
+//!
+//! Layout of a database folder:
+//! ```text
+//! DB/sled/          sled (source of truth): documents, passages, vectors, manifest, embed cache
+//! DB/ann/CURRENT    name of the last complete ANN snapshot (see index::persist)
+//! DB/ann/snap-N/    the ANN index files of that snapshot
+//! ```
+//! sled keys live in one tree with a one-byte prefix, so that a whole change (a document, its
+//! passages, its vectors, the label counter and the counts) is one atomic `apply_batch`:
+//! `d`+id → [`DocRecord`], `p`+label → [`PassageRecord`], `v`+label → vector (f32 LE),
+//! `c`+sha256(text) → cached vector of a not-yet-committed passage (lets an interrupted indexing
+//! run resume without re-embedding), `m`+name → manifest and label counter.
+//!
+//! The ANN index is derived data. Each passage gets a fresh `u64` label that is never reused, the
+//! index is saved at intervals, and on open it is reconciled with sled: labels stored but missing
+//! from the snapshot are inserted from their stored vectors, labels in the snapshot but no longer
+//! stored are tombstoned. A crash therefore never loses or corrupts anything, it only costs the
+//! inserts since the last save.
+//!
+//! Concurrency: [`Database`] is `Send + Sync` and every method takes `&self`, so a server can
+//! share it behind an `Arc`. Searches take a read lock on the ANN index and run concurrently;
+//! writes are serialised by an internal writer mutex and take the index write lock only while
+//! applying their change to it.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::encoder::EncoderFingerprint;
+use crate::error::{Error, Result};
+use crate::index::{self, persist::Snapshots, AnnIndex, AnnParams, Backend};
+
+const FORMAT_VERSION: u32 = 1;
+const K_MANIFEST: &[u8] = b"mmanifest";
+const K_NEXT_LABEL: &[u8] = b"mnext_label";
+
+/// Everything needed to interpret a database: how its vectors were made and indexed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub encoder: EncoderFingerprint,
+    /// Always "inner_product" (vectors are L2-normalised, so this is cosine).
+    pub distance: String,
+    pub backend: Backend,
+    pub params: AnnParams,
+    pub chunk_tokens: usize,
+    pub chunk_overlap: usize,
+    pub documents: u64,
+    pub passages: u64,
+    /// Unix seconds.
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+/// Settings for a new database (and the backend wanted for an existing one).
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    pub backend: Backend,
+    pub params: AnnParams,
+    pub chunk_tokens: usize,
+    pub chunk_overlap: usize,
+}
+
+/// A stored document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocRecord {
+    pub title: String,
+    pub text: String,
+    /// Free-form metadata as a JSON string (bincode cannot carry `serde_json::Value`).
+    pub metadata: String,
+    /// Hex sha256 of title, text and metadata: unchanged documents are not re-embedded.
+    pub hash: String,
+    /// Labels of this document's passages, in text order.
+    pub passages: Vec<u64>,
+}
+
+/// A stored passage: a byte range of its document's text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PassageRecord {
+    pub doc_id: String,
+    pub ordinal: u32,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// A document to store with its embedded passages.
+#[derive(Debug, Clone)]
+pub struct NewDocument {
+    pub id: String,
+    pub title: String,
+    pub text: String,
+    pub metadata: serde_json::Value,
+    pub hash: String,
+    pub passages: Vec<NewPassage>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewPassage {
+    /// Byte range in `text` (must lie on char boundaries).
+    pub start: usize,
+    pub end: usize,
+    pub vector: Vec<f32>,
+    /// Embedding-cache key to drop once this passage is committed.
+    pub cache_key: Option<[u8; 32]>,
+}
+
+/// A dense search result, aggregated per document (score = best passage's score).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DocHit {
+    pub id: String,
+    pub score: f32,
+    pub title: String,
+    /// Text of the best-scoring passage.
+    pub passage: String,
+    pub passage_ordinal: u32,
+}
+
+/// Counts for `status` endpoints and CLI reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub path: PathBuf,
+    pub documents: u64,
+    pub passages: u64,
+    pub indexed: usize,
+    pub tombstones: usize,
+    pub backend: Backend,
+    pub dim: usize,
+}
+
+/// Result of comparing the ANN index with an exact scan.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecallReport {
+    pub backend: Backend,
+    pub queries: usize,
+    pub k: usize,
+    pub recall: f64,
+}
+
+pub struct Database {
+    dir: PathBuf,
+    db: sled::Db,
+    tree: sled::Tree,
+    manifest: RwLock<Manifest>,
+    ann: RwLock<Box<dyn AnnIndex>>,
+    writer: Mutex<()>,
+    last_save: Mutex<Instant>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + rest.len());
+    k.push(prefix);
+    k.extend_from_slice(rest);
+    k
+}
+
+fn label_key(prefix: u8, label: u64) -> Vec<u8> {
+    key(prefix, &label.to_be_bytes())
+}
+
+fn vec_to_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn bytes_to_vec(b: &[u8]) -> Result<Vec<f32>> {
+    if b.len() % 4 != 0 {
+        return Err(Error::Store("stored vector has a truncated length".into()));
+    }
+    Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    bincode::serialize(v).map_err(|e| Error::Store(e.to_string()))
+}
+
+fn dec<T: for<'de> Deserialize<'de>>(b: &[u8], what: &str) -> Result<T> {
+    bincode::deserialize(b).map_err(|e| Error::Store(format!("corrupt {what}: {e}")))
+}
+
+fn poisoned<T>(_: T) -> Error {
+    Error::Store("internal lock poisoned by an earlier panic".into())
+}
+
+impl Database {
+    /// Opens the database in `dir`, creating it (and the folder) if it has no manifest yet.
+    /// An existing database must have been built by an encoder with the same fingerprint
+    /// ([`Error::EncoderMismatch`] otherwise) and the same chunking. When `opts.backend` differs
+    /// from the stored one, the ANN index is rebuilt from the stored vectors.
+    pub fn create_or_open(
+        dir: &Path,
+        encoder: &EncoderFingerprint,
+        opts: &DbOptions,
+    ) -> Result<Self> {
+        if encoder.dim == 0 {
+            return Err(Error::InvalidInput("encoder reports dimension 0".into()));
+        }
+        opts.params.validate()?;
+        if opts.chunk_tokens == 0 || opts.chunk_overlap >= opts.chunk_tokens {
+            return Err(Error::InvalidInput(format!(
+                "chunk_overlap ({}) must be smaller than chunk_tokens ({})",
+                opts.chunk_overlap, opts.chunk_tokens
+            )));
+        }
+        std::fs::create_dir_all(dir)?;
+        let db = sled::open(dir.join("sled"))?;
+        let tree = db.open_tree("engine")?;
+        let manifest = match tree.get(K_MANIFEST)? {
+            Some(bytes) => {
+                let m: Manifest = serde_json::from_slice(&bytes)?;
+                check_encoder(&m, encoder)?;
+                if m.chunk_tokens != opts.chunk_tokens || m.chunk_overlap != opts.chunk_overlap {
+                    return Err(Error::InvalidInput(format!(
+                        "database was built with chunk_tokens={} chunk_overlap={}, config asks for {} and {}; \
+                         use the same chunking or a new database",
+                        m.chunk_tokens, m.chunk_overlap, opts.chunk_tokens, opts.chunk_overlap
+                    )));
+                }
+                m
+            }
+            None => {
+                let now = now_secs();
+                let m = Manifest {
+                    format_version: FORMAT_VERSION,
+                    encoder: encoder.clone(),
+                    distance: "inner_product".into(),
+                    backend: opts.backend,
+                    params: opts.params.clone(),
+                    chunk_tokens: opts.chunk_tokens,
+                    chunk_overlap: opts.chunk_overlap,
+                    documents: 0,
+                    passages: 0,
+                    created_at: now,
+                    updated_at: now,
+                };
+                tree.insert(K_MANIFEST, serde_json::to_vec(&m)?)?;
+                db.flush()?;
+                m
+            }
+        };
+        let me = Self::finish_open(dir, db, tree, manifest)?;
+        if me.manifest().backend != opts.backend {
+            tracing::info!(
+                "switching ANN backend to {}: rebuilding from stored vectors",
+                opts.backend
+            );
+            me.rebuild_index(Some((opts.backend, opts.params.clone())))?;
+        }
+        Ok(me)
+    }
+
+    /// Opens an existing database. With `encoder`, refuses ([`Error::EncoderMismatch`]) a
+    /// database built by another encoder; without it (delete, check, status) no check is made.
+    pub fn open(dir: &Path, encoder: Option<&EncoderFingerprint>) -> Result<Self> {
+        if !dir.join("sled").is_dir() {
+            return Err(Error::NotFound(format!("no database at {}", dir.display())));
+        }
+        let db = sled::open(dir.join("sled"))?;
+        let tree = db.open_tree("engine")?;
+        let bytes = tree
+            .get(K_MANIFEST)?
+            .ok_or_else(|| Error::Store(format!("{} has no manifest", dir.display())))?;
+        let manifest: Manifest = serde_json::from_slice(&bytes)?;
+        if let Some(fp) = encoder {
+            check_encoder(&manifest, fp)?;
+        }
+        Self::finish_open(dir, db, tree, manifest)
+    }
+
+    fn finish_open(dir: &Path, db: sled::Db, tree: sled::Tree, manifest: Manifest) -> Result<Self> {
+        if manifest.format_version != FORMAT_VERSION {
+            return Err(Error::Store(format!(
+                "unsupported database format {}",
+                manifest.format_version
+            )));
+        }
+        let dim = manifest.encoder.dim;
+        let snaps = Snapshots::new(dir.join("ann"));
+        let loaded = match snaps.current() {
+            Ok(Some(snap)) => match index::load_index(manifest.backend, &snap, &manifest.params) {
+                Ok(idx) if idx.dim() == dim && idx.backend() == manifest.backend => Some(idx),
+                Ok(_) => {
+                    tracing::warn!("ANN snapshot does not match the manifest; rebuilding it");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "could not load ANN snapshot ({e}); rebuilding it from stored vectors"
+                    );
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!("{e}; rebuilding the ANN index from stored vectors");
+                None
+            }
+        };
+        let ann = match loaded {
+            Some(a) => a,
+            None => index::new_index(manifest.backend, dim, &manifest.params)?,
+        };
+        let me = Database {
+            dir: dir.to_path_buf(),
+            db,
+            tree,
+            manifest: RwLock::new(manifest),
+            ann: RwLock::new(ann),
+            writer: Mutex::new(()),
+            last_save: Mutex::new(Instant::now()),
+        };
+        let changed = me.reconcile()?;
+        if changed > 0 {
+            tracing::info!("ANN index caught up with the store ({changed} labels)");
+        }
+        Ok(me)
+    }
+
+    /// Brings the ANN index in line with the stored passages; returns how many labels changed.
+    fn reconcile(&self) -> Result<usize> {
+        let _w = self.writer.lock().map_err(poisoned)?;
+        let mut ann = self.ann.write().map_err(poisoned)?;
+        let in_index: Vec<u64> = ann.labels();
+        let mut stored = Vec::new();
+        for kv in self.tree.scan_prefix([b'p']) {
+            let (k, _) = kv?;
+            stored.push(u64::from_be_bytes(
+                k[1..9].try_into().map_err(|_| Error::Store("bad passage key".into()))?,
+            ));
+        }
+        let stored_set: HashSet<u64> = stored.iter().copied().collect();
+        let index_set: HashSet<u64> = in_index.iter().copied().collect();
+        let extra: Vec<u64> = in_index.into_iter().filter(|l| !stored_set.contains(l)).collect();
+        let missing: Vec<u64> = stored.into_iter().filter(|l| !index_set.contains(l)).collect();
+        ann.remove(&extra)?;
+        for chunk in missing.chunks(4096) {
+            let vecs: Vec<Vec<f32>> =
+                chunk.iter().map(|&l| self.vector(l)).collect::<Result<_>>()?;
+            let items: Vec<(u64, &[f32])> =
+                chunk.iter().copied().zip(vecs.iter().map(|v| v.as_slice())).collect();
+            ann.add(&items)?;
+        }
+        Ok(extra.len() + missing.len())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn manifest(&self) -> Manifest {
+        self.manifest.read().map(|m| m.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub fn dim(&self) -> usize {
+        self.manifest().encoder.dim
+    }
+
+    pub fn status(&self) -> Result<Status> {
+        let m = self.manifest();
+        let ann = self.ann.read().map_err(poisoned)?;
+        Ok(Status {
+            path: self.dir.clone(),
+            documents: m.documents,
+            passages: m.passages,
+            indexed: ann.len(),
+            tombstones: ann.tombstones(),
+            backend: m.backend,
+            dim: m.encoder.dim,
+        })
+    }
+
+    pub fn get_document(&self, id: &str) -> Result<Option<DocRecord>> {
+        match self.tree.get(key(b'd', id.as_bytes()))? {
+            Some(b) => Ok(Some(dec(&b, "document")?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn get_passage(&self, label: u64) -> Result<Option<PassageRecord>> {
+        match self.tree.get(label_key(b'p', label))? {
+            Some(b) => Ok(Some(dec(&b, "passage")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The stored vector of a passage.
+    pub fn vector(&self, label: u64) -> Result<Vec<f32>> {
+        let b = self
+            .tree
+            .get(label_key(b'v', label))?
+            .ok_or_else(|| Error::Store(format!("passage {label} has no stored vector")))?;
+        bytes_to_vec(&b)
+    }
+
+    /// Content hash of a stored document, if the id exists.
+    pub fn document_hash(&self, id: &str) -> Result<Option<String>> {
+        Ok(self.get_document(id)?.map(|d| d.hash))
+    }
+
+    /// All stored document ids, in byte order.
+    pub fn document_ids(&self) -> Result<Vec<String>> {
+        self.tree
+            .scan_prefix([b'd'])
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?[1..]).into_owned()))
+            .collect()
+    }
+
+    /// A vector embedded earlier but not yet committed (resume support).
+    pub fn cache_get(&self, key_hash: &[u8; 32]) -> Result<Option<Vec<f32>>> {
+        match self.tree.get(key(b'c', key_hash))? {
+            Some(b) => Ok(Some(bytes_to_vec(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Remembers freshly embedded vectors so an interrupted run need not embed them again.
+    pub fn cache_put(&self, entries: &[([u8; 32], Vec<f32>)]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in entries {
+            batch.insert(key(b'c', k), vec_to_bytes(v));
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Stores documents with their passages and vectors in one atomic step, replacing any
+    /// stored document with the same id (its old passages are removed). Vectors are checked
+    /// against the database dimension and L2-normalised.
+    pub fn put_documents(&self, docs: Vec<NewDocument>) -> Result<()> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        let dim = self.dim();
+        let mut seen = HashSet::new();
+        for d in &docs {
+            if d.id.is_empty() {
+                return Err(Error::InvalidInput("document id is empty".into()));
+            }
+            if !seen.insert(d.id.as_str()) {
+                return Err(Error::InvalidInput(format!(
+                    "document {:?} appears twice in one write",
+                    d.id
+                )));
+            }
+            for p in &d.passages {
+                index::check_vector(&p.vector, dim)?;
+                if p.start > p.end
+                    || p.end > d.text.len()
+                    || !d.text.is_char_boundary(p.start)
+                    || !d.text.is_char_boundary(p.end)
+                {
+                    return Err(Error::InvalidInput(format!(
+                        "passage range {}..{} invalid in {:?}",
+                        p.start, p.end, d.id
+                    )));
+                }
+            }
+        }
+        let _w = self.writer.lock().map_err(poisoned)?;
+        let mut next = self.next_label()?;
+        let mut batch = sled::Batch::default();
+        let mut removed = Vec::new();
+        let mut added: Vec<(u64, Vec<f32>)> = Vec::new();
+        let (mut ddocs, mut dpass) = (0i64, 0i64);
+        for d in docs {
+            if let Some(old) = self.get_document(&d.id)? {
+                for &l in &old.passages {
+                    batch.remove(label_key(b'p', l));
+                    batch.remove(label_key(b'v', l));
+                    removed.push(l);
+                }
+                dpass -= old.passages.len() as i64;
+            } else {
+                ddocs += 1;
+            }
+            let mut labels = Vec::with_capacity(d.passages.len());
+            for (i, p) in d.passages.into_iter().enumerate() {
+                let label = next;
+                next += 1;
+                let mut v = p.vector;
+                index::normalize(&mut v)?;
+                let rec = PassageRecord {
+                    doc_id: d.id.clone(),
+                    ordinal: i as u32,
+                    start: p.start as u64,
+                    end: p.end as u64,
+                };
+                batch.insert(label_key(b'p', label), enc(&rec)?);
+                batch.insert(label_key(b'v', label), vec_to_bytes(&v));
+                if let Some(ck) = p.cache_key {
+                    batch.remove(key(b'c', &ck));
+                }
+                labels.push(label);
+                added.push((label, v));
+            }
+            dpass += labels.len() as i64;
+            let rec = DocRecord {
+                title: d.title,
+                text: d.text,
+                metadata: serde_json::to_string(&d.metadata)?,
+                hash: d.hash,
+                passages: labels,
+            };
+            batch.insert(key(b'd', d.id.as_bytes()), enc(&rec)?);
+        }
+        batch.insert(K_NEXT_LABEL, &next.to_be_bytes()[..]);
+        let manifest = self.bump_counts(ddocs, dpass)?;
+        batch.insert(K_MANIFEST, serde_json::to_vec(&manifest)?);
+        self.tree.apply_batch(batch)?;
+        *self.manifest.write().map_err(poisoned)? = manifest;
+        let mut ann = self.ann.write().map_err(poisoned)?;
+        ann.remove(&removed)?;
+        let items: Vec<(u64, &[f32])> = added.iter().map(|(l, v)| (*l, v.as_slice())).collect();
+        ann.add(&items)?;
+        Ok(())
+    }
+
+    /// Deletes documents and their passages; returns the ids that did not exist.
+    pub fn delete_documents(&self, ids: &[String]) -> Result<Vec<String>> {
+        let _w = self.writer.lock().map_err(poisoned)?;
+        let mut batch = sled::Batch::default();
+        let mut removed = Vec::new();
+        let mut missing = Vec::new();
+        let (mut ddocs, mut dpass) = (0i64, 0i64);
+        let mut seen = HashSet::new();
+        for id in ids {
+            if !seen.insert(id) {
+                continue;
+            }
+            match self.get_document(id)? {
+                Some(old) => {
+                    for &l in &old.passages {
+                        batch.remove(label_key(b'p', l));
+                        batch.remove(label_key(b'v', l));
+                        removed.push(l);
+                    }
+                    batch.remove(key(b'd', id.as_bytes()));
+                    ddocs -= 1;
+                    dpass -= old.passages.len() as i64;
+                }
+                None => missing.push(id.clone()),
+            }
+        }
+        if ddocs != 0 {
+            let manifest = self.bump_counts(ddocs, dpass)?;
+            batch.insert(K_MANIFEST, serde_json::to_vec(&manifest)?);
+            self.tree.apply_batch(batch)?;
+            *self.manifest.write().map_err(poisoned)? = manifest;
+            self.ann.write().map_err(poisoned)?.remove(&removed)?;
+        }
+        Ok(missing)
+    }
+
+    fn next_label(&self) -> Result<u64> {
+        Ok(match self.tree.get(K_NEXT_LABEL)? {
+            Some(b) => u64::from_be_bytes(
+                b.as_ref().try_into().map_err(|_| Error::Store("bad label counter".into()))?,
+            ),
+            None => 0,
+        })
+    }
+
+    fn bump_counts(&self, ddocs: i64, dpass: i64) -> Result<Manifest> {
+        let mut m = self.manifest();
+        m.documents = (m.documents as i64 + ddocs).max(0) as u64;
+        m.passages = (m.passages as i64 + dpass).max(0) as u64;
+        m.updated_at = now_secs();
+        Ok(m)
+    }
+
+    /// Dense search: the `k` documents whose best passage is closest to `query` (inner product
+    /// after normalisation), best first.
+    pub fn search_dense(&self, query: &[f32], k: usize) -> Result<Vec<DocHit>> {
+        let dim = self.dim();
+        index::check_vector(query, dim)?;
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let mut q = query.to_vec();
+        index::normalize(&mut q)?;
+        let ann = self.ann.read().map_err(poisoned)?;
+        let total = ann.len();
+        // Several passages may belong to one document: over-fetch until k documents are found
+        // or the index is exhausted.
+        let mut fetch = (k * 4).max(16);
+        let best: HashMap<String, (f32, u64)> = loop {
+            let hits = ann.search(&q, fetch)?;
+            let mut best: HashMap<String, (f32, u64)> = HashMap::new();
+            for h in &hits {
+                let Some(p) = self.get_passage(h.label)? else { continue };
+                let e = best.entry(p.doc_id).or_insert((h.score, h.label));
+                if h.score > e.0 {
+                    *e = (h.score, h.label);
+                }
+            }
+            if best.len() >= k || hits.len() < fetch || fetch >= total {
+                break best;
+            }
+            fetch = (fetch * 4).min(total.max(1));
+        };
+        drop(ann);
+        let mut ranked: Vec<(String, f32, u64)> =
+            best.into_iter().map(|(id, (s, l))| (id, s, l)).collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        ranked.truncate(k);
+        let mut out = Vec::with_capacity(ranked.len());
+        for (id, score, label) in ranked {
+            let Some(doc) = self.get_document(&id)? else { continue };
+            let p = self.get_passage(label)?;
+            let (ordinal, passage) = match p {
+                Some(p) => (
+                    p.ordinal,
+                    doc.text.get(p.start as usize..p.end as usize).unwrap_or("").to_string(),
+                ),
+                None => (0, String::new()),
+            };
+            out.push(DocHit { id, score, title: doc.title, passage, passage_ordinal: ordinal });
+        }
+        Ok(out)
+    }
+
+    /// Writes the ANN index atomically (after making sled durable, so the snapshot never
+    /// refers to a write sled could still lose).
+    pub fn save_index(&self) -> Result<()> {
+        let _w = self.writer.lock().map_err(poisoned)?;
+        self.db.flush()?;
+        {
+            let mut ann = self.ann.write().map_err(poisoned)?;
+            ann.flush()?;
+        }
+        let ann = self.ann.read().map_err(poisoned)?;
+        Snapshots::new(self.dir.join("ann")).save(|dir| ann.save_into(dir))?;
+        *self.last_save.lock().map_err(poisoned)? = Instant::now();
+        Ok(())
+    }
+
+    /// Saves the index if the last save is older than `interval`; returns whether it saved.
+    pub fn save_index_if_older(&self, interval: Duration) -> Result<bool> {
+        let due = self.last_save.lock().map_err(poisoned)?.elapsed() >= interval;
+        if due {
+            self.save_index()?;
+        }
+        Ok(due)
+    }
+
+    /// Makes all sled writes durable.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Rebuilds the ANN index from the stored vectors (optionally with another backend and
+    /// parameters, recorded in the manifest) and saves it.
+    pub fn rebuild_index(&self, backend: Option<(Backend, AnnParams)>) -> Result<()> {
+        let m = self.manifest();
+        let (backend, params) = backend.unwrap_or((m.backend, m.params.clone()));
+        let mut fresh = index::new_index(backend, m.encoder.dim, &params)?;
+        let mut chunk: Vec<(u64, Vec<f32>)> = Vec::with_capacity(4096);
+        let flush_chunk = |fresh: &mut Box<dyn AnnIndex>,
+                           chunk: &mut Vec<(u64, Vec<f32>)>|
+         -> Result<()> {
+            let items: Vec<(u64, &[f32])> = chunk.iter().map(|(l, v)| (*l, v.as_slice())).collect();
+            fresh.add(&items)?;
+            chunk.clear();
+            Ok(())
+        };
+        {
+            let _w = self.writer.lock().map_err(poisoned)?;
+            for kv in self.tree.scan_prefix([b'v']) {
+                let (k, v) = kv?;
+                let label = u64::from_be_bytes(
+                    k[1..9].try_into().map_err(|_| Error::Store("bad vector key".into()))?,
+                );
+                chunk.push((label, bytes_to_vec(&v)?));
+                if chunk.len() == 4096 {
+                    flush_chunk(&mut fresh, &mut chunk)?;
+                }
+            }
+            flush_chunk(&mut fresh, &mut chunk)?;
+            let mut man = m.clone();
+            man.backend = backend;
+            man.params = params;
+            man.updated_at = now_secs();
+            self.tree.insert(K_MANIFEST, serde_json::to_vec(&man)?)?;
+            *self.manifest.write().map_err(poisoned)? = man;
+            *self.ann.write().map_err(poisoned)? = fresh;
+        }
+        self.save_index()
+    }
+
+    /// Recall@k of the ANN index against an exact scan, using `queries` stored vectors sampled
+    /// with `seed` as queries.
+    pub fn verify_recall(&self, queries: usize, k: usize, seed: u64) -> Result<RecallReport> {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        let m = self.manifest();
+        let mut exact = index::flat::FlatIndex::new(m.encoder.dim);
+        let mut labels = Vec::new();
+        for kv in self.tree.scan_prefix([b'v']) {
+            let (k, v) = kv?;
+            let label = u64::from_be_bytes(
+                k[1..9].try_into().map_err(|_| Error::Store("bad vector key".into()))?,
+            );
+            exact.add(&[(label, bytes_to_vec(&v)?.as_slice())])?;
+            labels.push(label);
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let sample: Vec<u64> =
+            labels.choose_multiple(&mut rng, queries.min(labels.len())).copied().collect();
+        let qs: Vec<Vec<f32>> = sample.iter().map(|&l| self.vector(l)).collect::<Result<_>>()?;
+        let ann = self.ann.read().map_err(poisoned)?;
+        let recall = index::mean_recall(ann.as_ref(), &exact, &qs, k)?;
+        Ok(RecallReport { backend: m.backend, queries: qs.len(), k, recall })
+    }
+}
+
+fn check_encoder(m: &Manifest, fp: &EncoderFingerprint) -> Result<()> {
+    if &m.encoder != fp {
+        return Err(Error::EncoderMismatch(format!(
+            "database was built with encoder {} (pooling {}, template {}, dim {}), but the loaded encoder is {} \
+             (pooling {}, template {}, dim {}); use the same model and settings, or index into a new database",
+            m.encoder.model_hash,
+            m.encoder.pooling,
+            m.encoder.template,
+            m.encoder.dim,
+            fp.model_hash,
+            fp.pooling,
+            fp.template,
+            fp.dim
+        )));
+    }
+    Ok(())
+}

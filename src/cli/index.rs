@@ -2,10 +2,24 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
 use clap::Args;
+use engine::config::Config;
+use engine::encoder::{Embed, Encoder};
+use engine::index::{AnnParams, Backend};
+use engine::pipeline::{self, CorpusOptions, IndexOptions};
+use engine::store::{Database, DbOptions};
 
 use super::Ctx;
+
+/// Test hook: use the library's hashed bag-of-words embedder of this dimension instead of a
+/// model, so CLI tests run without model files. Never set it in production.
+const ENV_HASH_ENCODER: &str = "ENGINE_TEST_HASH_ENCODER";
+/// Test hook: sleep this many milliseconds after each embedded batch (lets a test kill an
+/// indexing run mid-way).
+const ENV_SLOW_BATCH: &str = "ENGINE_TEST_SLOW_BATCH_MS";
 
 #[derive(Args)]
 pub struct IndexArgs {
@@ -55,14 +69,116 @@ pub struct CheckArgs {
     pub queries: usize,
 }
 
-pub fn run_index(_ctx: &Ctx, _args: IndexArgs) -> Result<()> {
-    anyhow::bail!("index: not implemented yet")
+/// Applies the flags shared by `index` and `search` onto a copy of the configuration.
+pub(super) fn with_overrides(
+    config: &Config,
+    model: Option<&PathBuf>,
+    pooling: Option<&String>,
+    backend: Option<&String>,
+) -> Config {
+    let mut c = config.clone();
+    if let Some(m) = model {
+        c.model.path = m.clone();
+    }
+    if let Some(p) = pooling {
+        c.encoder.pooling = p.clone();
+    }
+    if let Some(b) = backend {
+        c.index.backend = b.clone();
+    }
+    c
 }
 
-pub fn run_delete(_ctx: &Ctx, _args: DeleteArgs) -> Result<()> {
-    anyhow::bail!("delete: not implemented yet")
+/// The encoder named by the configuration (or the test embedder, see [`ENV_HASH_ENCODER`]).
+pub(super) fn load_embedder(config: &Config) -> Result<Box<dyn Embed>> {
+    if let Ok(dim) = std::env::var(ENV_HASH_ENCODER) {
+        let dim: usize = dim.parse().with_context(|| format!("{ENV_HASH_ENCODER}={dim:?}"))?;
+        return Ok(Box::new(pipeline::testing::HashEmbedder::new(dim)));
+    }
+    let enc = Encoder::from_config(config)
+        .with_context(|| format!("loading encoder {}", config.model.path.display()))?;
+    Ok(Box::new(enc))
 }
 
-pub fn run_check(_ctx: &Ctx, _args: CheckArgs) -> Result<()> {
-    anyhow::bail!("check: not implemented yet")
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} passages {per_sec} ETA {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
+pub fn run_index(ctx: &Ctx, args: IndexArgs) -> Result<()> {
+    if args.lexical_only {
+        anyhow::bail!("--lexical-only: the BM25 index is not available yet");
+    }
+    let config = with_overrides(
+        &ctx.config,
+        args.model.as_ref(),
+        args.pooling.as_ref(),
+        args.backend.as_ref(),
+    );
+    let backend: Backend = config.index.backend.parse()?;
+    let corpus_opts = CorpusOptions::from_config(&config.index, args.skip_bad);
+    let corpus = pipeline::read_corpus(&args.corpus, &corpus_opts)
+        .with_context(|| format!("reading corpus {}", args.corpus.display()))?;
+    for e in &corpus.skipped {
+        eprintln!("skipped: {e}");
+    }
+    let embedder = load_embedder(&config)?;
+    let db = Database::create_or_open(
+        &args.db,
+        &embedder.fingerprint(),
+        &DbOptions {
+            backend,
+            params: AnnParams::from_config(&config.index),
+            chunk_tokens: config.index.chunk_tokens,
+            chunk_overlap: config.index.chunk_overlap,
+        },
+    )
+    .with_context(|| format!("opening database {}", args.db.display()))?;
+    let mut opts = IndexOptions::from_config(&config);
+    opts.update = args.update;
+    if let Ok(ms) = std::env::var(ENV_SLOW_BATCH) {
+        let ms: u64 = ms.parse().with_context(|| format!("{ENV_SLOW_BATCH}={ms:?}"))?;
+        opts.batch_delay = Some(Duration::from_millis(ms));
+    }
+    let bar = progress_bar();
+    let report = pipeline::index_documents(&db, embedder.as_ref(), corpus.docs, &opts, &bar)
+        .with_context(|| format!("indexing into {}", args.db.display()))?;
+    let verify = if args.verify { Some(db.verify_recall(200, 10, 42)?) } else { None };
+    let out = serde_json::json!({
+        "report": report,
+        "bad_lines_skipped": corpus.skipped.len(),
+        "status": db.status()?,
+        "verify": verify,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+pub fn run_delete(_ctx: &Ctx, args: DeleteArgs) -> Result<()> {
+    let db = Database::open(&args.db, None)
+        .with_context(|| format!("opening database {}", args.db.display()))?;
+    let missing = db.delete_documents(&args.ids)?;
+    db.save_index()?;
+    for id in &missing {
+        eprintln!("not found: {id}");
+    }
+    let deleted = args.ids.iter().collect::<std::collections::HashSet<_>>().len() - missing.len();
+    let out =
+        serde_json::json!({ "deleted": deleted, "not_found": missing, "status": db.status()? });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+pub fn run_check(_ctx: &Ctx, args: CheckArgs) -> Result<()> {
+    let db = Database::open(&args.db, None)
+        .with_context(|| format!("opening database {}", args.db.display()))?;
+    let r = db.verify_recall(args.queries, 10, 42)?;
+    let out = serde_json::json!({ "recall_at_10": r.recall, "check": r, "status": db.status()? });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
 }

@@ -1,0 +1,73 @@
+//! A deterministic stand-in encoder for tests (library, integration and the CLI's hidden
+//! `ENGINE_TEST_HASH_ENCODER` hook): hashed bag of lowercase words, L2-normalised, with
+//! whitespace tokens. Texts sharing words get similar vectors, so retrieval tests are meaningful
+//! without loading a model.
+
+use sha2::{Digest, Sha256};
+
+use crate::encoder::{Embed, EncoderFingerprint, TextKind};
+use crate::error::Result;
+
+pub struct HashEmbedder {
+    dim: usize,
+}
+
+impl HashEmbedder {
+    pub fn new(dim: usize) -> Self {
+        HashEmbedder { dim: dim.max(2) }
+    }
+
+    fn one(&self, text: &str) -> Vec<f32> {
+        let mut v = vec![0f32; self.dim];
+        for word in text.split_whitespace() {
+            let w: String =
+                word.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect();
+            if w.is_empty() {
+                continue;
+            }
+            let h = Sha256::digest(w.as_bytes());
+            let i = u64::from_le_bytes(h[..8].try_into().unwrap_or([0; 8])) as usize % self.dim;
+            v[i] += if h[8] & 1 == 0 { 1.0 } else { -1.0 };
+        }
+        // A fixed component keeps empty or cancelling texts from becoming the zero vector.
+        v[0] += 0.01;
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter_mut().for_each(|x| *x /= n);
+        v
+    }
+}
+
+impl Embed for HashEmbedder {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn fingerprint(&self) -> EncoderFingerprint {
+        EncoderFingerprint {
+            model_hash: "test-hash-embedder-v1".into(),
+            pooling: "bag-of-words".into(),
+            template: "none".into(),
+            dim: self.dim,
+        }
+    }
+    fn embed(&self, texts: &[&str], _kind: TextKind) -> Result<Vec<Vec<f32>>> {
+        Ok(texts.iter().map(|t| self.one(t)).collect())
+    }
+    fn token_spans(&self, text: &str) -> Result<Vec<(usize, usize)>> {
+        let mut spans = Vec::new();
+        let mut start = None;
+        for (i, c) in text.char_indices() {
+            match (c.is_whitespace(), start) {
+                (false, None) => start = Some(i),
+                (true, Some(s)) => {
+                    spans.push((s, i));
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = start {
+            spans.push((s, text.len()));
+        }
+        Ok(spans)
+    }
+}

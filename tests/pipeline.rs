@@ -1,0 +1,370 @@
+//! Library-level indexing tests with the deterministic hash embedder (no model needed).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use engine::encoder::{Embed, EncoderFingerprint, TextKind};
+use engine::index::{AnnParams, Backend};
+use engine::pipeline::testing::HashEmbedder;
+use engine::pipeline::{index_documents, Document, IndexOptions, Silent};
+use engine::store::{Database, DbOptions, DocRecord, PassageRecord};
+use engine::Error;
+
+const DIM: usize = 32;
+
+fn params() -> AnnParams {
+    AnnParams {
+        hnsw_m: 16,
+        hnsw_ef_construction: 100,
+        hnsw_ef_search: 64,
+        faiss_factory: "HNSW32".into(),
+        faiss_nprobe: 8,
+    }
+}
+
+fn db_opts(backend: Backend) -> DbOptions {
+    DbOptions { backend, params: params(), chunk_tokens: 8, chunk_overlap: 2 }
+}
+
+fn opts() -> IndexOptions {
+    IndexOptions {
+        update: false,
+        batch_size: 4,
+        chunk_tokens: 8,
+        chunk_overlap: 2,
+        save_every: Duration::from_secs(3600),
+        window_batches: 2,
+        batch_delay: None,
+    }
+}
+
+fn doc(id: &str, title: &str, text: &str) -> Document {
+    Document {
+        id: id.into(),
+        title: title.into(),
+        text: text.into(),
+        metadata: serde_json::Value::Null,
+    }
+}
+
+const TOPICS: &[&str] = &[
+    "apple banana cherry fruit orchard harvest",
+    "rust compiler borrow checker lifetimes",
+    "ocean waves tide coral reef fish",
+    "galaxy star nebula telescope orbit",
+    "violin cello orchestra symphony concert",
+];
+
+/// Documents on distinct topics; some are long enough to be split into several passages.
+fn corpus(n: usize) -> Vec<Document> {
+    (0..n)
+        .map(|i| {
+            let topic = TOPICS[i % TOPICS.len()];
+            let reps = 1 + i % 4;
+            let text =
+                (0..reps).map(|r| format!("{topic} note{i} part{r}")).collect::<Vec<_>>().join(" ");
+            doc(&format!("doc-{i:03}"), &format!("Title {i}"), &text)
+        })
+        .collect()
+}
+
+type State = Vec<(String, DocRecord, Vec<(PassageRecord, Vec<f32>)>)>;
+
+/// Everything stored, through the public API.
+fn state(db: &Database) -> State {
+    db.document_ids()
+        .unwrap()
+        .into_iter()
+        .map(|id| {
+            let d = db.get_document(&id).unwrap().unwrap();
+            let ps = d
+                .passages
+                .iter()
+                .map(|&l| (db.get_passage(l).unwrap().unwrap(), db.vector(l).unwrap()))
+                .collect();
+            (id, d, ps)
+        })
+        .collect()
+}
+
+fn query(e: &HashEmbedder, text: &str) -> Vec<f32> {
+    e.embed(&[text], TextKind::Query).unwrap().remove(0)
+}
+
+#[test]
+fn index_search_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = HashEmbedder::new(DIM);
+    let docs = corpus(40);
+    {
+        let db = Database::create_or_open(dir.path(), &e.fingerprint(), &db_opts(Backend::Hnsw))
+            .unwrap();
+        let r = index_documents(&db, &e, docs.clone(), &opts(), &Silent).unwrap();
+        assert_eq!(r.added, 40);
+        assert!(r.passages_embedded > 40, "long documents are split: {r:?}");
+        let st = db.status().unwrap();
+        assert_eq!(st.documents, 40);
+        assert_eq!(st.passages as usize, r.passages_embedded);
+        assert_eq!(st.indexed as u64, st.passages);
+        // Every passage of a long document records its document and a real text range.
+        let d = db.get_document("doc-003").unwrap().unwrap();
+        assert!(d.passages.len() > 1);
+        for &l in &d.passages {
+            let p = db.get_passage(l).unwrap().unwrap();
+            assert_eq!(p.doc_id, "doc-003");
+            assert!(p.end as usize <= d.text.len());
+        }
+    }
+    let db = Database::open(dir.path(), Some(&e.fingerprint())).unwrap();
+    let hits = db.search_dense(&query(&e, "galaxy nebula note3 part3"), 5).unwrap();
+    assert_eq!(hits[0].id, "doc-003", "{hits:?}");
+    assert_eq!(hits[0].title, "Title 3");
+    assert!(hits[0].passage.contains("note3"));
+    assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+    let ids: std::collections::HashSet<_> = hits.iter().map(|h| &h.id).collect();
+    assert_eq!(ids.len(), hits.len(), "hits are aggregated per document");
+    // Re-running on the same corpus embeds nothing.
+    let r = index_documents(&db, &e, docs, &opts(), &Silent).unwrap();
+    assert_eq!((r.added, r.unchanged, r.passages_embedded), (0, 40, 0));
+}
+
+#[test]
+fn every_backend_returns_the_same_top_k() {
+    let e = HashEmbedder::new(DIM);
+    let docs = corpus(60);
+    let mut results = Vec::new();
+    for backend in Backend::available() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create_or_open(dir.path(), &e.fingerprint(), &db_opts(backend)).unwrap();
+        index_documents(&db, &e, docs.clone(), &opts(), &Silent).unwrap();
+        drop(db);
+        let db = Database::open(dir.path(), Some(&e.fingerprint())).unwrap();
+        assert_eq!(db.manifest().backend, backend);
+        let mut per_query = Vec::new();
+        for q in ["galaxy telescope note7", "rust lifetimes part2", "coral reef fish note12"] {
+            let hits = db.search_dense(&query(&e, q), 5).unwrap();
+            per_query.push(hits.into_iter().map(|h| h.id).collect::<Vec<_>>());
+        }
+        results.push((backend, per_query));
+    }
+    assert!(results.len() >= 2);
+    for (b, r) in &results[1..] {
+        assert_eq!(r, &results[0].1, "{b} differs from {}", results[0].0);
+    }
+}
+
+#[test]
+fn encoder_mismatch_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = HashEmbedder::new(DIM);
+    {
+        let db = Database::create_or_open(dir.path(), &e.fingerprint(), &db_opts(Backend::Flat))
+            .unwrap();
+        index_documents(&db, &e, corpus(3), &opts(), &Silent).unwrap();
+    }
+    let other = EncoderFingerprint { model_hash: "another-model".into(), ..e.fingerprint() };
+    let err = Database::open(dir.path(), Some(&other)).err().expect("must refuse");
+    assert!(matches!(err, Error::EncoderMismatch(_)), "{err}");
+    let err = Database::create_or_open(
+        dir.path(),
+        &HashEmbedder::new(16).fingerprint(),
+        &db_opts(Backend::Flat),
+    )
+    .err()
+    .expect("must refuse");
+    assert!(matches!(err, Error::EncoderMismatch(_)), "{err}");
+    // Nothing was damaged by the refused opens.
+    let db = Database::open(dir.path(), Some(&e.fingerprint())).unwrap();
+    assert_eq!(db.status().unwrap().documents, 3);
+}
+
+/// Embeds normally for `ok_calls` batches, then fails: an interrupted run.
+struct FailingEmbedder {
+    inner: HashEmbedder,
+    ok_calls: usize,
+    calls: AtomicUsize,
+}
+
+impl Embed for FailingEmbedder {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn fingerprint(&self) -> EncoderFingerprint {
+        self.inner.fingerprint()
+    }
+    fn embed(&self, texts: &[&str], kind: TextKind) -> engine::Result<Vec<Vec<f32>>> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) >= self.ok_calls {
+            return Err(Error::InvalidInput("simulated crash".into()));
+        }
+        self.inner.embed(texts, kind)
+    }
+    fn token_spans(&self, text: &str) -> engine::Result<Vec<(usize, usize)>> {
+        self.inner.token_spans(text)
+    }
+}
+
+#[test]
+fn interrupted_run_resumes_to_identical_state() {
+    let e = HashEmbedder::new(DIM);
+    let docs = corpus(50);
+    let full = tempfile::tempdir().unwrap();
+    let db =
+        Database::create_or_open(full.path(), &e.fingerprint(), &db_opts(Backend::Hnsw)).unwrap();
+    index_documents(&db, &e, docs.clone(), &opts(), &Silent).unwrap();
+    let expected = state(&db);
+    drop(db);
+
+    let part = tempfile::tempdir().unwrap();
+    {
+        let db = Database::create_or_open(part.path(), &e.fingerprint(), &db_opts(Backend::Hnsw))
+            .unwrap();
+        // 5 good batches: two windows committed, one batch cached in the third.
+        let failing = FailingEmbedder {
+            inner: HashEmbedder::new(DIM),
+            ok_calls: 5,
+            calls: AtomicUsize::new(0),
+        };
+        let err = index_documents(&db, &failing, docs.clone(), &opts(), &Silent).unwrap_err();
+        assert!(err.to_string().contains("simulated crash"));
+        let stored = db.status().unwrap().documents;
+        assert!(stored > 0 && (stored as usize) < docs.len(), "interrupted mid-way: {stored}");
+    }
+    let db = Database::open(part.path(), Some(&e.fingerprint())).unwrap();
+    let r = index_documents(&db, &e, docs, &opts(), &Silent).unwrap();
+    assert!(r.unchanged > 0 && r.passages_resumed > 0, "{r:?}");
+    assert_eq!(state(&db), expected);
+    let q = query(&e, "ocean tide note22");
+    let ref_db = Database::open(full.path(), None).unwrap();
+    let a: Vec<String> = db.search_dense(&q, 5).unwrap().into_iter().map(|h| h.id).collect();
+    let b: Vec<String> = ref_db.search_dense(&q, 5).unwrap().into_iter().map(|h| h.id).collect();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn duplicates_updates_and_empty_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = HashEmbedder::new(DIM);
+    let db =
+        Database::create_or_open(dir.path(), &e.fingerprint(), &db_opts(Backend::Hnsw)).unwrap();
+    let mut docs = corpus(5);
+    docs.push(doc("empty", "", "   "));
+    docs.push(docs[0].clone()); // exact duplicate: skipped
+    let r = index_documents(&db, &e, docs, &opts(), &Silent).unwrap();
+    assert_eq!((r.added, r.empty_skipped, r.duplicates_skipped), (5, 1, 1));
+    assert!(db.get_document("empty").unwrap().is_none());
+
+    // Same id twice in one corpus with different content: refused, nothing written.
+    let before = state(&db);
+    let dup = vec![doc("new-1", "", "alpha"), doc("new-1", "", "beta")];
+    let err = index_documents(&db, &e, dup.clone(), &opts(), &Silent).unwrap_err();
+    assert!(err.to_string().contains("new-1"), "{err}");
+    assert_eq!(state(&db), before);
+    // Against a stored id with different content: refused without --update.
+    let changed = vec![doc("doc-001", "Title 1", "completely different text now")];
+    let err = index_documents(&db, &e, changed.clone(), &opts(), &Silent).unwrap_err();
+    assert!(err.to_string().contains("doc-001") && err.to_string().contains("--update"), "{err}");
+    assert_eq!(state(&db), before);
+
+    let upd = IndexOptions { update: true, ..opts() };
+    let r = index_documents(&db, &e, changed, &upd, &Silent).unwrap();
+    assert_eq!(r.updated, 1);
+    let r = index_documents(&db, &e, dup, &upd, &Silent).unwrap();
+    assert_eq!(r.added, 1);
+    assert_eq!(db.get_document("new-1").unwrap().unwrap().text, "beta");
+    let hits = db.search_dense(&query(&e, "completely different text"), 1).unwrap();
+    assert_eq!(hits[0].id, "doc-001");
+    let st = db.status().unwrap();
+    assert_eq!(st.documents, 6);
+    assert_eq!(st.indexed as u64, st.passages, "old passages of the updated doc are gone");
+}
+
+#[test]
+fn deletion_removes_documents_from_results_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = HashEmbedder::new(DIM);
+    for backend in Backend::available() {
+        let path = dir.path().join(backend.as_str());
+        let db = Database::create_or_open(&path, &e.fingerprint(), &db_opts(backend)).unwrap();
+        index_documents(&db, &e, corpus(30), &opts(), &Silent).unwrap();
+        let q = query(&e, "galaxy telescope note8 part0");
+        assert_eq!(db.search_dense(&q, 1).unwrap()[0].id, "doc-008");
+        let missing = db.delete_documents(&["doc-008".into(), "nope".into()]).unwrap();
+        assert_eq!(missing, vec!["nope".to_string()]);
+        assert!(db.get_document("doc-008").unwrap().is_none());
+        let hits = db.search_dense(&q, 10).unwrap();
+        assert_eq!(hits.len(), 10);
+        assert!(hits.iter().all(|h| h.id != "doc-008"), "{backend}");
+        db.save_index().unwrap();
+        drop(db);
+        let db = Database::open(&path, Some(&e.fingerprint())).unwrap();
+        assert!(db.search_dense(&q, 10).unwrap().iter().all(|h| h.id != "doc-008"), "{backend}");
+        assert_eq!(db.status().unwrap().documents, 29);
+    }
+}
+
+#[test]
+fn stale_or_corrupt_index_snapshot_is_caught_up_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = HashEmbedder::new(DIM);
+    {
+        let db = Database::create_or_open(dir.path(), &e.fingerprint(), &db_opts(Backend::Hnsw))
+            .unwrap();
+        index_documents(&db, &e, corpus(10), &opts(), &Silent).unwrap();
+        // A write after the last save: the snapshot on disk still holds doc-002's passages
+        // (as after a crash before the next save).
+        db.delete_documents(&["doc-002".into()]).unwrap();
+    }
+    let db = Database::open(dir.path(), Some(&e.fingerprint())).unwrap();
+    let st = db.status().unwrap();
+    assert_eq!(st.indexed as u64, st.passages);
+    assert!(db
+        .search_dense(&query(&e, "ocean tide note2"), 10)
+        .unwrap()
+        .iter()
+        .all(|h| h.id != "doc-002"));
+    drop(db);
+    // Corrupt every file of the current snapshot: open still works, rebuilding from vectors.
+    let cur = std::fs::read_to_string(dir.path().join("ann/CURRENT")).unwrap();
+    for f in std::fs::read_dir(dir.path().join("ann").join(cur.trim())).unwrap() {
+        std::fs::write(f.unwrap().path(), b"garbage").unwrap();
+    }
+    let db = Database::open(dir.path(), Some(&e.fingerprint())).unwrap();
+    assert_eq!(db.search_dense(&query(&e, "violin symphony note4"), 1).unwrap()[0].id, "doc-004");
+}
+
+#[test]
+fn verify_recall_and_backend_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    // Random words per document: few exact ties, so recall measures the index, not tie-breaks.
+    let e = HashEmbedder::new(64);
+    let mut x: u64 = 12345;
+    let docs: Vec<Document> = (0..300)
+        .map(|i| {
+            let words: Vec<String> = (0..6)
+                .map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    format!("w{}", (x >> 33) % 5000)
+                })
+                .collect();
+            doc(&format!("r{i}"), "", &words.join(" "))
+        })
+        .collect();
+    let db =
+        Database::create_or_open(dir.path(), &e.fingerprint(), &db_opts(Backend::Hnsw)).unwrap();
+    index_documents(&db, &e, docs, &opts(), &Silent).unwrap();
+    let r = db.verify_recall(50, 10, 1).unwrap();
+    assert_eq!(r.queries, 50);
+    assert!(r.recall >= 0.9, "{r:?}");
+    drop(db);
+    let db =
+        Database::create_or_open(dir.path(), &e.fingerprint(), &db_opts(Backend::Flat)).unwrap();
+    assert_eq!(db.manifest().backend, Backend::Flat);
+    assert_eq!(db.verify_recall(50, 10, 1).unwrap().recall, 1.0);
+    drop(db);
+    let err = Database::create_or_open(
+        dir.path(),
+        &e.fingerprint(),
+        &DbOptions { chunk_tokens: 99, ..db_opts(Backend::Flat) },
+    );
+    assert!(err.err().unwrap().to_string().contains("chunk_tokens"));
+}
