@@ -73,6 +73,9 @@ fn base_config(model: &Path) -> Config {
     c.encoder.template = "none".into();
     c.encoder.pooling = "mean".into();
     c.encoder.batch_size = 8;
+    // The tiny tokenizer is byte-level (a token per byte): whole passages as queries need room.
+    c.encoder.max_query_tokens = 512;
+    c.server.max_query_tokens = 512;
     c.index.backend = "flat".into();
     c.index.chunk_tokens = 512;
     c.index.chunk_overlap = 32;
@@ -119,12 +122,12 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, rx) = oneshot::channel::<()>();
-        let opts =
-            ServeOptions { config, db: fx.db.clone(), api_key: api_key.map(str::to_string) };
+        let opts = ServeOptions { config, db: fx.db.clone(), api_key: api_key.map(str::to_string) };
         let task = tokio::spawn(server::serve(listener, opts, async {
             let _ = rx.await;
         }));
-        let s = TestServer { base, client: reqwest::Client::new(), stop: Some(stop), task: Some(task) };
+        let s =
+            TestServer { base, client: reqwest::Client::new(), stop: Some(stop), task: Some(task) };
         s.wait_ready().await;
         s
     }
@@ -201,7 +204,10 @@ async fn search_documents_embed_status_and_metadata_endpoints() {
         assert_eq!(st, 200, "{r}");
         assert_eq!(r["hits"][0]["id"], json!(d.id), "{r}");
         assert_eq!(r["hits"][0]["title"], json!(d.title));
-        assert!(r["hits"][0]["snippet"].as_str().unwrap().contains(d.text.split(' ').next().unwrap()));
+        assert!(r["hits"][0]["snippet"]
+            .as_str()
+            .unwrap()
+            .contains(d.text.split(' ').next().unwrap()));
         assert!(r["hits"][0].get("text").is_none());
         assert!(r["took_ms"].is_f64(), "{r}");
         assert_eq!(r["mode"], "dense");
@@ -246,10 +252,14 @@ async fn search_documents_embed_status_and_metadata_endpoints() {
     ]});
     let (st, r) = s.post("/documents", &new).await;
     assert_eq!(st, 200, "{r}");
-    assert_eq!((r["added"].as_u64(), r["updated"].as_u64(), r["unchanged"].as_u64()), (Some(2), Some(0), Some(0)));
+    assert_eq!(
+        (r["added"].as_u64(), r["updated"].as_u64(), r["unchanged"].as_u64()),
+        (Some(2), Some(0), Some(0))
+    );
     let (st, r) = s.post("/documents", &new).await;
     assert_eq!((st, r["unchanged"].as_u64()), (200, Some(2)), "{r}");
-    let (_, r) = s.post("/search", &json!({ "query": "Fresh\nA freshly added document about sled." })).await;
+    let (_, r) =
+        s.post("/search", &json!({ "query": "Fresh\nA freshly added document about sled." })).await;
     assert_eq!(r["hits"][0]["id"], "new/one", "{r}");
     assert_eq!(r["hits"][0]["title"], "Fresh");
     let (_, got) = s.get("/documents/new%2Fone").await;
@@ -268,7 +278,12 @@ async fn search_documents_embed_status_and_metadata_endpoints() {
     assert_eq!(s.get("/status").await.1["documents"], json!(docs.len() + 1));
 
     // /embed: identical inputs give identical vectors; dims and kinds.
-    let (st, r) = s.post("/embed", &json!({ "texts": ["hello world", "hello world", "other"], "kind": "passage" })).await;
+    let (st, r) = s
+        .post(
+            "/embed",
+            &json!({ "texts": ["hello world", "hello world", "other"], "kind": "passage" }),
+        )
+        .await;
     assert_eq!(st, 200, "{r}");
     assert_eq!(r["dim"], 64);
     assert_eq!(r["encoder"], "tiny-llama");
@@ -307,7 +322,7 @@ async fn search_documents_embed_status_and_metadata_endpoints() {
     assert_eq!(described, server::ROUTES.len(), "openapi describes routes the server lacks");
     // ... and every listed route exists (not the JSON 404 of the fallback).
     for (method, path) in server::ROUTES {
-        let path = path.replace("{id}", "wiki%2FMozilla");
+        let path = path.replace("{id}", "no%2Fsuch");
         let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let r = s.client.request(m, s.url(&path)).send().await.unwrap();
         let body: Value = r.json().await.unwrap_or(Value::Null);
@@ -335,14 +350,36 @@ async fn search_documents_embed_status_and_metadata_endpoints() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_error_is_json_with_the_right_status() {
     let fx = fixture();
-    let s = TestServer::start(&fx, |c| c.server.max_body_bytes = 8192, Some("sekret")).await;
+    let s = TestServer::start(
+        &fx,
+        |c| {
+            c.server.max_body_bytes = 8192;
+            c.server.max_query_tokens = 64;
+        },
+        Some("sekret"),
+    )
+    .await;
     let q = query_for(&corpus()[0]);
 
     // Malformed JSON, wrong content type, wrong shape.
-    let r = s.client.post(s.url("/search")).header("content-type", "application/json").body("{\"query\": ").send().await.unwrap();
+    let r = s
+        .client
+        .post(s.url("/search"))
+        .header("content-type", "application/json")
+        .body("{\"query\": ")
+        .send()
+        .await
+        .unwrap();
     let st = r.status().as_u16();
     assert_eq!(error_code(st, &r.json().await.unwrap(), 400), "invalid_json");
-    let r = s.client.post(s.url("/search")).header("content-type", "text/plain").body("{}").send().await.unwrap();
+    let r = s
+        .client
+        .post(s.url("/search"))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     let st = r.status().as_u16();
     assert_eq!(error_code(st, &r.json().await.unwrap(), 415), "unsupported_media_type");
     let r = s.client.post(s.url("/search")).body("{\"query\": \"x\"}").send().await.unwrap();
@@ -382,7 +419,9 @@ async fn every_error_is_json_with_the_right_status() {
     let big = json!({ "query": "x".repeat(10_000) });
     let (st, b) = s.post("/search", &big).await;
     assert_eq!(error_code(st, &b, 413), "payload_too_large");
-    let (st, b) = raw_chunked(&s.base, "/search", &format!("{{\"query\": \"{}\"}}", "y".repeat(10_000))).await;
+    let (st, b) =
+        raw_chunked(&s.base, "/search", &format!("{{\"query\": \"{}\"}}", "y".repeat(10_000)))
+            .await;
     assert_eq!(error_code(st, &b, 413), "payload_too_large");
 
     // /embed limits.
@@ -408,19 +447,41 @@ async fn every_error_is_json_with_the_right_status() {
     let doc = json!({ "documents": [{ "id": "k/1", "text": "keyed" }] });
     let (st, b) = s.post("/documents", &doc).await;
     assert_eq!(error_code(st, &b, 401), "unauthorized");
-    for auth in [("authorization", "Bearer wrong"), ("x-api-key", "wrong"), ("authorization", "sekret")] {
-        let r = s.client.post(s.url("/documents")).header(auth.0, auth.1).json(&doc).send().await.unwrap();
+    for auth in
+        [("authorization", "Bearer wrong"), ("x-api-key", "wrong"), ("authorization", "sekret")]
+    {
+        let r = s
+            .client
+            .post(s.url("/documents"))
+            .header(auth.0, auth.1)
+            .json(&doc)
+            .send()
+            .await
+            .unwrap();
         let st = r.status().as_u16();
         assert_eq!(error_code(st, &r.json().await.unwrap(), 401), "unauthorized", "{auth:?}");
     }
     let r = s.client.delete(s.url("/documents/wiki%2FMozilla")).send().await.unwrap();
     let st = r.status().as_u16();
     assert_eq!(error_code(st, &r.json().await.unwrap(), 401), "unauthorized");
-    let r = s.client.post(s.url("/documents")).bearer_auth("sekret").json(&doc).send().await.unwrap();
+    let r =
+        s.client.post(s.url("/documents")).bearer_auth("sekret").json(&doc).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let r = s.client.delete(s.url("/documents/k%2F1")).header("x-api-key", "sekret").send().await.unwrap();
+    let r = s
+        .client
+        .delete(s.url("/documents/k%2F1"))
+        .header("x-api-key", "sekret")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = s.client.delete(s.url("/documents/k%2F1")).header("x-api-key", "sekret").send().await.unwrap();
+    let r = s
+        .client
+        .delete(s.url("/documents/k%2F1"))
+        .header("x-api-key", "sekret")
+        .send()
+        .await
+        .unwrap();
     let st = r.status().as_u16();
     assert_eq!(error_code(st, &r.json().await.unwrap(), 404), "not_found");
 
@@ -436,7 +497,9 @@ async fn every_error_is_json_with_the_right_status() {
     assert_eq!(error_code(st, &b, 400), "bad_request");
     let (st, b) = post_docs(json!({ "documents": [{ "id": "", "text": "x" }] })).await;
     assert_eq!(error_code(st, &b, 400), "bad_request");
-    let (st, b) = post_docs(json!({ "documents": [{ "id": "a", "text": "x" }, { "id": "a", "text": "y" }] })).await;
+    let (st, b) =
+        post_docs(json!({ "documents": [{ "id": "a", "text": "x" }, { "id": "a", "text": "y" }] }))
+            .await;
     assert_eq!(error_code(st, &b, 400), "bad_request");
     let (st, b) = post_docs(json!({ "documents": [{ "id": "a" }] })).await;
     assert_eq!(error_code(st, &b, 400), "bad_request");
@@ -447,7 +510,8 @@ async fn every_error_is_json_with_the_right_status() {
 
     // A separate server with a tiny per-request document limit.
     let s = TestServer::start(&fx, |c| c.server.max_documents_per_request = 2, None).await;
-    let three: Vec<Value> = (0..3).map(|i| json!({ "id": format!("m/{i}"), "text": "t" })).collect();
+    let three: Vec<Value> =
+        (0..3).map(|i| json!({ "id": format!("m/{i}"), "text": "t" })).collect();
     let (st, b) = s.post("/documents", &json!({ "documents": three })).await;
     assert_eq!(error_code(st, &b, 413), "too_many_documents");
     s.stop().await.unwrap();
@@ -529,7 +593,11 @@ async fn concurrent_queries_are_batched_and_match_sequential_results() {
         .map(|i| {
             let d = &docs[i % docs.len()];
             // Varied lengths, so batches need padding.
-            if i % 3 == 0 { query_for(d) } else { format!("{} {}", d.text, i) }
+            if i % 3 == 0 {
+                query_for(d)
+            } else {
+                format!("{} {}", d.text, i)
+            }
         })
         .collect();
     let mut sequential = Vec::new();
@@ -624,7 +692,10 @@ async fn browser_ui_against_the_real_server() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let browser_dir = root.join("tests/browser");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let node_ok = std::process::Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    let node_ok = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     let missing = if !node_ok {
         Some("node is not installed".to_string())
     } else if !Path::new(&chromium).exists() {
@@ -652,9 +723,23 @@ async fn browser_ui_against_the_real_server() {
         .env("REQUIRE_BROWSER", "1")
         .env("CHROMIUM", &chromium)
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(300), out).await.expect("browser test timed out").unwrap();
-    let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = tokio::time::timeout(Duration::from_secs(300), out)
+        .await
+        .expect("browser test timed out")
+        .unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "browser test failed:\n{text}");
+    eprintln!(
+        "{}",
+        text.lines()
+            .filter(|l| l.starts_with("# ") || l.starts_with("ok "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(text.contains("# fail 0"), "{text}");
     assert!(!text.contains("# pass 0"), "no browser test ran:\n{text}");
     s.stop().await.unwrap();

@@ -30,12 +30,12 @@ use tower_http::trace::TraceLayer;
 use self::batching::{BatchOptions, Batcher};
 use self::error::{error_body, ApiError};
 use self::metrics::Metrics;
+use self::routes::search::Mode;
 use self::state::{encoder_name, AppState, Loaded};
 use crate::config::Config;
 use crate::encoder::{Embed, Encoder};
-use crate::store::Database;
-use self::routes::search::Mode;
 use crate::error::{Error, Result};
+use crate::store::Database;
 
 /// What `engine serve` needs besides the listener.
 #[derive(Debug, Clone)]

@@ -154,7 +154,10 @@ pub async fn add_documents(
             let prepared = chunks
                 .iter()
                 .map(|c| {
-                    encoder.prepare(&passage_text(&doc.title, &doc.text[c.start..c.end]), TextKind::Passage)
+                    encoder.prepare(
+                        &passage_text(&doc.title, &doc.text[c.start..c.end]),
+                        TextKind::Passage,
+                    )
                 })
                 .collect::<crate::Result<Vec<_>>>()?;
             plan.push((doc, hash, chunks, prepared));

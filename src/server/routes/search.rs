@@ -151,7 +151,8 @@ async fn search(state: Arc<AppState>, req: SearchRequest) -> Result<SearchRespon
         .ok_or_else(|| ApiError::internal("encoder returned no vector"))?;
     let (offset, with_text, snippet_chars) = (req.offset, req.with_text, cfg.snippet_chars);
     let l = loaded.clone();
-    let hits = blocking(move || dense_hits(&l, &vector, offset, k, with_text, snippet_chars)).await?;
+    let hits =
+        blocking(move || dense_hits(&l, &vector, offset, k, with_text, snippet_chars)).await?;
     Ok(SearchResponse {
         hits,
         took_ms: started.elapsed().as_secs_f64() * 1000.0,
@@ -172,11 +173,7 @@ fn dense_hits(
     let found = loaded.db.search_dense(vector, offset + k)?;
     let mut hits = Vec::with_capacity(k);
     for h in found.into_iter().skip(offset) {
-        let text = if with_text {
-            loaded.db.get_document(&h.id)?.map(|d| d.text)
-        } else {
-            None
-        };
+        let text = if with_text { loaded.db.get_document(&h.id)?.map(|d| d.text) } else { None };
         hits.push(Hit {
             snippet: snippet(&h.passage, snippet_chars),
             id: h.id,
