@@ -3,13 +3,14 @@
 //!
 //! Data flow: [`pipeline`] reads a corpus and batches passages through the [`encoder`]; vectors
 //! and documents go to the [`store`] (sled) and an ANN [`index`]; [`lexical`] keeps a BM25
-//! index beside them; [`server`] answers HTTP; [`train`] adapts and fine-tunes the encoder;
-//! [`eval`] measures retrieval quality.
+//! index beside them and [`fusion`] merges the two rankings; [`server`] answers HTTP; [`train`]
+//! adapts and fine-tunes the encoder; [`eval`] measures retrieval quality.
 
 pub mod config;
 pub mod encoder;
 pub mod error;
 pub mod eval;
+pub mod fusion;
 pub mod index;
 pub mod lexical;
 pub mod pipeline;

@@ -1,6 +1,8 @@
 //! `engine bench ...`: performance measurements (never timed tests).
 
-use anyhow::Result;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use engine::index::{bench, AnnParams};
@@ -15,8 +17,9 @@ pub struct BenchArgs {
 
 #[derive(Subcommand)]
 pub enum BenchWhat {
-    /// Encoder tokens/s (32 x 128 passages) and 16-token query latency.
-    Encode,
+    /// Encoder tokens/s (32 x 128 passages) and 16-token query latency, per weight format,
+    /// optionally beside llama.cpp on the same GGUF.
+    Encode(EncodeBenchArgs),
     /// ANN build time and QPS at recall@10 >= 0.95.
     Ann(AnnArgs),
     /// Training step (forward + backward) tokens/s.
@@ -47,10 +50,36 @@ pub struct AnnArgs {
     pub seed: u64,
 }
 
+#[derive(Args)]
+pub struct EncodeBenchArgs {
+    /// GGUF file or model folder (default: model.path).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Weight formats to measure, comma separated (f32, bf16, f16).
+    #[arg(long, default_value = "f32,bf16")]
+    pub dtypes: String,
+    /// Passages per batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Tokens per passage.
+    #[arg(long, default_value_t = 128)]
+    pub tokens: usize,
+    /// Tokens of the latency query.
+    #[arg(long, default_value_t = 16)]
+    pub query_tokens: usize,
+    /// Rounds; engine and llama.cpp alternate within each round and medians are reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Python interpreter with llama-cpp-python installed (see scripts/llamacpp-venv.sh);
+    /// when given, llama.cpp is measured on the same GGUF in the same run.
+    #[arg(long)]
+    pub llama_cpp_python: Option<PathBuf>,
+}
+
 pub fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     match args.what {
         BenchWhat::Ann(a) => run_ann(ctx, a),
-        BenchWhat::Encode => anyhow::bail!("bench encode: not implemented yet"),
+        BenchWhat::Encode(a) => encode(ctx, a),
         BenchWhat::Train => anyhow::bail!("bench train: not implemented yet"),
     }
 }
@@ -71,4 +100,83 @@ fn run_ann(ctx: &Ctx, a: AnnArgs) -> Result<()> {
     println!("{}", bench::format_table(&report));
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
+}
+
+fn encode(ctx: &Ctx, a: EncodeBenchArgs) -> Result<()> {
+    use engine::encoder::bench::{measure_encoder, median, EncodeShape};
+    let mut cfg = ctx.config.clone();
+    if let Some(m) = &a.model {
+        cfg.model.path = m.clone();
+    }
+    let threads = rayon::current_num_threads();
+    let shape = EncodeShape { batch: a.batch, tokens: a.tokens, query_tokens: a.query_tokens };
+    let dtypes: Vec<String> = a.dtypes.split(',').map(|s| s.trim().to_string()).collect();
+    let mut encoders = Vec::new();
+    for d in &dtypes {
+        let mut c = cfg.clone();
+        c.model.dtype = d.clone();
+        let enc = super::embed::load_encoder(&c)?;
+        encoders.push((format!("engine {d}"), enc));
+    }
+    let mut results: Vec<(String, Vec<f64>, Vec<f64>)> =
+        encoders.iter().map(|(n, _)| (n.clone(), vec![], vec![])).collect();
+    let mut llama: (Vec<f64>, Vec<f64>) = (vec![], vec![]);
+    for round in 0..a.rounds {
+        for (i, (_, enc)) in encoders.iter().enumerate() {
+            let m = measure_encoder(enc, &shape)?;
+            results[i].1.push(m.tokens_per_s);
+            results[i].2.push(m.query_ms);
+        }
+        if let Some(py) = &a.llama_cpp_python {
+            let m = llama_cpp(py, &cfg.model.path, &shape, threads)?;
+            llama.0.push(m.0);
+            llama.1.push(m.1);
+        }
+        eprintln!("round {}/{} done", round + 1, a.rounds);
+    }
+    if !llama.0.is_empty() {
+        results.push(("llama.cpp (same GGUF)".into(), llama.0, llama.1));
+    }
+    println!(
+        "encode bench: {} x {} tokens, query {} tokens, {threads} threads, median of {} rounds",
+        a.batch, a.tokens, a.query_tokens, a.rounds
+    );
+    println!("{:<24} {:>12} {:>14}", "backend", "tok/s", "query p50 ms");
+    let mut json = Vec::new();
+    for (name, tps, ms) in &mut results {
+        let (t, q) = (median(tps), median(ms));
+        println!("{name:<24} {t:>12.1} {q:>14.1}");
+        json.push(serde_json::json!({"backend": name, "tokens_per_s": t, "query_p50_ms": q}));
+    }
+    println!("{}", serde_json::to_string(&json)?);
+    Ok(())
+}
+
+/// Runs scripts/bench_llamacpp.py once and returns (tokens/s, query p50 ms).
+fn llama_cpp(
+    python: &std::path::Path,
+    model: &std::path::Path,
+    shape: &engine::encoder::bench::EncodeShape,
+    threads: usize,
+) -> Result<(f64, f64)> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_llamacpp.py");
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .args(["--model", &model.to_string_lossy()])
+        .args(["--batch", &shape.batch.to_string(), "--tokens", &shape.tokens.to_string()])
+        .args(["--query-tokens", &shape.query_tokens.to_string()])
+        .args(["--threads", &threads.to_string()])
+        .output()
+        .with_context(|| format!("running {}", python.display()))?;
+    if !out.status.success() {
+        anyhow::bail!("llama.cpp bench failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v: serde_json::Value = serde_json::from_slice(
+        out.stdout.rsplit(|&b| b == b'\n').find(|l| !l.is_empty()).unwrap_or_default(),
+    )
+    .context("parsing llama.cpp bench output")?;
+    Ok((
+        v["tokens_per_s"].as_f64().unwrap_or(f64::NAN),
+        v["query_p50_ms"].as_f64().unwrap_or(f64::NAN),
+    ))
 }

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
+pub mod bench;
+pub mod bf16_gemm;
 pub mod gguf;
 pub mod hf;
 pub mod model;

@@ -9,9 +9,12 @@
 //! Weights follow the Hugging Face layout (q/k rows in "rotate half" order); GGUF loading
 //! un-permutes llama.cpp's interleaved q/k rows so one RoPE variant serves both formats.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Module, Tensor, D};
 use serde::{Deserialize, Serialize};
 
+use super::bf16_gemm::{PackedBf16, PackedLinear};
 use crate::error::Result;
 
 /// Large negative attention bias for masked pairs. Finite, so a fully masked row (a left-pad
@@ -211,6 +214,16 @@ impl BatchInputs {
     }
 }
 
+/// One layer's projections packed for the bf16 kernel, q/k/v and gate/up fused so each input
+/// is converted and streamed once.
+#[derive(Debug)]
+struct PackedLayer {
+    qkv: Arc<PackedBf16>,
+    o: Arc<PackedBf16>,
+    gate_up: Arc<PackedBf16>,
+    down: Arc<PackedBf16>,
+}
+
 /// The model: configuration, weights and the RoPE frequency table.
 #[derive(Debug, Clone)]
 pub struct Llama {
@@ -219,6 +232,8 @@ pub struct Llama {
     inv_freq: Vec<f32>,
     device: Device,
     dtype: DType,
+    /// bf16-packed projections used by [`ForwardMode::Fast`] when enabled.
+    packed: Option<Arc<Vec<PackedLayer>>>,
 }
 
 impl Llama {
@@ -229,7 +244,41 @@ impl Llama {
             .collect();
         let device = weights.embed.device().clone();
         let dtype = weights.embed.dtype();
-        Ok(Self { config, weights, inv_freq, device, dtype })
+        Ok(Self { config, weights, inv_freq, device, dtype, packed: None })
+    }
+
+    /// Packs the layer projections for the AVX-512 BF16 kernel (f32 CPU weights only). Returns
+    /// false, changing nothing, where the CPU or the weights do not allow it. Training keeps
+    /// using the f32 weights; call again after the weights change.
+    pub fn enable_bf16_kernel(&mut self) -> Result<bool> {
+        if !super::bf16_gemm::available() || !self.device.is_cpu() || self.dtype != DType::F32 {
+            return Ok(false);
+        }
+        let pack = |ts: &[&Tensor]| -> Result<Arc<PackedBf16>> {
+            let t = Tensor::cat(ts, 0)?;
+            let (n, k) = t.dims2()?;
+            Ok(Arc::new(PackedBf16::pack(&t.flatten_all()?.to_vec1::<f32>()?, n, k)))
+        };
+        let layers = self
+            .weights
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(PackedLayer {
+                    qkv: pack(&[&l.q, &l.k, &l.v])?,
+                    o: pack(&[&l.o])?,
+                    gate_up: pack(&[&l.gate, &l.up])?,
+                    down: pack(&[&l.down])?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.packed = Some(Arc::new(layers));
+        Ok(true)
+    }
+
+    /// Whether the fast forward runs the bf16 kernel.
+    pub fn uses_bf16_kernel(&self) -> bool {
+        self.packed.is_some()
     }
 
     pub fn device(&self) -> &Device {
@@ -263,8 +312,12 @@ impl Llama {
             t,
             self.config.hidden_size,
         ))?;
-        for layer in &self.weights.layers {
-            x = self.block(layer, &x, &cos, &sin, &inputs.bias, mode)?;
+        for (i, layer) in self.weights.layers.iter().enumerate() {
+            let packed = match (mode, &self.packed) {
+                (ForwardMode::Fast, Some(p)) => p.get(i),
+                _ => None,
+            };
+            x = self.block(layer, packed, &x, &cos, &sin, &inputs.bias, mode)?;
         }
         rms_norm(&x, &self.weights.final_norm, self.config.rms_norm_eps, mode)
     }
@@ -276,9 +329,11 @@ impl Llama {
         Ok(linear(&h, head)?.to_dtype(DType::F32)?)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn block(
         &self,
         w: &LayerWeights,
+        packed: Option<&PackedLayer>,
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
@@ -290,9 +345,21 @@ impl Llama {
         let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
 
         let h = rms_norm(x, &w.attn_norm, cfg.rms_norm_eps, mode)?;
-        let q = linear(&h, &w.q)?.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
-        let k = linear(&h, &w.k)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-        let v = linear(&h, &w.v)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?;
+        let (q, k, v) = match packed {
+            Some(p) => {
+                let qkv = packed_linear(&h, &p.qkv)?;
+                let kvd = nkv * hd;
+                (
+                    qkv.narrow(D::Minus1, 0, nh * hd)?,
+                    qkv.narrow(D::Minus1, nh * hd, kvd)?,
+                    qkv.narrow(D::Minus1, nh * hd + kvd, kvd)?,
+                )
+            }
+            None => (linear(&h, &w.q)?, linear(&h, &w.k)?, linear(&h, &w.v)?),
+        };
+        let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
+        let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+        let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?;
         let q = rope(&q, cos, sin, mode)?;
         let k = rope(&k, cos, sin, mode)?;
         let (k, v) = (repeat_kv(&k, nh / nkv)?, repeat_kv(&v, nh / nkv)?);
@@ -304,18 +371,36 @@ impl Llama {
             ForwardMode::Differentiable => candle_nn::ops::softmax(&scores, D::Minus1)?,
         };
         let attn = probs.matmul(&v.contiguous()?)?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
-        let x = (x + linear(&attn, &w.o)?)?;
+        let x = match packed {
+            Some(p) => (x + packed_linear(&attn, &p.o)?)?,
+            None => (x + linear(&attn, &w.o)?)?,
+        };
 
         let h = rms_norm(&x, &w.ffn_norm, cfg.rms_norm_eps, mode)?;
-        let gate = linear(&h, &w.gate)?;
+        let (gate, up) = match packed {
+            Some(p) => {
+                let gu = packed_linear(&h, &p.gate_up)?;
+                let i = cfg.intermediate_size;
+                (gu.narrow(D::Minus1, 0, i)?, gu.narrow(D::Minus1, i, i)?)
+            }
+            None => (linear(&h, &w.gate)?, linear(&h, &w.up)?),
+        };
         let act = match mode {
             ForwardMode::Fast => candle_nn::Activation::Silu.forward(&gate)?,
             // x * sigmoid(x) from basic ops, so the backward pass is certain to exist.
             ForwardMode::Differentiable => (&gate / (gate.neg()?.exp()? + 1.0)?)?,
         };
-        let mlp = linear(&(act * linear(&h, &w.up)?)?, &w.down)?;
+        let mlp = match packed {
+            Some(p) => packed_linear(&(act * up)?, &p.down)?,
+            None => linear(&(act * up)?, &w.down)?,
+        };
         Ok((x + mlp)?)
     }
+}
+
+/// `x @ W.T` through the bf16 kernel.
+fn packed_linear(x: &Tensor, w: &Arc<PackedBf16>) -> Result<Tensor> {
+    Ok(x.contiguous()?.apply_op1_no_bwd(&PackedLinear(w.clone()))?)
 }
 
 /// `x @ w.T` with the batch dims flattened so the matmul is one large GEMM.
@@ -405,6 +490,28 @@ pub(crate) mod tests {
         let b = m.forward(&inputs, ForwardMode::Differentiable).unwrap();
         let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(diff < 1e-4, "max abs diff {diff}");
+    }
+
+    #[test]
+    fn bf16_kernel_forward_stays_close_to_f32() {
+        let mut m = tiny(4);
+        let inputs = batch(&[vec![1, 5, 9, 3, 7, 2, 11, 13], vec![4, 4, 8, 1, 0, 6, 2, 2]]);
+        let a = m.forward(&inputs, ForwardMode::Fast).unwrap();
+        if !m.enable_bf16_kernel().unwrap() {
+            eprintln!("SKIPPED: CPU lacks AVX-512 BF16");
+            return;
+        }
+        assert!(m.uses_bf16_kernel());
+        let b = m.forward(&inputs, ForwardMode::Fast).unwrap();
+        let (a, b) = (a.flatten_all().unwrap(), b.flatten_all().unwrap());
+        let cos = (&a * &b).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
+            / (a.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt()
+                * b.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt());
+        assert!(cos > 0.999, "cosine {cos}");
+        // The differentiable path ignores the packed weights (training sees f32).
+        let c = m.forward(&inputs, ForwardMode::Differentiable).unwrap().flatten_all().unwrap();
+        let d = (a - c).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 1e-4);
     }
 
     #[test]

@@ -102,13 +102,20 @@ impl Encoder {
                 "not found (run `scripts/setup.sh` to fetch the default model, or pass --model)",
             ));
         }
+        // On CPUs with AVX-512 BF16, bf16 means f32 weights plus bf16-packed projections for
+        // our kernel; candle's own CPU bf16 matmul is slower than its f32 one.
+        let bf16_kernel = dtype == DType::BF16 && device.is_cpu() && super::bf16_gemm::available();
+        let load_dtype = if bf16_kernel { DType::F32 } else { dtype };
         let (format, (config, weights, tokenizer)) = if path.is_dir() {
-            (ModelFormat::HuggingFace, super::hf::load(path, dtype, device)?)
+            (ModelFormat::HuggingFace, super::hf::load(path, load_dtype, device)?)
         } else {
-            (ModelFormat::Gguf, super::gguf::load(path, dtype, device)?)
+            (ModelFormat::Gguf, super::gguf::load(path, load_dtype, device)?)
         };
         let model_hash = model_hash(path)?;
-        let model = Llama::new(config, weights)?;
+        let mut model = Llama::new(config, weights)?;
+        if bf16_kernel {
+            model.enable_bf16_kernel()?;
+        }
         Ok(Self { model, tokenizer, options, model_hash, source: path.to_path_buf(), format })
     }
 

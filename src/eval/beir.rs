@@ -1,0 +1,346 @@
+//! Reading BEIR-layout test collections: `corpus.jsonl`, `queries.jsonl`, `qrels/SPLIT.tsv`.
+//!
+//! The files in the wild are messier than the format description: qrels come with a header
+//! line and CRLF line endings, ids look numeric but must stay strings (`"01"` and `"1"` are
+//! different documents), and some queries or judgements refer to things that are not there.
+//! Everything that does not fit is counted rather than silently dropped or turned into a
+//! panic, so a report can say how many queries were actually evaluated.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Relevance judgements: query id -> (doc id -> graded relevance). Grades are integers like
+/// trec_eval's; zero and negative grades mean "judged, not relevant".
+pub type Qrels = BTreeMap<String, HashMap<String, i32>>;
+
+/// One corpus document as BEIR stores it (`metadata` is ignored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorpusDoc {
+    pub id: String,
+    pub title: String,
+    pub text: String,
+}
+
+/// A BEIR dataset split ready for evaluation: the queries that have both text and judgements,
+/// their judgements, and counts of everything that was left out.
+#[derive(Debug, Clone)]
+pub struct BeirDataset {
+    pub dir: PathBuf,
+    pub split: String,
+    /// Queries to evaluate, sorted by id so runs and reports are deterministic.
+    pub queries: Vec<(String, String)>,
+    /// Judgements of exactly the queries in `queries`.
+    pub qrels: Qrels,
+    /// Queries named in the qrels but absent from `queries.jsonl` (not evaluated).
+    pub skipped_qrels_without_query: usize,
+    /// Queries in `queries.jsonl` that have no judgement in this split (not evaluated; this is
+    /// normal: BEIR ships all splits' queries in one file).
+    pub skipped_queries_without_qrels: usize,
+}
+
+impl BeirDataset {
+    /// Loads `dir/queries.jsonl` and `dir/qrels/{split}.tsv`. The corpus is not read here (it
+    /// can be large); stream it with [`corpus_docs`].
+    pub fn load(dir: &Path, split: &str) -> Result<Self> {
+        let qrels_path = dir.join("qrels").join(format!("{split}.tsv"));
+        if !qrels_path.is_file() {
+            return Err(Error::Eval(format!(
+                "dataset {} has no qrels for split {split:?}: {} does not exist",
+                dir.display(),
+                qrels_path.display()
+            )));
+        }
+        let queries_path = dir.join("queries.jsonl");
+        if !queries_path.is_file() {
+            return Err(Error::Eval(format!(
+                "dataset {} has no queries file: {} does not exist",
+                dir.display(),
+                queries_path.display()
+            )));
+        }
+        let all_qrels = read_qrels(&qrels_path)?;
+        let all_queries = read_queries(&queries_path)?;
+        Ok(Self::from_parts(dir, split, all_queries, all_qrels))
+    }
+
+    /// Joins queries and judgements (used by [`BeirDataset::load`]; public for tests and for
+    /// callers that build datasets in memory).
+    pub fn from_parts(
+        dir: &Path,
+        split: &str,
+        all_queries: HashMap<String, String>,
+        all_qrels: Qrels,
+    ) -> Self {
+        let mut qrels = Qrels::new();
+        let mut queries = Vec::new();
+        let mut skipped_qrels_without_query = 0;
+        for (qid, judged) in all_qrels {
+            match all_queries.get(&qid) {
+                Some(text) => {
+                    queries.push((qid.clone(), text.clone()));
+                    qrels.insert(qid, judged);
+                }
+                None => skipped_qrels_without_query += 1,
+            }
+        }
+        let skipped_queries_without_qrels =
+            all_queries.keys().filter(|q| !qrels.contains_key(*q)).count();
+        if skipped_qrels_without_query > 0 {
+            tracing::warn!(
+                "{skipped_qrels_without_query} queries in qrels/{split}.tsv are missing from queries.jsonl; skipped"
+            );
+        }
+        BeirDataset {
+            dir: dir.to_path_buf(),
+            split: split.to_string(),
+            queries,
+            qrels,
+            skipped_qrels_without_query,
+            skipped_queries_without_qrels,
+        }
+    }
+
+    pub fn corpus_path(&self) -> PathBuf {
+        self.dir.join("corpus.jsonl")
+    }
+
+    /// Number of judgement rows (of evaluated queries) whose document is not in `doc_ids`.
+    /// Such judgements can never be retrieved, so they cap recall; a non-zero count usually
+    /// means the index was built from another corpus than the qrels describe.
+    pub fn unknown_judged_docs(&self, doc_ids: &HashSet<String>) -> usize {
+        count_unknown_docs(&self.qrels, doc_ids)
+    }
+}
+
+/// Judgement rows in `qrels` naming documents absent from `doc_ids`.
+pub fn count_unknown_docs(qrels: &Qrels, doc_ids: &HashSet<String>) -> usize {
+    qrels.values().flat_map(|d| d.keys()).filter(|d| !doc_ids.contains(*d)).count()
+}
+
+/// Reads a qrels file: BEIR TSV (`query-id<TAB>corpus-id<TAB>score`, optional header) or TREC
+/// (`qid iter docid rel`, whitespace separated). CRLF is accepted. A doc judged twice for the
+/// same query keeps the last grade, as trec_eval does not allow duplicates either way.
+pub fn read_qrels(path: &Path) -> Result<Qrels> {
+    let file = File::open(path).map_err(|e| Error::Eval(format!("{}: {e}", path.display())))?;
+    let mut qrels = Qrels::new();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let lineno = i + 1;
+        let line = line.map_err(|e| corpus_err(path, lineno, e.to_string()))?;
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let cols: Vec<&str> = if line.contains('\t') {
+            line.split('\t').map(str::trim).collect()
+        } else {
+            line.split_whitespace().collect()
+        };
+        let (qid, docid, grade) = match cols.as_slice() {
+            [q, d, g] => (*q, *d, *g),
+            [q, _iter, d, g] => (*q, *d, *g),
+            _ => {
+                return Err(corpus_err(
+                    path,
+                    lineno,
+                    format!("expected 3 (BEIR) or 4 (TREC) columns, got {}", cols.len()),
+                ))
+            }
+        };
+        let grade: i32 = match grade.parse() {
+            Ok(g) => g,
+            // The BEIR header line; anywhere else a non-integer grade is an error.
+            Err(_) if lineno == 1 => continue,
+            Err(_) => {
+                return Err(corpus_err(
+                    path,
+                    lineno,
+                    format!("relevance {grade:?} is not an integer"),
+                ))
+            }
+        };
+        if qid.is_empty() || docid.is_empty() {
+            return Err(corpus_err(path, lineno, "empty query or document id".into()));
+        }
+        qrels.entry(qid.to_string()).or_default().insert(docid.to_string(), grade);
+    }
+    Ok(qrels)
+}
+
+#[derive(Deserialize)]
+struct RawQuery {
+    #[serde(rename = "_id", deserialize_with = "string_or_number")]
+    id: String,
+    #[serde(default)]
+    text: String,
+}
+
+#[derive(Deserialize)]
+struct RawDoc {
+    #[serde(rename = "_id", deserialize_with = "string_or_number")]
+    id: String,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+/// Ids are strings in BEIR, but hand-made files often write them as JSON numbers; accept both
+/// and keep the textual form.
+fn string_or_number<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<String, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Ok(s),
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        other => Err(serde::de::Error::custom(format!("id must be a string, got {other}"))),
+    }
+}
+
+/// Reads `queries.jsonl` into id -> text.
+pub fn read_queries(path: &Path) -> Result<HashMap<String, String>> {
+    let file = File::open(path).map_err(|e| Error::Eval(format!("{}: {e}", path.display())))?;
+    let mut out = HashMap::new();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| corpus_err(path, i + 1, e.to_string()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let q: RawQuery =
+            serde_json::from_str(&line).map_err(|e| corpus_err(path, i + 1, e.to_string()))?;
+        out.insert(q.id, q.text);
+    }
+    Ok(out)
+}
+
+/// Streams the documents of a BEIR `corpus.jsonl` without holding the corpus in memory.
+/// Missing or null `title`/`text` read as empty (Cranfield has such documents).
+pub fn corpus_docs(path: &Path) -> Result<CorpusIter> {
+    let file = File::open(path).map_err(|e| Error::Eval(format!("{}: {e}", path.display())))?;
+    Ok(CorpusIter { path: path.to_path_buf(), lines: BufReader::new(file).lines(), lineno: 0 })
+}
+
+/// Iterator returned by [`corpus_docs`]; yields an error (with file and line) for each
+/// malformed line and goes on after it.
+pub struct CorpusIter {
+    path: PathBuf,
+    lines: std::io::Lines<BufReader<File>>,
+    lineno: usize,
+}
+
+impl Iterator for CorpusIter {
+    type Item = Result<CorpusDoc>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let line = self.lines.next()?;
+            self.lineno += 1;
+            let line = match line {
+                Ok(l) => l,
+                Err(e) => return Some(Err(corpus_err(&self.path, self.lineno, e.to_string()))),
+            };
+            if line.trim().is_empty() {
+                continue;
+            }
+            return Some(
+                serde_json::from_str::<RawDoc>(&line)
+                    .map(|d| CorpusDoc {
+                        id: d.id,
+                        title: d.title.unwrap_or_default(),
+                        text: d.text.unwrap_or_default(),
+                    })
+                    .map_err(|e| corpus_err(&self.path, self.lineno, e.to_string())),
+            );
+        }
+    }
+}
+
+fn corpus_err(path: &Path, line: usize, message: String) -> Error {
+    Error::Corpus { path: path.to_path_buf(), line, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, rel: &str, text: &str) {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    fn tiny(dir: &Path) {
+        write(
+            dir,
+            "corpus.jsonl",
+            "{\"_id\": \"d1\", \"title\": \"T\", \"text\": \"one\"}\n\
+             {\"_id\": 2, \"text\": \"two\"}\n\
+             {\"_id\": \"d3\", \"title\": null, \"text\": null}\n",
+        );
+        write(
+            dir,
+            "queries.jsonl",
+            "{\"_id\": \"q1\", \"text\": \"first\"}\n{\"_id\": \"q2\", \"text\": \"second\"}\n\
+             {\"_id\": \"q9\", \"text\": \"unjudged\"}\n",
+        );
+        // CRLF, header, a query missing from queries.jsonl (q3), a doc missing from the corpus.
+        write(
+            dir,
+            "qrels/test.tsv",
+            "query-id\tcorpus-id\tscore\r\nq1\td1\t2\r\nq1\t2\t0\r\nq2\tnope\t1\r\nq3\td1\t1\r\n",
+        );
+    }
+
+    #[test]
+    fn loads_and_counts_what_it_skips() {
+        let dir = tempfile::tempdir().unwrap();
+        tiny(dir.path());
+        let ds = BeirDataset::load(dir.path(), "test").unwrap();
+        assert_eq!(ds.queries, vec![("q1".into(), "first".into()), ("q2".into(), "second".into())]);
+        assert_eq!(ds.qrels["q1"]["d1"], 2);
+        assert_eq!(ds.qrels["q1"]["2"], 0);
+        assert_eq!(ds.skipped_qrels_without_query, 1); // q3
+        assert_eq!(ds.skipped_queries_without_qrels, 1); // q9
+        let docs: Vec<CorpusDoc> =
+            corpus_docs(&ds.corpus_path()).unwrap().collect::<Result<_>>().unwrap();
+        assert_eq!(docs.len(), 3);
+        assert_eq!(docs[1].id, "2"); // numeric id kept as text
+        assert_eq!(docs[2].title, "");
+        let ids: HashSet<String> = docs.into_iter().map(|d| d.id).collect();
+        assert_eq!(ds.unknown_judged_docs(&ids), 1); // q2 -> nope
+    }
+
+    #[test]
+    fn missing_split_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        tiny(dir.path());
+        let err = BeirDataset::load(dir.path(), "dev").unwrap_err();
+        assert!(matches!(err, Error::Eval(_)));
+        assert!(err.to_string().contains("dev.tsv"), "{err}");
+    }
+
+    #[test]
+    fn bad_lines_are_errors_with_line_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "q.tsv", "query-id\tcorpus-id\tscore\nq1\td1\tx\n");
+        let err = read_qrels(&dir.path().join("q.tsv")).unwrap_err();
+        assert!(matches!(err, Error::Corpus { line: 2, .. }), "{err}");
+        write(dir.path(), "c.jsonl", "{\"_id\": \"a\"}\nnot json\n{\"_id\": \"b\"}\n");
+        let items: Vec<_> = corpus_docs(&dir.path().join("c.jsonl")).unwrap().collect();
+        assert!(items[0].is_ok() && items[2].is_ok());
+        assert!(matches!(items[1], Err(Error::Corpus { line: 2, .. })));
+    }
+
+    #[test]
+    fn trec_format_qrels_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "q.txt", "1 0 d1 1\n1 0 d2 -1\n");
+        let q = read_qrels(&dir.path().join("q.txt")).unwrap();
+        assert_eq!(q["1"]["d2"], -1);
+    }
+}
