@@ -7,6 +7,7 @@
 
 pub mod assets;
 pub mod batching;
+pub mod bench;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
