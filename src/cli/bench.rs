@@ -49,30 +49,6 @@ pub struct ServeBenchArgs {
 }
 
 #[derive(Args)]
-pub struct AnnArgs {
-    /// Number of random unit vectors indexed.
-    #[arg(long, default_value_t = 100_000)]
-    pub n: usize,
-    /// Vector dimension.
-    #[arg(long, default_value_t = 576)]
-    pub dim: usize,
-    /// Number of queries (random unit vectors, not in the index).
-    #[arg(long, default_value_t = 200)]
-    pub queries: usize,
-    /// Quick run: 10k vectors, 100 queries.
-    #[arg(long)]
-    pub quick: bool,
-    /// Recall@10 the graph indexes must reach.
-    #[arg(long, default_value_t = 0.95)]
-    pub target: f64,
-    /// FAISS factory strings to compare (repeatable).
-    #[arg(long = "faiss-factory", default_values_t = ["HNSW32".to_string(), "Flat".to_string()])]
-    pub faiss_factories: Vec<String>,
-    #[arg(long, default_value_t = 7)]
-    pub seed: u64,
-}
-
-#[derive(Args)]
 pub struct EncodeBenchArgs {
     /// GGUF file or model folder (default: model.path).
     #[arg(long)]
@@ -98,65 +74,37 @@ pub struct EncodeBenchArgs {
     pub llama_cpp_python: Option<PathBuf>,
 }
 
+#[derive(Args)]
+pub struct AnnArgs {
+    /// Number of random unit vectors indexed.
+    #[arg(long, default_value_t = 100_000)]
+    pub n: usize,
+    /// Vector dimension.
+    #[arg(long, default_value_t = 576)]
+    pub dim: usize,
+    /// Number of queries (random unit vectors, not in the index).
+    #[arg(long, default_value_t = 200)]
+    pub queries: usize,
+    /// Quick run: 10k vectors, 100 queries.
+    #[arg(long)]
+    pub quick: bool,
+    /// Recall@10 the graph indexes must reach.
+    #[arg(long, default_value_t = 0.95)]
+    pub target: f64,
+    /// FAISS factory strings to compare (repeatable).
+    #[arg(long = "faiss-factory", default_values_t = ["HNSW32".to_string(), "Flat".to_string()])]
+    pub faiss_factories: Vec<String>,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
 pub fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     match args.what {
-        BenchWhat::Ann(a) => run_ann(ctx, a),
         BenchWhat::Encode(a) => encode(ctx, a),
         BenchWhat::Serve(a) => serve(ctx, a),
+        BenchWhat::Ann(a) => run_ann(ctx, a),
         BenchWhat::Train => anyhow::bail!("bench train: not implemented yet"),
     }
-}
-
-fn serve(ctx: &Ctx, a: ServeBenchArgs) -> Result<()> {
-    let mut config = ctx.config.clone();
-    if let Some(m) = a.model {
-        config.model.path = m;
-    }
-    let concurrency = a
-        .concurrency
-        .split(',')
-        .map(|s| s.trim().parse::<usize>().context("--concurrency takes numbers like 1,4,16"))
-        .collect::<Result<Vec<_>>>()?;
-    if concurrency.iter().any(|&c| c == 0 || c > 256) {
-        anyhow::bail!("--concurrency values must be in 1..=256");
-    }
-    let opts = engine::server::bench::ServeBenchOptions {
-        config,
-        documents: a.docs.clamp(1, 100_000),
-        concurrency,
-        requests: a.requests.clamp(1, 100_000),
-        max_seconds: a.seconds.clamp(1.0, 600.0),
-    };
-    let reports = engine::server::bench::run(&opts, |l| eprintln!("{l}"))?;
-    println!(
-        "serve bench: {} ({} threads), {} docs, max_batch {}, max_wait_ms {}",
-        opts.config.model.path.display(),
-        rayon::current_num_threads(),
-        opts.documents,
-        opts.config.server.max_batch,
-        opts.config.server.max_wait_ms
-    );
-    print!("{}", engine::server::bench::format_table(&reports));
-    println!("{}", serde_json::to_string(&reports)?);
-    Ok(())
-}
-
-fn run_ann(ctx: &Ctx, a: AnnArgs) -> Result<()> {
-    let (n, queries) = if a.quick { (10_000, 100) } else { (a.n, a.queries) };
-    let opts = bench::AnnBenchOptions {
-        n,
-        dim: a.dim,
-        queries,
-        k: 10,
-        target_recall: a.target,
-        seed: a.seed,
-        params: AnnParams::from_config(&ctx.config.index),
-        faiss_factories: a.faiss_factories,
-    };
-    let report = bench::run(&opts, |line| eprintln!("{line}"))?;
-    println!("{}", bench::format_table(&report));
-    println!("{}", serde_json::to_string(&report)?);
-    Ok(())
 }
 
 fn encode(ctx: &Ctx, a: EncodeBenchArgs) -> Result<()> {
@@ -236,4 +184,56 @@ fn llama_cpp(
         v["tokens_per_s"].as_f64().unwrap_or(f64::NAN),
         v["query_p50_ms"].as_f64().unwrap_or(f64::NAN),
     ))
+}
+
+fn serve(ctx: &Ctx, a: ServeBenchArgs) -> Result<()> {
+    let mut config = ctx.config.clone();
+    if let Some(m) = a.model {
+        config.model.path = m;
+    }
+    let concurrency = a
+        .concurrency
+        .split(',')
+        .map(|s| s.trim().parse::<usize>().context("--concurrency takes numbers like 1,4,16"))
+        .collect::<Result<Vec<_>>>()?;
+    if concurrency.iter().any(|&c| c == 0 || c > 256) {
+        anyhow::bail!("--concurrency values must be in 1..=256");
+    }
+    let opts = engine::server::bench::ServeBenchOptions {
+        config,
+        documents: a.docs.clamp(1, 100_000),
+        concurrency,
+        requests: a.requests.clamp(1, 100_000),
+        max_seconds: a.seconds.clamp(1.0, 600.0),
+    };
+    let reports = engine::server::bench::run(&opts, |l| eprintln!("{l}"))?;
+    println!(
+        "serve bench: {} ({} threads), {} docs, max_batch {}, max_wait_ms {}",
+        opts.config.model.path.display(),
+        rayon::current_num_threads(),
+        opts.documents,
+        opts.config.server.max_batch,
+        opts.config.server.max_wait_ms
+    );
+    print!("{}", engine::server::bench::format_table(&reports));
+    println!("{}", serde_json::to_string(&reports)?);
+    Ok(())
+}
+
+fn run_ann(ctx: &Ctx, a: AnnArgs) -> Result<()> {
+    let (n, queries) = if a.quick { (10_000, 100) } else { (a.n, a.queries) };
+    let opts = bench::AnnBenchOptions {
+        n,
+        dim: a.dim,
+        queries,
+        k: 10,
+        target_recall: a.target,
+        seed: a.seed,
+        params: AnnParams::from_config(&ctx.config.index),
+        faiss_factories: a.faiss_factories,
+    };
+    let report = bench::run(&opts, |line| eprintln!("{line}"))?;
+    println!("{}", bench::format_table(&report));
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
 }
