@@ -196,7 +196,7 @@ async fn search_documents_embed_status_and_metadata_endpoints() {
     assert_eq!(status["encoder"], "tiny-llama");
     assert_eq!(status["backend"], "flat");
     assert_eq!(status["dim"], 64);
-    assert!(status["modes"].as_array().unwrap().contains(&json!("dense")));
+    assert_eq!(status["modes"], json!(["dense", "bm25", "hybrid"]));
 
     // Every document is found first by its own text, under its own title.
     for d in &docs {
@@ -215,6 +215,27 @@ async fn search_documents_embed_status_and_metadata_endpoints() {
         assert_eq!(r["encoder"], "tiny-llama");
         assert_eq!(r["hits"].as_array().unwrap().len(), 3);
     }
+
+    // BM25 and hybrid: words of one document find it first (the tiny model is not semantic,
+    // BM25 is); hybrid keeps a document that is first in both lists first.
+    let (st, r) = s
+        .post("/search", &json!({ "query": "bag-of-words ranking function", "mode": "bm25" }))
+        .await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["mode"], "bm25");
+    assert_eq!(r["hits"][0]["id"], "wiki/Okapi_BM25", "{r}");
+    assert_eq!(r["hits"][0]["title"], "Okapi BM25");
+    assert!(r["hits"][0]["snippet"].as_str().unwrap().starts_with("BM25 is"));
+    let (st, page2) = s.get("/search?q=language&mode=bm25&k=1&offset=1").await;
+    assert_eq!(st, 200, "{page2}");
+    let (_, both) = s.get("/search?q=language&mode=bm25&k=2").await;
+    assert_eq!(page2["hits"][0]["id"], both["hits"][1]["id"]);
+    let d = &docs[3];
+    let (st, r) =
+        s.post("/search", &json!({ "query": query_for(d), "mode": "hybrid", "k": 5 })).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["mode"], "hybrid");
+    assert_eq!(r["hits"][0]["id"], json!(d.id), "{r}");
 
     // GET form, paging by offset, with_text.
     let q = query_for(&docs[0]);
@@ -275,6 +296,9 @@ async fn search_documents_embed_status_and_metadata_endpoints() {
     assert_eq!(error_code(st, &body, 404), "not_found");
     let (_, r) = s.post("/search", &json!({ "query": "Fresh\nChanged text now.", "k": 20 })).await;
     assert!(!hit_ids(&r).contains(&"new/one".to_string()), "deleted document still found");
+    let (_, r) =
+        s.post("/search", &json!({ "query": "changed text", "mode": "bm25", "k": 20 })).await;
+    assert!(!hit_ids(&r).contains(&"new/one".to_string()), "deleted document still in BM25");
     assert_eq!(s.get("/status").await.1["documents"], json!(docs.len() + 1));
 
     // /embed: identical inputs give identical vectors; dims and kinds.

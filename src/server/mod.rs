@@ -26,7 +26,8 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tracing::Level;
 
 use self::batching::{BatchOptions, Batcher};
 use self::error::{error_body, ApiError};
@@ -36,6 +37,8 @@ use self::state::{encoder_name, AppState, Loaded};
 use crate::config::Config;
 use crate::encoder::{Embed, Encoder};
 use crate::error::{Error, Result};
+use crate::fusion::Fusion;
+use crate::lexical::{LexicalDoc, LexicalIndex, LexicalOptions};
 use crate::store::Database;
 
 /// What `engine serve` needs besides the listener.
@@ -88,7 +91,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(TraceLayer::new_for_http())
+        // Failures worth an error line are logged where they happen (ApiError::internal); a 503
+        // from /readyz while loading is not one.
+        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
         .with_state(state)
 }
 
@@ -157,13 +162,52 @@ pub fn load(opts: &ServeOptions, metrics: Arc<Metrics>) -> Result<Loaded> {
         backend = %status.backend,
         "database opened"
     );
+    let lexical = Arc::new(open_lexical(&opts.db, &db)?);
+    let fusion = Fusion::from_config(&opts.config.eval)?;
     let batcher = Arc::new(Batcher::start(encoder, batch, metrics)?);
     Ok(Loaded {
         batcher,
         encoder_name: encoder_name(&opts.config.model.path),
         db,
-        modes: vec![Mode::Dense],
+        lexical,
+        fusion,
+        modes: vec![Mode::Dense, Mode::Bm25, Mode::Hybrid],
     })
+}
+
+/// The BM25 index beside the database, at `DB/lexical/` (where `engine eval --mode bm25` also
+/// looks). Indexing does not maintain it yet, so when its document count disagrees with the
+/// store it is rebuilt from the stored documents (tantivy indexes thousands of documents per
+/// second, so this costs little next to loading the model).
+fn open_lexical(db_dir: &std::path::Path, db: &Database) -> Result<LexicalIndex> {
+    let dir = db_dir.join("lexical");
+    let documents = db.status()?.documents;
+    if let Ok(lex) = LexicalIndex::open(&dir) {
+        if lex.count() == documents {
+            return Ok(lex);
+        }
+        tracing::warn!(
+            lexical = lex.count(),
+            documents,
+            "BM25 index out of step with the store; rebuilding it"
+        );
+        drop(lex);
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let lex = LexicalIndex::create(&dir, LexicalOptions::default())?;
+    let ids = db.document_ids()?;
+    for chunk in ids.chunks(1024) {
+        let mut docs = Vec::with_capacity(chunk.len());
+        for id in chunk {
+            if let Some(d) = db.get_document(id)? {
+                docs.push((id.as_str(), d));
+            }
+        }
+        lex.add(docs.iter().map(|(id, d)| LexicalDoc { id, title: &d.title, text: &d.text }))?;
+    }
+    lex.commit()?;
+    tracing::info!(documents = ids.len(), "BM25 index built");
+    Ok(lex)
 }
 
 /// Serves on `listener` until `shutdown` completes, then lets in-flight requests finish, stops

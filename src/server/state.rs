@@ -11,6 +11,8 @@ use super::metrics::{Gauges, Metrics};
 use super::routes::search::Mode;
 use crate::config::Config;
 use crate::encoder::{Embed, Encoder};
+use crate::fusion::Fusion;
+use crate::lexical::LexicalIndex;
 use crate::store::Database;
 
 /// What loading produces: the encoder behind its batching queue and the database.
@@ -19,6 +21,10 @@ pub struct Loaded {
     /// Display name of the model (file or folder name).
     pub encoder_name: String,
     pub db: Arc<Database>,
+    /// BM25 over the same documents (kept in step by the write endpoints).
+    pub lexical: Arc<LexicalIndex>,
+    /// How hybrid mode combines the dense and BM25 rankings (`[eval]` fusion settings).
+    pub fusion: Fusion,
     /// Retrieval modes this server can answer.
     pub modes: Vec<Mode>,
 }

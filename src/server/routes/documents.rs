@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::{blocking, AppStateRef};
 use crate::encoder::{Embed, TextKind};
+use crate::lexical::LexicalDoc;
 use crate::pipeline::{chunk, content_hash, passage_text, Document};
 use crate::server::error::{ApiError, ApiJson, ApiPath};
 use crate::server::state::AppState;
@@ -196,8 +197,12 @@ pub async fn add_documents(
     let added = new_docs.len() - updated;
     let l = loaded.clone();
     blocking(move || {
+        let lexical: Vec<(String, String, String)> =
+            new_docs.iter().map(|d| (d.id.clone(), d.title.clone(), d.text.clone())).collect();
         l.db.put_documents(new_docs)?;
         l.db.flush()?;
+        l.lexical.add(lexical.iter().map(|(id, title, text)| LexicalDoc { id, title, text }))?;
+        l.lexical.commit()?;
         l.db.save_index_if_older(SAVE_INDEX_EVERY)?;
         Ok(())
     })
@@ -220,6 +225,10 @@ pub async fn delete_document(
     let deleted = blocking(move || {
         let missing = loaded.db.delete_documents(std::slice::from_ref(&id))?;
         loaded.db.flush()?;
+        if missing.is_empty() {
+            loaded.lexical.delete([id.as_str()])?;
+            loaded.lexical.commit()?;
+        }
         loaded.db.save_index_if_older(SAVE_INDEX_EVERY)?;
         Ok(missing.is_empty().then_some(id))
     })

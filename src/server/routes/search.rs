@@ -142,17 +142,30 @@ async fn search(state: Arc<AppState>, req: SearchRequest) -> Result<SearchRespon
     let encoder = loaded.encoder().clone();
     let max_tokens = cfg.max_query_tokens;
     let query = req.query;
-    let prepared = blocking(move || prepare_query(&encoder, &query, max_tokens)).await?;
-    let vector = loaded
-        .batcher
-        .embed_prepared(vec![prepared])
-        .await?
-        .pop()
-        .ok_or_else(|| ApiError::internal("encoder returned no vector"))?;
-    let (offset, with_text, snippet_chars) = (req.offset, req.with_text, cfg.snippet_chars);
+    let q = query.clone();
+    // The token limit applies in every mode, so a query's validity does not depend on it.
+    let prepared = blocking(move || prepare_query(&encoder, &q, max_tokens)).await?;
+    let vector = match mode {
+        Mode::Bm25 => None,
+        Mode::Dense | Mode::Hybrid => Some(
+            loaded
+                .batcher
+                .embed_prepared(vec![prepared])
+                .await?
+                .pop()
+                .ok_or_else(|| ApiError::internal("encoder returned no vector"))?,
+        ),
+    };
+    let page =
+        Page { offset: req.offset, k, with_text: req.with_text, snippet_chars: cfg.snippet_chars };
     let l = loaded.clone();
-    let hits =
-        blocking(move || dense_hits(&l, &vector, offset, k, with_text, snippet_chars)).await?;
+    let hits = blocking(move || match vector {
+        Some(v) if mode == Mode::Dense => dense_hits(&l, &v, &page),
+        Some(v) => hybrid_hits(&l, &v, &query, &page),
+        None => bm25_hits(&l, &query, &page),
+    })
+    .await?;
+    let offset = page.offset;
     Ok(SearchResponse {
         hits,
         took_ms: started.elapsed().as_secs_f64() * 1000.0,
@@ -162,20 +175,23 @@ async fn search(state: Arc<AppState>, req: SearchRequest) -> Result<SearchRespon
     })
 }
 
-fn dense_hits(
-    loaded: &Loaded,
-    vector: &[f32],
+/// Which slice of the ranking to return, and how.
+#[derive(Debug, Clone, Copy)]
+struct Page {
     offset: usize,
     k: usize,
     with_text: bool,
     snippet_chars: usize,
-) -> Result<Vec<Hit>, ApiError> {
-    let found = loaded.db.search_dense(vector, offset + k)?;
-    let mut hits = Vec::with_capacity(k);
-    for h in found.into_iter().skip(offset) {
-        let text = if with_text { loaded.db.get_document(&h.id)?.map(|d| d.text) } else { None };
+}
+
+fn dense_hits(loaded: &Loaded, vector: &[f32], page: &Page) -> Result<Vec<Hit>, ApiError> {
+    let found = loaded.db.search_dense(vector, page.offset + page.k)?;
+    let mut hits = Vec::with_capacity(page.k);
+    for h in found.into_iter().skip(page.offset) {
+        let text =
+            if page.with_text { loaded.db.get_document(&h.id)?.map(|d| d.text) } else { None };
         hits.push(Hit {
-            snippet: snippet(&h.passage, snippet_chars),
+            snippet: snippet(&h.passage, page.snippet_chars),
             id: h.id,
             score: h.score,
             title: h.title,
@@ -183,4 +199,53 @@ fn dense_hits(
         });
     }
     Ok(hits)
+}
+
+/// Hits for a ranked list of document ids; `passages` supplies the best dense passage as the
+/// snippet where known, else the document's opening is used.
+fn hits_for(
+    loaded: &Loaded,
+    ranked: Vec<(String, f32)>,
+    passages: &std::collections::HashMap<String, String>,
+    page: &Page,
+) -> Result<Vec<Hit>, ApiError> {
+    let mut hits = Vec::with_capacity(page.k);
+    for (id, score) in ranked.into_iter().skip(page.offset) {
+        // A document deleted between the two lookups is simply skipped.
+        let Some(doc) = loaded.db.get_document(&id)? else { continue };
+        let source = passages.get(&id).map(String::as_str).unwrap_or(&doc.text);
+        hits.push(Hit {
+            snippet: snippet(source, page.snippet_chars),
+            title: doc.title,
+            text: page.with_text.then_some(doc.text),
+            id,
+            score,
+        });
+    }
+    Ok(hits)
+}
+
+fn bm25_hits(loaded: &Loaded, query: &str, page: &Page) -> Result<Vec<Hit>, ApiError> {
+    let ranked = loaded.lexical.search(query, page.offset + page.k)?;
+    hits_for(loaded, ranked, &Default::default(), page)
+}
+
+/// Depth of each list fused in hybrid mode: fusion needs more than the page it returns, since a
+/// document ranked low in one list may still come first overall.
+const HYBRID_DEPTH: usize = 100;
+
+fn hybrid_hits(
+    loaded: &Loaded,
+    vector: &[f32],
+    query: &str,
+    page: &Page,
+) -> Result<Vec<Hit>, ApiError> {
+    let want = page.offset + page.k;
+    let depth = want.max(HYBRID_DEPTH);
+    let dense = loaded.db.search_dense(vector, depth)?;
+    let bm25 = loaded.lexical.search(query, depth)?;
+    let dense_list: Vec<(String, f32)> = dense.iter().map(|h| (h.id.clone(), h.score)).collect();
+    let passages = dense.into_iter().map(|h| (h.id, h.passage)).collect();
+    let fused = loaded.fusion.fuse(&dense_list, &bm25, want);
+    hits_for(loaded, fused, &passages, page)
 }
