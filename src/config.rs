@@ -62,6 +62,7 @@ pub struct ServerConfig {
     pub addr: String,
     pub default_k: usize,
     pub max_k: usize,
+    pub max_offset: usize,
     pub max_batch: usize,
     pub max_wait_ms: u64,
     pub queue_capacity: usize,

@@ -24,6 +24,28 @@ pub enum BenchWhat {
     Ann(AnnArgs),
     /// Training step (forward + backward) tokens/s.
     Train,
+    /// HTTP /search requests/s and p50/p99 at 1, 4 and 16 concurrent clients (loopback),
+    /// beside the query encoder alone.
+    Serve(ServeBenchArgs),
+}
+
+#[derive(Args)]
+pub struct ServeBenchArgs {
+    /// GGUF file or model folder (default: model.path).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Synthetic documents indexed into a temporary database first.
+    #[arg(long, default_value_t = 200)]
+    pub docs: usize,
+    /// Requests per concurrency level (at most).
+    #[arg(long, default_value_t = 200)]
+    pub requests: usize,
+    /// Seconds per concurrency level (at most).
+    #[arg(long, default_value_t = 30.0)]
+    pub seconds: f64,
+    /// Client concurrencies, comma separated.
+    #[arg(long, default_value = "1,4,16")]
+    pub concurrency: String,
 }
 
 #[derive(Args)]
@@ -79,6 +101,7 @@ pub struct AnnArgs {
 pub fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
     match args.what {
         BenchWhat::Encode(a) => encode(ctx, a),
+        BenchWhat::Serve(a) => serve(ctx, a),
         BenchWhat::Ann(a) => run_ann(ctx, a),
         BenchWhat::Train => anyhow::bail!("bench train: not implemented yet"),
     }
@@ -161,6 +184,40 @@ fn llama_cpp(
         v["tokens_per_s"].as_f64().unwrap_or(f64::NAN),
         v["query_p50_ms"].as_f64().unwrap_or(f64::NAN),
     ))
+}
+
+fn serve(ctx: &Ctx, a: ServeBenchArgs) -> Result<()> {
+    let mut config = ctx.config.clone();
+    if let Some(m) = a.model {
+        config.model.path = m;
+    }
+    let concurrency = a
+        .concurrency
+        .split(',')
+        .map(|s| s.trim().parse::<usize>().context("--concurrency takes numbers like 1,4,16"))
+        .collect::<Result<Vec<_>>>()?;
+    if concurrency.iter().any(|&c| c == 0 || c > 256) {
+        anyhow::bail!("--concurrency values must be in 1..=256");
+    }
+    let opts = engine::server::bench::ServeBenchOptions {
+        config,
+        documents: a.docs.clamp(1, 100_000),
+        concurrency,
+        requests: a.requests.clamp(1, 100_000),
+        max_seconds: a.seconds.clamp(1.0, 600.0),
+    };
+    let reports = engine::server::bench::run(&opts, |l| eprintln!("{l}"))?;
+    println!(
+        "serve bench: {} ({} threads), {} docs, max_batch {}, max_wait_ms {}",
+        opts.config.model.path.display(),
+        rayon::current_num_threads(),
+        opts.documents,
+        opts.config.server.max_batch,
+        opts.config.server.max_wait_ms
+    );
+    print!("{}", engine::server::bench::format_table(&reports));
+    println!("{}", serde_json::to_string(&reports)?);
+    Ok(())
 }
 
 fn run_ann(ctx: &Ctx, a: AnnArgs) -> Result<()> {

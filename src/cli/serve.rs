@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 use super::Ctx;
@@ -19,6 +19,12 @@ pub struct ServeArgs {
     pub api_key: Option<String>,
 }
 
-pub fn run(_ctx: &Ctx, _args: ServeArgs) -> Result<()> {
-    anyhow::bail!("serve: not implemented yet")
+pub fn run(ctx: &Ctx, args: ServeArgs) -> Result<()> {
+    let addr = args.addr.unwrap_or_else(|| ctx.config.server.addr.clone());
+    let opts = engine::server::ServeOptions {
+        config: ctx.config.clone(),
+        db: args.db,
+        api_key: args.api_key,
+    };
+    engine::server::run_blocking(&addr, opts).context("serve")
 }

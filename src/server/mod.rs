@@ -1,1 +1,305 @@
-//! (in progress)
+//! `engine serve`: the HTTP API and the web UI, on axum + tokio.
+//!
+//! Layering follows text-embeddings-inference: [`routes`] (the router's handlers: validation and
+//! JSON) sit on [`batching`] (the queue and the one encoder thread that owns the model's forward
+//! passes) and the database; [`error`] gives every failure one JSON shape, [`metrics`] and
+//! [`openapi`] describe the server, [`assets`] holds the UI.
+
+pub mod assets;
+pub mod batching;
+pub mod bench;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tracing::Level;
+
+use self::batching::{BatchOptions, Batcher};
+use self::error::{error_body, ApiError};
+use self::metrics::Metrics;
+use self::routes::search::Mode;
+use self::state::{encoder_name, AppState, Loaded};
+use crate::config::Config;
+use crate::encoder::{Embed, Encoder};
+use crate::error::{Error, Result};
+use crate::fusion::Fusion;
+use crate::lexical::{LexicalDoc, LexicalIndex, LexicalOptions};
+use crate::store::Database;
+
+/// What `engine serve` needs besides the listener.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub config: Config,
+    /// Database folder (made by `engine index`).
+    pub db: PathBuf,
+    /// When set, `POST /documents` and `DELETE /documents/{id}` require it.
+    pub api_key: Option<String>,
+}
+
+/// Every route, as (method, path template): the router below and the OpenAPI document must
+/// both cover exactly these (a test checks).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/search"),
+    ("get", "/search"),
+    ("get", "/documents/{id}"),
+    ("post", "/documents"),
+    ("delete", "/documents/{id}"),
+    ("post", "/embed"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/status"),
+    ("get", "/openapi.json"),
+];
+
+/// Builds the router over `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    let max_body = state.config.server.max_body_bytes;
+    let mut app = Router::new()
+        .route("/search", post(routes::search::post_search).get(routes::search::get_search))
+        .route("/documents", post(routes::documents::add_documents))
+        .route(
+            "/documents/{*id}",
+            get(routes::documents::get_document).delete(routes::documents::delete_document),
+        )
+        .route("/embed", post(routes::embed))
+        .route("/status", get(routes::status))
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(routes::metrics))
+        .route("/openapi.json", get(routes::openapi));
+    for &(path, file) in assets::FILES {
+        app = app.route(path, get(move || async move { assets::serve(file) }));
+    }
+    app.fallback(|| async { ApiError::not_found("no such route") })
+        // axum's own 2 MB default would cut in before the configured limit.
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        // Failures worth an error line are logged where they happen (ApiError::internal); a 503
+        // from /readyz while loading is not one.
+        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
+        .with_state(state)
+}
+
+/// Records per-route metrics and turns any non-JSON error (405 from the router, 413 from the
+/// body-limit layer) into the API's JSON error shape.
+async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().as_str().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().replace("{*id}", "{id}"))
+        .unwrap_or_else(|| "unmatched".into());
+    let mut res = next.run(req).await;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        res = json_error_for(res).await;
+    }
+    state.metrics.observe_request(&method, &route, status.as_u16(), started.elapsed());
+    res
+}
+
+async fn json_error_for(res: Response) -> Response {
+    let status = res.status();
+    let (mut parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let body = serde_json::to_vec(&error_body(code, &message)).unwrap_or_default();
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+/// Loads the encoder and the database and starts the encoder thread (blocking: minutes for a
+/// large model).
+pub fn load(opts: &ServeOptions, metrics: Arc<Metrics>) -> Result<Loaded> {
+    let batch = BatchOptions::from_config(&opts.config.server)?;
+    let encoder = Arc::new(Encoder::from_config(&opts.config)?);
+    // The database must have been built by this very encoder (fingerprint check).
+    let db = Arc::new(Database::open(&opts.db, Some(&encoder.fingerprint()))?);
+    let status = db.status()?;
+    tracing::info!(
+        documents = status.documents,
+        passages = status.passages,
+        backend = %status.backend,
+        "database opened"
+    );
+    let lexical = Arc::new(open_lexical(&opts.db, &db)?);
+    let fusion = Fusion::from_config(&opts.config.eval)?;
+    let batcher = Arc::new(Batcher::start(encoder, batch, metrics)?);
+    Ok(Loaded {
+        batcher,
+        encoder_name: encoder_name(&opts.config.model.path),
+        db,
+        lexical,
+        fusion,
+        modes: vec![Mode::Dense, Mode::Bm25, Mode::Hybrid],
+    })
+}
+
+/// The BM25 index beside the database, at `DB/lexical/` (where `engine eval --mode bm25` also
+/// looks). Indexing does not maintain it yet, so when its document count disagrees with the
+/// store it is rebuilt from the stored documents (tantivy indexes thousands of documents per
+/// second, so this costs little next to loading the model).
+fn open_lexical(db_dir: &std::path::Path, db: &Database) -> Result<LexicalIndex> {
+    let dir = db_dir.join("lexical");
+    let documents = db.status()?.documents;
+    if let Ok(lex) = LexicalIndex::open(&dir) {
+        if lex.count() == documents {
+            return Ok(lex);
+        }
+        tracing::warn!(
+            lexical = lex.count(),
+            documents,
+            "BM25 index out of step with the store; rebuilding it"
+        );
+        drop(lex);
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let lex = LexicalIndex::create(&dir, LexicalOptions::default())?;
+    let ids = db.document_ids()?;
+    for chunk in ids.chunks(1024) {
+        let mut docs = Vec::with_capacity(chunk.len());
+        for id in chunk {
+            if let Some(d) = db.get_document(id)? {
+                docs.push((id.as_str(), d));
+            }
+        }
+        lex.add(docs.iter().map(|(id, d)| LexicalDoc { id, title: &d.title, text: &d.text }))?;
+    }
+    lex.commit()?;
+    tracing::info!(documents = ids.len(), "BM25 index built");
+    Ok(lex)
+}
+
+/// Serves on `listener` until `shutdown` completes, then lets in-flight requests finish, stops
+/// the encoder thread and saves the index. The model and database load in the background;
+/// a load failure stops the server and is returned.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let state = Arc::new(AppState::new(opts.config.clone(), opts.api_key.clone(), metrics.clone()));
+    let (fail_tx, fail_rx) = tokio::sync::oneshot::channel::<Error>();
+    let loader_state = state.clone();
+    let loader = tokio::task::spawn_blocking(move || {
+        let t = Instant::now();
+        match load(&opts, metrics) {
+            Ok(loaded) => {
+                tracing::info!(
+                    seconds = t.elapsed().as_secs_f64(),
+                    "model and index loaded; ready"
+                );
+                let _ = loader_state.loaded.set(Arc::new(loaded));
+            }
+            Err(e) => {
+                let _ = fail_tx.send(e);
+            }
+        }
+    });
+    let failed = Arc::new(std::sync::Mutex::new(None::<Error>));
+    let failed_w = failed.clone();
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown => tracing::info!("shutting down: finishing in-flight requests"),
+            Ok(e) = fail_rx => {
+                tracing::error!("loading failed: {e}");
+                if let Ok(mut f) = failed_w.lock() { *f = Some(e); }
+            }
+        }
+    };
+    let app = router(state.clone());
+    axum::serve(listener, app).with_graceful_shutdown(stop).await?;
+    let _ = loader.await;
+    if let Some(e) = failed.lock().ok().and_then(|mut f| f.take()) {
+        return Err(e);
+    }
+    if let Some(loaded) = state.loaded.get() {
+        let loaded = loaded.clone();
+        tokio::task::spawn_blocking(move || finish(&loaded))
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+    }
+    Ok(())
+}
+
+/// After the last request: stop the encoder thread, persist the index.
+fn finish(loaded: &Loaded) -> Result<()> {
+    loaded.batcher.close();
+    loaded.db.save_index()
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Blocking entry for the CLI: binds `addr`, serves until SIGINT/SIGTERM.
+pub fn run_blocking(addr: &str, opts: ServeOptions) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::InvalidInput(format!("cannot listen on {addr}: {e}")))?;
+        let local = listener.local_addr()?;
+        tracing::info!("listening on http://{local}/");
+        eprintln!(
+            "engine serve: http://{local}/ (loading model and index; /readyz turns 200 when ready)"
+        );
+        serve(listener, opts, shutdown_signal()).await
+    })
+}

@@ -1,0 +1,161 @@
+//! [`ApiError`]: every failure the HTTP API reports, always as
+//! `{"error": {"code": "...", "message": "..."}}` with a matching status, so clients (and the web
+//! UI) can rely on one shape whatever went wrong: bad JSON, a missing document, a full queue.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+
+/// An HTTP error with a stable machine-readable `code`.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn not_ready() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the model and index are still loading; retry shortly",
+        )
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this endpoint needs an API key (Authorization: Bearer KEY or x-api-key: KEY)",
+        )
+    }
+
+    /// A 500 whose details are logged, never sent: internal messages may name paths or state.
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error")
+    }
+
+    /// The `{"error": {...}}` body of this error.
+    pub fn body(&self) -> serde_json::Value {
+        error_body(self.code, &self.message)
+    }
+}
+
+pub fn error_body(code: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({ "error": { "code": code, "message": message } })
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::InvalidInput(m) => ApiError::bad_request(m),
+            Error::NotFound(m) => ApiError::not_found(m),
+            Error::Overloaded(m) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", m),
+            // The loaded encoder cannot serve this database: a server-side configuration fault
+            // the client cannot fix, but worth naming (the message holds no secrets).
+            Error::EncoderMismatch(m) => {
+                tracing::error!("encoder mismatch: {m}");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "encoder_mismatch", m)
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rej: JsonRejection) -> Self {
+        let code = match &rej {
+            JsonRejection::JsonDataError(_) => "invalid_request",
+            JsonRejection::JsonSyntaxError(_) => "invalid_json",
+            JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
+            JsonRejection::BytesRejection(_) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                "payload_too_large"
+            }
+            _ => "bad_request",
+        };
+        ApiError::new(rej.status(), code, rej.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rej: QueryRejection) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", rej.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rej: PathRejection) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", rej.body_text())
+    }
+}
+
+/// `axum::Json`, but rejections come out as [`ApiError`] JSON instead of plain text.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Json::<T>::from_request(req, state).await.map(|Json(v)| ApiJson(v)).map_err(ApiError::from)
+    }
+}
+
+/// `axum::extract::Query` with [`ApiError`] rejections.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| ApiQuery(v))
+            .map_err(ApiError::from)
+    }
+}
+
+/// `axum::extract::Path` with [`ApiError`] rejections.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| ApiPath(v))
+            .map_err(ApiError::from)
+    }
+}

@@ -1,0 +1,143 @@
+//! HTTP handlers. They validate, tokenize on blocking threads, queue texts for the encoder
+//! thread (see `batching`), and call the database on blocking threads: nothing heavy runs on
+//! the async runtime.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::{ApiError, ApiJson};
+use super::state::AppState;
+use crate::encoder::{Encoder, Prepared, TextKind};
+
+pub mod documents;
+pub mod search;
+
+pub type AppStateRef = State<Arc<AppState>>;
+
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+pub async fn readyz(State(state): AppStateRef) -> Result<Json<serde_json::Value>, ApiError> {
+    state.ready()?;
+    Ok(Json(json!({ "status": "ready" })))
+}
+
+pub async fn metrics(State(state): AppStateRef) -> Response {
+    let text = state.metrics.render(&state.gauges());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+/// `GET /status`: what the web UI's status line shows.
+pub async fn status(State(state): AppStateRef) -> Result<Json<serde_json::Value>, ApiError> {
+    let loaded = state.ready()?;
+    let l = loaded.clone();
+    let s = blocking(move || Ok(l.db.status()?)).await?;
+    Ok(Json(json!({
+        "documents": s.documents,
+        "passages": s.passages,
+        "indexed": s.indexed,
+        "encoder": loaded.encoder_name,
+        "backend": s.backend.as_str(),
+        "dim": s.dim,
+        "modes": loaded.modes(),
+    })))
+}
+
+pub async fn openapi() -> Json<serde_json::Value> {
+    Json(super::openapi::spec())
+}
+
+/// Runs blocking work (tokenizing, database calls) off the async runtime.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?
+}
+
+/// Tokenizes a query, refusing (413) one longer than `max_tokens` rather than silently
+/// searching with a truncated query.
+pub fn prepare_query(
+    encoder: &Encoder,
+    text: &str,
+    max_tokens: usize,
+) -> Result<Prepared, ApiError> {
+    if text.trim().is_empty() {
+        return Err(ApiError::bad_request("query must not be empty"));
+    }
+    let n = encoder.tokenizer().encode(text).map_err(ApiError::from)?.len();
+    if n > max_tokens {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "query_too_long",
+            format!("query has {n} tokens, the limit is {max_tokens} (server.max_query_tokens)"),
+        ));
+    }
+    encoder.prepare(text, TextKind::Query).map_err(ApiError::from)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedRequest {
+    pub texts: Vec<String>,
+    #[serde(default = "default_kind")]
+    pub kind: TextKind,
+}
+
+fn default_kind() -> TextKind {
+    TextKind::Query
+}
+
+/// `POST /embed`: vectors for up to `server.max_embed_texts` texts, batched with everything
+/// else the encoder is doing. Queries over the token limit are refused; passages are truncated
+/// to `encoder.max_passage_tokens` like at indexing time.
+pub async fn embed(
+    State(state): AppStateRef,
+    ApiJson(req): ApiJson<EmbedRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let loaded = state.ready()?;
+    let max = state.config.server.max_embed_texts;
+    if req.texts.is_empty() {
+        return Err(ApiError::bad_request("texts must not be empty"));
+    }
+    if req.texts.len() > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_texts",
+            format!(
+                "{} texts, at most {max} per request (server.max_embed_texts)",
+                req.texts.len()
+            ),
+        ));
+    }
+    if let Some(i) = req.texts.iter().position(|t| t.trim().is_empty()) {
+        return Err(ApiError::bad_request(format!("texts[{i}] is empty")));
+    }
+    let encoder = loaded.encoder().clone();
+    let max_tokens = state.config.server.max_query_tokens;
+    let kind = req.kind;
+    let texts = req.texts;
+    let items = blocking(move || {
+        texts
+            .iter()
+            .map(|t| match kind {
+                TextKind::Query => prepare_query(&encoder, t, max_tokens),
+                TextKind::Passage => encoder.prepare(t, kind).map_err(ApiError::from),
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await?;
+    let embeddings = loaded.batcher.embed_prepared(items).await?;
+    Ok(Json(json!({
+        "embeddings": embeddings,
+        "dim": loaded.dim(),
+        "encoder": loaded.encoder_name,
+        "kind": kind,
+    })))
+}

@@ -1,0 +1,92 @@
+//! Shared state of the HTTP handlers. The listener opens before the model and index finish
+//! loading (so `/healthz` and `/readyz` answer during a long load), hence [`AppState::loaded`]
+//! is filled once, later, and handlers that need it answer 503 until then.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use super::batching::Batcher;
+use super::error::ApiError;
+use super::metrics::{Gauges, Metrics};
+use super::routes::search::Mode;
+use crate::config::Config;
+use crate::encoder::{Embed, Encoder};
+use crate::fusion::Fusion;
+use crate::lexical::LexicalIndex;
+use crate::store::Database;
+
+/// What loading produces: the encoder behind its batching queue and the database.
+pub struct Loaded {
+    pub batcher: Arc<Batcher>,
+    /// Display name of the model (file or folder name).
+    pub encoder_name: String,
+    pub db: Arc<Database>,
+    /// BM25 over the same documents (kept in step by the write endpoints).
+    pub lexical: Arc<LexicalIndex>,
+    /// How hybrid mode combines the dense and BM25 rankings (`[eval]` fusion settings).
+    pub fusion: Fusion,
+    /// Retrieval modes this server can answer.
+    pub modes: Vec<Mode>,
+}
+
+impl Loaded {
+    pub fn encoder(&self) -> &Arc<Encoder> {
+        self.batcher.encoder()
+    }
+
+    pub fn dim(&self) -> usize {
+        self.encoder().dim()
+    }
+
+    pub fn modes(&self) -> &[Mode] {
+        &self.modes
+    }
+}
+
+pub struct AppState {
+    pub config: Config,
+    /// Required on write endpoints when set.
+    pub api_key: Option<String>,
+    pub metrics: Arc<Metrics>,
+    pub loaded: OnceLock<Arc<Loaded>>,
+    pub started: Instant,
+}
+
+impl AppState {
+    pub fn new(config: Config, api_key: Option<String>, metrics: Arc<Metrics>) -> Self {
+        AppState {
+            config,
+            api_key: api_key.filter(|k| !k.is_empty()),
+            metrics,
+            loaded: OnceLock::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// The loaded engine, or 503 while loading.
+    pub fn ready(&self) -> Result<Arc<Loaded>, ApiError> {
+        self.loaded.get().cloned().ok_or_else(ApiError::not_ready)
+    }
+
+    pub fn gauges(&self) -> Gauges {
+        let mut g =
+            Gauges { queue_capacity: self.config.server.queue_capacity, ..Default::default() };
+        if let Some(l) = self.loaded.get() {
+            g.ready = true;
+            g.queue_depth = l.batcher.depth();
+            if let Ok(s) = l.db.status() {
+                g.documents = s.documents;
+                g.passages = s.passages;
+                g.indexed_vectors = s.indexed;
+            }
+        }
+        g
+    }
+}
+
+/// A short name for the model at `path`: its file or folder name.
+pub fn encoder_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}

@@ -1,0 +1,770 @@
+//! `engine serve` end to end: a real server on an ephemeral loopback port, with the tiny random
+//! test model and a small corpus indexed by the same encoder.
+//!
+//! The tiny model is random, so dense retrieval is not semantic. The tests use
+//! `encoder.template = "none"` and `pooling = "mean"`: a query equal to a passage's embedded text
+//! ("title\ntext") then gets exactly that passage's vector and ranks its document first.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::config::Config;
+use engine::encoder::testing::write_tiny_model;
+use engine::encoder::{Embed, Encoder};
+use engine::index::{AnnParams, Backend};
+use engine::pipeline::{self, Document, IndexOptions, Silent};
+use engine::server::{self, ServeOptions};
+use engine::store::{Database, DbOptions};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+/// Corpus ids contain '/' and other characters that need percent-encoding.
+fn corpus() -> Vec<Document> {
+    let docs = [
+        ("wiki/Rust_(programming_language)", "Rust (programming language)", "Rust is a general-purpose programming language emphasizing performance, type safety and concurrency."),
+        ("wiki/Dense_retrieval", "Dense retrieval", "Dense retrieval encodes queries and passages as vectors and ranks passages by inner product."),
+        ("wiki/Okapi_BM25", "Okapi BM25", "BM25 is a bag-of-words ranking function used by search engines."),
+        ("wiki/HNSW", "Hierarchical navigable small world", "HNSW is a graph-based approximate nearest neighbour search algorithm."),
+        ("wiki/LLM", "Large language model", "A large language model is trained with self-supervised learning on vast amounts of text."),
+        ("wiki/Inverted_index", "Inverted index", "An inverted index maps words to their locations in a set of documents."),
+        ("wiki/Vector_database", "Vector database", "A vector database stores embeddings and supports similarity search over them."),
+        ("wiki/Garbage_collection", "Garbage collection", "Garbage collection is a form of automatic memory management."),
+        ("wiki/Concurrency", "Concurrency", "Concurrency is the ability of parts of a program to run out of order."),
+        ("wiki/Mozilla", "Mozilla", "Mozilla is a free software community founded in 1998."),
+        ("wiki/Type_safety", "Type safety", "Type safety is the extent to which a language prevents type errors."),
+        ("wiki/WebAssembly", "WebAssembly", "WebAssembly is a portable binary instruction format."),
+        ("notes/odd id?&=#%", "Odd id", "A document whose id needs percent-encoding in a URL path."),
+        ("notes/untitled", "", "rust programming language"),
+    ];
+    docs.iter()
+        .map(|(id, title, text)| Document {
+            id: id.to_string(),
+            title: title.to_string(),
+            text: text.to_string(),
+            metadata: json!({ "source": "test", "len": text.len() }),
+        })
+        .collect()
+}
+
+/// The text a passage was embedded from: a query equal to it finds the document first.
+fn query_for(d: &Document) -> String {
+    pipeline::passage_text(&d.title, &d.text)
+}
+
+fn enc(id: &str) -> String {
+    // encodeURIComponent's set, enough for these ids.
+    let mut out = String::new();
+    for b in id.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'(' | b')' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+fn base_config(model: &Path) -> Config {
+    let mut c = Config::default();
+    c.model.path = model.to_path_buf();
+    c.model.device = "cpu".into();
+    c.encoder.template = "none".into();
+    c.encoder.pooling = "mean".into();
+    c.encoder.batch_size = 8;
+    // The tiny tokenizer is byte-level (a token per byte): whole passages as queries need room.
+    c.encoder.max_query_tokens = 512;
+    c.server.max_query_tokens = 512;
+    c.index.backend = "flat".into();
+    c.index.chunk_tokens = 512;
+    c.index.chunk_overlap = 32;
+    c
+}
+
+/// A model folder and a database indexed with it.
+struct Fixture {
+    dir: tempfile::TempDir,
+    model: PathBuf,
+    db: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_tiny_model(&dir.path().join("tiny-llama"), 7).unwrap();
+    let db = dir.path().join("db");
+    let config = base_config(&model);
+    let encoder = Encoder::from_config(&config).unwrap();
+    let opts = DbOptions {
+        backend: Backend::Flat,
+        params: AnnParams::from_config(&config.index),
+        chunk_tokens: config.index.chunk_tokens,
+        chunk_overlap: config.index.chunk_overlap,
+    };
+    let database = Database::create_or_open(&db, &encoder.fingerprint(), &opts).unwrap();
+    let iopts = IndexOptions::from_config(&config);
+    pipeline::index_documents(&database, &encoder, corpus(), &iopts, &Silent).unwrap();
+    drop(database);
+    Fixture { dir, model, db }
+}
+
+struct TestServer {
+    base: String,
+    client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<engine::Result<()>>>,
+}
+
+impl TestServer {
+    async fn start(fx: &Fixture, tweak: impl FnOnce(&mut Config), api_key: Option<&str>) -> Self {
+        let mut config = base_config(&fx.model);
+        tweak(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, rx) = oneshot::channel::<()>();
+        let opts = ServeOptions { config, db: fx.db.clone(), api_key: api_key.map(str::to_string) };
+        let task = tokio::spawn(server::serve(listener, opts, async {
+            let _ = rx.await;
+        }));
+        let s =
+            TestServer { base, client: reqwest::Client::new(), stop: Some(stop), task: Some(task) };
+        s.wait_ready().await;
+        s
+    }
+
+    async fn wait_ready(&self) {
+        let t = Instant::now();
+        loop {
+            if let Ok(r) = self.client.get(self.url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+                assert_eq!(r.status(), 503, "readyz before ready");
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "server not ready after 60 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self.client.post(self.url(path)).json(body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn stop(mut self) -> engine::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.take().unwrap().await.unwrap()
+    }
+}
+
+/// Asserts the API's error shape and returns its code.
+fn error_code(status: u16, body: &Value, expected_status: u16) -> String {
+    assert_eq!(status, expected_status, "{body}");
+    let code = body["error"]["code"].as_str().unwrap_or_else(|| panic!("no error.code: {body}"));
+    assert!(body["error"]["message"].is_string(), "{body}");
+    code.to_string()
+}
+
+fn hit_ids(body: &Value) -> Vec<String> {
+    body["hits"].as_array().unwrap().iter().map(|h| h["id"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn search_documents_embed_status_and_metadata_endpoints() {
+    let fx = fixture();
+    let s = TestServer::start(&fx, |_| {}, None).await;
+    let docs = corpus();
+
+    assert_eq!(s.get("/healthz").await, (200, json!({ "status": "ok" })));
+    let (st, status) = s.get("/status").await;
+    assert_eq!(st, 200);
+    assert_eq!(status["documents"], json!(docs.len()));
+    assert!(status["passages"].as_u64().unwrap() >= docs.len() as u64);
+    assert_eq!(status["encoder"], "tiny-llama");
+    assert_eq!(status["backend"], "flat");
+    assert_eq!(status["dim"], 64);
+    assert_eq!(status["modes"], json!(["dense", "bm25", "hybrid"]));
+
+    // Every document is found first by its own text, under its own title.
+    for d in &docs {
+        let (st, r) = s.post("/search", &json!({ "query": query_for(d), "k": 3 })).await;
+        assert_eq!(st, 200, "{r}");
+        assert_eq!(r["hits"][0]["id"], json!(d.id), "{r}");
+        assert_eq!(r["hits"][0]["title"], json!(d.title));
+        assert!(r["hits"][0]["snippet"]
+            .as_str()
+            .unwrap()
+            .contains(d.text.split(' ').next().unwrap()));
+        assert!(r["hits"][0].get("text").is_none());
+        assert!(r["took_ms"].is_f64(), "{r}");
+        assert_eq!(r["mode"], "dense");
+        assert_eq!(r["offset"], 0);
+        assert_eq!(r["encoder"], "tiny-llama");
+        assert_eq!(r["hits"].as_array().unwrap().len(), 3);
+    }
+
+    // BM25 and hybrid: words of one document find it first (the tiny model is not semantic,
+    // BM25 is); hybrid keeps a document that is first in both lists first.
+    let (st, r) = s
+        .post("/search", &json!({ "query": "bag-of-words ranking function", "mode": "bm25" }))
+        .await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["mode"], "bm25");
+    assert_eq!(r["hits"][0]["id"], "wiki/Okapi_BM25", "{r}");
+    assert_eq!(r["hits"][0]["title"], "Okapi BM25");
+    assert!(r["hits"][0]["snippet"].as_str().unwrap().starts_with("BM25 is"));
+    let (st, page2) = s.get("/search?q=language&mode=bm25&k=1&offset=1").await;
+    assert_eq!(st, 200, "{page2}");
+    let (_, both) = s.get("/search?q=language&mode=bm25&k=2").await;
+    assert_eq!(page2["hits"][0]["id"], both["hits"][1]["id"]);
+    let d = &docs[3];
+    let (st, r) =
+        s.post("/search", &json!({ "query": query_for(d), "mode": "hybrid", "k": 5 })).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["mode"], "hybrid");
+    assert_eq!(r["hits"][0]["id"], json!(d.id), "{r}");
+
+    // GET form, paging by offset, with_text.
+    let q = query_for(&docs[0]);
+    let (st, all) = s.post("/search", &json!({ "query": q, "k": 10 })).await;
+    assert_eq!(st, 200);
+    let all_ids = hit_ids(&all);
+    assert_eq!(all_ids.len(), 10);
+    let qs = format!("/search?q={}&k=4&offset=3&mode=dense", enc(&q));
+    let (st, page) = s.get(&qs).await;
+    assert_eq!(st, 200, "{page}");
+    assert_eq!(hit_ids(&page), all_ids[3..7].to_vec());
+    assert_eq!(page["offset"], 3);
+    let (_, full) = s.post("/search", &json!({ "query": q, "k": 1, "with_text": true })).await;
+    assert_eq!(full["hits"][0]["text"], json!(docs[0].text));
+    let (st, r) = s.get(&format!("/search?q={}", enc(&q))).await;
+    assert_eq!(st, 200);
+    assert_eq!(r["hits"].as_array().unwrap().len(), 10, "default k");
+
+    // Every hit id opens with /documents/{id}, percent-encoded.
+    for d in &docs {
+        let (st, got) = s.get(&format!("/documents/{}", enc(&d.id))).await;
+        assert_eq!(st, 200, "{} {got}", d.id);
+        assert_eq!(got["id"], json!(d.id));
+        assert_eq!(got["title"], json!(d.title));
+        assert_eq!(got["text"], json!(d.text));
+        assert_eq!(got["metadata"]["source"], "test");
+    }
+    // An unencoded '/' works too.
+    assert_eq!(s.get("/documents/wiki/Mozilla").await.0, 200);
+
+    // Add, find, replace, delete.
+    let new = json!({ "documents": [
+        { "id": "new/one", "title": "Fresh", "text": "A freshly added document about sled.", "metadata": { "k": [1, 2] } },
+        { "id": "new/two", "text": "Another one without a title." }
+    ]});
+    let (st, r) = s.post("/documents", &new).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(
+        (r["added"].as_u64(), r["updated"].as_u64(), r["unchanged"].as_u64()),
+        (Some(2), Some(0), Some(0))
+    );
+    let (st, r) = s.post("/documents", &new).await;
+    assert_eq!((st, r["unchanged"].as_u64()), (200, Some(2)), "{r}");
+    let (_, r) =
+        s.post("/search", &json!({ "query": "Fresh\nA freshly added document about sled." })).await;
+    assert_eq!(r["hits"][0]["id"], "new/one", "{r}");
+    assert_eq!(r["hits"][0]["title"], "Fresh");
+    let (_, got) = s.get("/documents/new%2Fone").await;
+    assert_eq!(got["metadata"], json!({ "k": [1, 2] }));
+    let changed = json!({ "documents": [{ "id": "new/one", "title": "Fresh", "text": "Changed text now." }] });
+    let (st, r) = s.post("/documents", &changed).await;
+    assert_eq!((st, r["updated"].as_u64()), (200, Some(1)), "{r}");
+    assert_eq!(s.get("/status").await.1["documents"], json!(docs.len() + 2));
+    let r = s.client.delete(s.url("/documents/new%2Fone")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({ "deleted": "new/one" }));
+    let (st, body) = s.get("/documents/new%2Fone").await;
+    assert_eq!(error_code(st, &body, 404), "not_found");
+    let (_, r) = s.post("/search", &json!({ "query": "Fresh\nChanged text now.", "k": 20 })).await;
+    assert!(!hit_ids(&r).contains(&"new/one".to_string()), "deleted document still found");
+    let (_, r) =
+        s.post("/search", &json!({ "query": "changed text", "mode": "bm25", "k": 20 })).await;
+    assert!(!hit_ids(&r).contains(&"new/one".to_string()), "deleted document still in BM25");
+    assert_eq!(s.get("/status").await.1["documents"], json!(docs.len() + 1));
+
+    // /embed: identical inputs give identical vectors; dims and kinds.
+    let (st, r) = s
+        .post(
+            "/embed",
+            &json!({ "texts": ["hello world", "hello world", "other"], "kind": "passage" }),
+        )
+        .await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["dim"], 64);
+    assert_eq!(r["encoder"], "tiny-llama");
+    let e = r["embeddings"].as_array().unwrap();
+    assert_eq!(e.len(), 3);
+    assert_eq!(e[0].as_array().unwrap().len(), 64);
+    assert_eq!(e[0], e[1]);
+    assert_ne!(e[0], e[2]);
+    let (st, r) = s.post("/embed", &json!({ "texts": ["hello world"] })).await;
+    assert_eq!((st, r["kind"].as_str()), (200, Some("query")));
+
+    // Web UI files with their MIME types.
+    for (path, mime) in [
+        ("/", "text/html"),
+        ("/app.js", "text/javascript"),
+        ("/highlight.js", "text/javascript"),
+        ("/style.css", "text/css"),
+        ("/favicon.svg", "image/svg+xml"),
+    ] {
+        let r = s.client.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(ct.starts_with(mime), "{path}: {ct}");
+        assert!(!r.bytes().await.unwrap().is_empty());
+    }
+
+    // OpenAPI describes every route with its method.
+    let (st, spec) = s.get("/openapi.json").await;
+    assert_eq!(st, 200);
+    assert_eq!(spec["openapi"], "3.1.0");
+    for (method, path) in server::ROUTES {
+        assert!(spec["paths"][path][method].is_object(), "openapi lacks {method} {path}");
+    }
+    let described: usize =
+        spec["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(described, server::ROUTES.len(), "openapi describes routes the server lacks");
+    // ... and every listed route exists (not the JSON 404 of the fallback).
+    for (method, path) in server::ROUTES {
+        let path = path.replace("{id}", "no%2Fsuch");
+        let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let r = s.client.request(m, s.url(&path)).send().await.unwrap();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        assert_ne!(body["error"]["message"], "no such route", "{method} {path}");
+    }
+
+    // Metrics: Prometheus text with per-route counters, latency histograms, batching, index size.
+    let r = s.client.get(s.url("/metrics")).send().await.unwrap();
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = r.text().await.unwrap();
+    for needle in [
+        "engine_http_requests_total{method=\"POST\",route=\"/search\",status=\"200\"}",
+        "engine_http_requests_total{method=\"GET\",route=\"/documents/{id}\",status=\"404\"}",
+        "engine_http_request_duration_seconds_bucket{method=\"POST\",route=\"/search\",status=\"200\",le=\"+Inf\"}",
+        "engine_encode_batch_size_bucket{le=\"1\"}",
+        "engine_queue_depth 0",
+        &format!("engine_index_documents {}", docs.len() + 1),
+    ] {
+        assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
+    }
+
+    s.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_error_is_json_with_the_right_status() {
+    let fx = fixture();
+    let s = TestServer::start(
+        &fx,
+        |c| {
+            c.server.max_body_bytes = 8192;
+            c.server.max_query_tokens = 64;
+        },
+        Some("sekret"),
+    )
+    .await;
+    let q = query_for(&corpus()[0]);
+
+    // Malformed JSON, wrong content type, wrong shape.
+    let r = s
+        .client
+        .post(s.url("/search"))
+        .header("content-type", "application/json")
+        .body("{\"query\": ")
+        .send()
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    assert_eq!(error_code(st, &r.json().await.unwrap(), 400), "invalid_json");
+    let r = s
+        .client
+        .post(s.url("/search"))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    assert_eq!(error_code(st, &r.json().await.unwrap(), 415), "unsupported_media_type");
+    let r = s.client.post(s.url("/search")).body("{\"query\": \"x\"}").send().await.unwrap();
+    let st = r.status().as_u16();
+    assert_eq!(error_code(st, &r.json().await.unwrap(), 415), "unsupported_media_type");
+    let (st, b) = s.post("/search", &json!({ "query": 5 })).await;
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
+    let (st, b) = s.post("/search", &json!({ "query": "x", "bogus": 1 })).await;
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
+    let (st, b) = s.get("/search?k=3").await;
+    assert_eq!(error_code(st, &b, 400), "bad_request");
+    let (st, b) = s.get("/search?q=x&k=many").await;
+    assert_eq!(error_code(st, &b, 400), "bad_request");
+
+    // k, offset, mode, empty and over-long queries.
+    let (st, b) = s.post("/search", &json!({ "query": q, "k": 101 })).await;
+    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert!(b["error"]["message"].as_str().unwrap().contains("max_k"));
+    let (st, b) = s.post("/search", &json!({ "query": q, "k": 0 })).await;
+    assert_eq!(error_code(st, &b, 400), "bad_request");
+    let (st, b) = s.post("/search", &json!({ "query": q, "k": -1 })).await;
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
+    let (st, b) = s.post("/search", &json!({ "query": q, "offset": 1_000_000 })).await;
+    assert_eq!(error_code(st, &b, 400), "bad_request");
+    let (st, b) = s.post("/search", &json!({ "query": q, "mode": "telepathy" })).await;
+    assert_eq!(error_code(st, &b, 400), "bad_request");
+    let (st, b) = s.post("/search", &json!({ "query": "   " })).await;
+    assert_eq!(error_code(st, &b, 400), "bad_request");
+    // The tiny tokenizer is byte-level: 65 bytes are 65 tokens, one over the limit of 64.
+    let (st, b) = s.post("/search", &json!({ "query": "a".repeat(65) })).await;
+    assert_eq!(error_code(st, &b, 413), "query_too_long");
+    assert_eq!(s.post("/search", &json!({ "query": "a".repeat(64) })).await.0, 200);
+    let (st, b) = s.get(&format!("/search?q={}", "b".repeat(100))).await;
+    assert_eq!(error_code(st, &b, 413), "query_too_long");
+
+    // Body over server.max_body_bytes, with and without a Content-Length.
+    let big = json!({ "query": "x".repeat(10_000) });
+    let (st, b) = s.post("/search", &big).await;
+    assert_eq!(error_code(st, &b, 413), "payload_too_large");
+    let (st, b) =
+        raw_chunked(&s.base, "/search", &format!("{{\"query\": \"{}\"}}", "y".repeat(10_000)))
+            .await;
+    assert_eq!(error_code(st, &b, 413), "payload_too_large");
+
+    // /embed limits.
+    let (st, b) = s.post("/embed", &json!({ "texts": vec!["t"; 65] })).await;
+    assert_eq!(error_code(st, &b, 413), "too_many_texts");
+    let (st, b) = s.post("/embed", &json!({ "texts": [] })).await;
+    assert_eq!(error_code(st, &b, 400), "bad_request");
+    let (st, b) = s.post("/embed", &json!({ "texts": ["ok", ""] })).await;
+    assert_eq!(error_code(st, &b, 400), "bad_request");
+    let (st, b) = s.post("/embed", &json!({ "texts": ["x"], "kind": "poem" })).await;
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
+
+    // Missing documents, unknown routes, wrong methods.
+    let (st, b) = s.get("/documents/no%2Fsuch%20doc").await;
+    assert_eq!(error_code(st, &b, 404), "not_found");
+    let (st, b) = s.get("/nope").await;
+    assert_eq!(error_code(st, &b, 404), "not_found");
+    let r = s.client.put(s.url("/search")).send().await.unwrap();
+    let st = r.status().as_u16();
+    assert_eq!(error_code(st, &r.json().await.unwrap(), 405), "method_not_allowed");
+
+    // Write endpoints need the key; reads do not.
+    let doc = json!({ "documents": [{ "id": "k/1", "text": "keyed" }] });
+    let (st, b) = s.post("/documents", &doc).await;
+    assert_eq!(error_code(st, &b, 401), "unauthorized");
+    for auth in
+        [("authorization", "Bearer wrong"), ("x-api-key", "wrong"), ("authorization", "sekret")]
+    {
+        let r = s
+            .client
+            .post(s.url("/documents"))
+            .header(auth.0, auth.1)
+            .json(&doc)
+            .send()
+            .await
+            .unwrap();
+        let st = r.status().as_u16();
+        assert_eq!(error_code(st, &r.json().await.unwrap(), 401), "unauthorized", "{auth:?}");
+    }
+    let r = s.client.delete(s.url("/documents/wiki%2FMozilla")).send().await.unwrap();
+    let st = r.status().as_u16();
+    assert_eq!(error_code(st, &r.json().await.unwrap(), 401), "unauthorized");
+    let r =
+        s.client.post(s.url("/documents")).bearer_auth("sekret").json(&doc).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = s
+        .client
+        .delete(s.url("/documents/k%2F1"))
+        .header("x-api-key", "sekret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = s
+        .client
+        .delete(s.url("/documents/k%2F1"))
+        .header("x-api-key", "sekret")
+        .send()
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    assert_eq!(error_code(st, &r.json().await.unwrap(), 404), "not_found");
+
+    // Document batch limits and validation.
+    let post_docs = |body: Value| {
+        let c = s.client.post(s.url("/documents")).bearer_auth("sekret").json(&body).send();
+        async move {
+            let r = c.await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (st, b) = post_docs(json!({ "documents": [] })).await;
+    assert_eq!(error_code(st, &b, 400), "bad_request");
+    let (st, b) = post_docs(json!({ "documents": [{ "id": "", "text": "x" }] })).await;
+    assert_eq!(error_code(st, &b, 400), "bad_request");
+    let (st, b) =
+        post_docs(json!({ "documents": [{ "id": "a", "text": "x" }, { "id": "a", "text": "y" }] }))
+            .await;
+    assert_eq!(error_code(st, &b, 400), "bad_request");
+    let (st, b) = post_docs(json!({ "documents": [{ "id": "a" }] })).await;
+    assert_eq!(error_code(st, &b, 400), "bad_request");
+    let (st, b) = post_docs(json!({ "docs": [] })).await;
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
+
+    s.stop().await.unwrap();
+
+    // A separate server with a tiny per-request document limit.
+    let s = TestServer::start(&fx, |c| c.server.max_documents_per_request = 2, None).await;
+    let three: Vec<Value> =
+        (0..3).map(|i| json!({ "id": format!("m/{i}"), "text": "t" })).collect();
+    let (st, b) = s.post("/documents", &json!({ "documents": three })).await;
+    assert_eq!(error_code(st, &b, 413), "too_many_documents");
+    s.stop().await.unwrap();
+}
+
+/// POSTs `body` with chunked transfer encoding (no Content-Length), over a raw socket.
+async fn raw_chunked(base: &str, path: &str, body: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    for piece in body.as_bytes().chunks(1000) {
+        req.push_str(&format!("{:x}\r\n{}\r\n", piece.len(), std::str::from_utf8(piece).unwrap()));
+    }
+    req.push_str("0\r\n\r\n");
+    // The server may answer and close before reading everything: ignore write errors.
+    let _ = sock.write_all(req.as_bytes()).await;
+    let mut resp = Vec::new();
+    let _ = sock.read_to_end(&mut resp).await;
+    let resp = String::from_utf8_lossy(&resp);
+    let status: u16 = resp.split(' ').nth(1).unwrap().parse().unwrap();
+    let head_end = resp.find("\r\n\r\n").unwrap();
+    let mut body = resp[head_end + 4..].to_string();
+    if resp[..head_end].to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        // One-chunk bodies are all the server sends for errors.
+        let start = body.find("\r\n").unwrap() + 2;
+        let end = body[start..].find("\r\n").unwrap() + start;
+        body = body[start..end].to_string();
+    }
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_queue_answers_429_at_once() {
+    let fx = fixture();
+    // One waiting request at most, and the encoder thread waits 1.5 s for company: a second
+    // request while the first one waits finds the queue full.
+    let s = TestServer::start(
+        &fx,
+        |c| {
+            c.server.queue_capacity = 1;
+            c.server.max_wait_ms = 1500;
+            c.server.max_batch = 8;
+        },
+        None,
+    )
+    .await;
+    let q = query_for(&corpus()[1]);
+    let first = {
+        let c = s.client.clone();
+        let url = s.url("/search");
+        let q = q.clone();
+        tokio::spawn(async move { c.post(url).json(&json!({ "query": q })).send().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    let (st, b) = s.post("/search", &json!({ "query": q })).await;
+    assert_eq!(error_code(st, &b, 429), "overloaded");
+    assert!(t.elapsed() < Duration::from_millis(500), "429 must be immediate");
+    let (st, b) = s.post("/embed", &json!({ "texts": ["x"] })).await;
+    assert_eq!(error_code(st, &b, 429), "overloaded");
+    let first = first.await.unwrap();
+    assert_eq!(first.status(), 200);
+    // Once drained, requests are accepted again.
+    assert_eq!(s.post("/search", &json!({ "query": q })).await.0, 200);
+    let text = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("route=\"/search\",status=\"429\"} 1"), "{text}");
+    s.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_queries_are_batched_and_match_sequential_results() {
+    let fx = fixture();
+    let s = Arc::new(TestServer::start(&fx, |c| c.server.max_wait_ms = 20, None).await);
+    let docs = corpus();
+    let queries: Vec<String> = (0..64)
+        .map(|i| {
+            let d = &docs[i % docs.len()];
+            // Varied lengths, so batches need padding.
+            if i % 3 == 0 {
+                query_for(d)
+            } else {
+                format!("{} {}", d.text, i)
+            }
+        })
+        .collect();
+    let mut sequential = Vec::new();
+    for q in &queries {
+        let (st, r) = s.post("/search", &json!({ "query": q, "k": 5 })).await;
+        assert_eq!(st, 200, "{r}");
+        sequential.push(r["hits"].clone());
+    }
+    let before = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(before.contains("engine_encode_batch_size_max 1\n"), "sequential queries batch alone");
+    let tasks: Vec<_> = queries
+        .iter()
+        .map(|q| {
+            let s = s.clone();
+            let q = q.clone();
+            tokio::spawn(async move { s.post("/search", &json!({ "query": q, "k": 5 })).await })
+        })
+        .collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let (st, r) = t.await.unwrap();
+        assert_eq!(st, 200, "{r}");
+        let (a, b) = (r["hits"].as_array().unwrap(), sequential[i].as_array().unwrap());
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert_eq!(x["id"], y["id"], "query {i}: concurrent and sequential rankings differ");
+            let (sx, sy) = (x["score"].as_f64().unwrap(), y["score"].as_f64().unwrap());
+            assert!((sx - sy).abs() < 1e-4, "query {i}: score {sx} vs {sy}");
+        }
+    }
+    let text = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let max: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("engine_encode_batch_size_max "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(max > 1, "no batching happened:\n{text}");
+    let s = Arc::into_inner(s).unwrap();
+    s.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_finishes_in_flight_requests() {
+    let fx = fixture();
+    let s = TestServer::start(&fx, |c| c.server.max_wait_ms = 800, None).await;
+    let inflight = {
+        let c = s.client.clone();
+        let url = s.url("/search");
+        let q = query_for(&corpus()[2]);
+        tokio::spawn(async move {
+            let r = c.post(url).json(&json!({ "query": q })).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let base = s.base.clone();
+    s.stop().await.unwrap();
+    let (st, r) = inflight.await.unwrap();
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["hits"][0]["id"], json!(corpus()[2].id));
+    assert!(reqwest::get(format!("{base}/healthz")).await.is_err(), "still listening");
+    // The index snapshot written at shutdown reopens cleanly.
+    let config = base_config(&fx.model);
+    let encoder = Encoder::from_config(&config).unwrap();
+    let db = Database::open(&fx.db, Some(&encoder.fingerprint())).unwrap();
+    assert_eq!(db.status().unwrap().documents, corpus().len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_failures_stop_the_server_with_the_error() {
+    let fx = fixture();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let opts = ServeOptions {
+        config: base_config(&fx.model),
+        db: fx.dir.path().join("missing-db"),
+        api_key: None,
+    };
+    let err = server::serve(listener, opts, std::future::pending()).await.unwrap_err();
+    assert!(matches!(err, engine::Error::NotFound(_)), "{err}");
+    // Another pooling than the database was built with: a clear encoder mismatch.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = base_config(&fx.model);
+    config.encoder.pooling = "last".into();
+    let opts = ServeOptions { config, db: fx.db.clone(), api_key: None };
+    let err = server::serve(listener, opts, std::future::pending()).await.unwrap_err();
+    assert!(matches!(err, engine::Error::EncoderMismatch(_)), "{err}");
+}
+
+/// The web UI in headless Chromium against this server (tests/browser/ui.test.mjs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn browser_ui_against_the_real_server() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let browser_dir = root.join("tests/browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let node_ok = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let missing = if !node_ok {
+        Some("node is not installed".to_string())
+    } else if !Path::new(&chromium).exists() {
+        Some(format!("no Chromium at {chromium} (apt-get install chromium, or set CHROMIUM)"))
+    } else if !browser_dir.join("node_modules").is_dir() {
+        Some("tests/browser/node_modules is missing (run `npm ci` in tests/browser)".to_string())
+    } else {
+        None
+    };
+    if let Some(why) = missing {
+        eprintln!("SKIPPED browser_ui_against_the_real_server: {why}");
+        return;
+    }
+    let fx = fixture();
+    let s = TestServer::start(&fx, |_| {}, None).await;
+    // The untitled document's text is exactly its embedded passage text, and a search box
+    // cannot hold the "title\ntext" of the others.
+    let target = corpus().into_iter().find(|d| d.title.is_empty()).unwrap();
+    let out = tokio::process::Command::new("node")
+        .args(["--test", "tests/browser/ui.test.mjs"])
+        .current_dir(root)
+        .env("ENGINE_URL", &s.base)
+        .env("EXPECT_QUERY", &target.text)
+        .env("EXPECT_ID", &target.id)
+        .env("REQUIRE_BROWSER", "1")
+        .env("CHROMIUM", &chromium)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(300), out)
+        .await
+        .expect("browser test timed out")
+        .unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "browser test failed:\n{text}");
+    eprintln!(
+        "{}",
+        text.lines()
+            .filter(|l| l.starts_with("# ") || l.starts_with("ok "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(text.contains("# fail 0"), "{text}");
+    assert!(!text.contains("# pass 0"), "no browser test ran:\n{text}");
+    s.stop().await.unwrap();
+}
