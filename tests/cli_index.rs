@@ -20,8 +20,7 @@ fn engine(config: &Path) -> Command {
 }
 
 fn run(mut c: Command) -> Output {
-    let out = c.output().unwrap();
-    out
+    c.output().unwrap()
 }
 
 fn ok_json(out: Output) -> serde_json::Value {
