@@ -37,6 +37,8 @@ use crate::index::{self, persist::Snapshots, AnnIndex, AnnParams, Backend};
 const FORMAT_VERSION: u32 = 1;
 const K_MANIFEST: &[u8] = b"mmanifest";
 const K_NEXT_LABEL: &[u8] = b"mnext_label";
+/// Below this many tombstones compaction is never worth a rebuild.
+const COMPACT_MIN_TOMBSTONES: usize = 64;
 
 /// Everything needed to interpret a database: how its vectors were made and indexed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -628,7 +630,17 @@ impl Database {
 
     /// Writes the ANN index atomically (after making sled durable, so the snapshot never
     /// refers to a write sled could still lose).
+    /// Tombstoned graph nodes slow searches down (FAISS over-fetches by their number), so once
+    /// they outnumber the live vectors the index is rebuilt from the stored vectors first.
     pub fn save_index(&self) -> Result<()> {
+        let (dead, live) = {
+            let ann = self.ann.read().map_err(poisoned)?;
+            (ann.tombstones(), ann.len())
+        };
+        if dead >= COMPACT_MIN_TOMBSTONES && dead > live {
+            tracing::info!("compacting the ANN index ({dead} tombstones, {live} live)");
+            self.rebuild_in_memory(None)?;
+        }
         let _w = self.writer.lock().map_err(poisoned)?;
         self.db.flush()?;
         {
@@ -659,6 +671,11 @@ impl Database {
     /// Rebuilds the ANN index from the stored vectors (optionally with another backend and
     /// parameters, recorded in the manifest) and saves it.
     pub fn rebuild_index(&self, backend: Option<(Backend, AnnParams)>) -> Result<()> {
+        self.rebuild_in_memory(backend)?;
+        self.save_index()
+    }
+
+    fn rebuild_in_memory(&self, backend: Option<(Backend, AnnParams)>) -> Result<()> {
         let m = self.manifest();
         let (backend, params) = backend.unwrap_or((m.backend, m.params.clone()));
         let mut fresh = index::new_index(backend, m.encoder.dim, &params)?;
@@ -692,7 +709,7 @@ impl Database {
             *self.manifest.write().map_err(poisoned)? = man;
             *self.ann.write().map_err(poisoned)? = fresh;
         }
-        self.save_index()
+        Ok(())
     }
 
     /// Recall@k of the ANN index against an exact scan, using `queries` stored vectors sampled

@@ -368,3 +368,22 @@ fn verify_recall_and_backend_switch() {
     );
     assert!(err.err().unwrap().to_string().contains("chunk_tokens"));
 }
+
+#[test]
+fn mostly_deleted_graph_is_compacted_on_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = HashEmbedder::new(DIM);
+    let db =
+        Database::create_or_open(dir.path(), &e.fingerprint(), &db_opts(Backend::Hnsw)).unwrap();
+    index_documents(&db, &e, corpus(100), &opts(), &Silent).unwrap();
+    let ids: Vec<String> = (0..90).map(|i| format!("doc-{i:03}")).collect();
+    db.delete_documents(&ids).unwrap();
+    assert!(db.status().unwrap().tombstones > 64);
+    db.save_index().unwrap();
+    let st = db.status().unwrap();
+    assert_eq!(st.tombstones, 0);
+    assert_eq!(st.indexed as u64, st.passages);
+    assert_eq!(st.documents, 10);
+    let hits = db.search_dense(&query(&e, "violin cello note94"), 3).unwrap();
+    assert_eq!(hits[0].id, "doc-094");
+}
