@@ -662,6 +662,12 @@ impl Database {
         Ok(due)
     }
 
+    /// Changes the query-time effort of the ANN index (HNSW ef, FAISS efSearch / nprobe) for
+    /// this process only; the manifest keeps the build-time parameters.
+    pub fn set_search_effort(&self, effort: usize) -> Result<()> {
+        self.ann.write().map_err(poisoned)?.set_search_effort(effort)
+    }
+
     /// Makes all sled writes durable.
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;
