@@ -432,6 +432,19 @@ impl Database {
         Ok(())
     }
 
+    /// Drops every cached vector (after a completed run, leftovers belong to passages of an
+    /// interrupted run whose corpus has since changed). Returns how many were dropped.
+    pub fn clear_cache(&self) -> Result<usize> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for k in self.tree.scan_prefix([b'c']).keys() {
+            batch.remove(k?);
+            n += 1;
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(n)
+    }
+
     /// Stores documents with their passages and vectors in one atomic step, replacing any
     /// stored document with the same id (its old passages are removed). Vectors are checked
     /// against the database dimension and L2-normalised.

@@ -247,6 +247,7 @@ fn interrupted_run_resumes_to_identical_state() {
     let db = Database::open(part.path(), Some(&e.fingerprint())).unwrap();
     let r = index_documents(&db, &e, docs, &opts(), &Silent).unwrap();
     assert!(r.unchanged > 0 && r.passages_resumed > 0, "{r:?}");
+    assert_eq!(db.clear_cache().unwrap(), 0, "a completed run leaves no cached vectors");
     assert_eq!(state(&db), expected);
     let q = query(&e, "ocean tide note22");
     let ref_db = Database::open(full.path(), None).unwrap();
