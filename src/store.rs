@@ -37,6 +37,8 @@ use crate::index::{self, persist::Snapshots, AnnIndex, AnnParams, Backend};
 const FORMAT_VERSION: u32 = 1;
 const K_MANIFEST: &[u8] = b"mmanifest";
 const K_NEXT_LABEL: &[u8] = b"mnext_label";
+/// Below this many tombstones compaction is never worth a rebuild.
+const COMPACT_MIN_TOMBSTONES: usize = 64;
 
 /// Everything needed to interpret a database: how its vectors were made and indexed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -430,6 +432,19 @@ impl Database {
         Ok(())
     }
 
+    /// Drops every cached vector (after a completed run, leftovers belong to passages of an
+    /// interrupted run whose corpus has since changed). Returns how many were dropped.
+    pub fn clear_cache(&self) -> Result<usize> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for k in self.tree.scan_prefix([b'c']).keys() {
+            batch.remove(k?);
+            n += 1;
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(n)
+    }
+
     /// Stores documents with their passages and vectors in one atomic step, replacing any
     /// stored document with the same id (its old passages are removed). Vectors are checked
     /// against the database dimension and L2-normalised.
@@ -628,7 +643,17 @@ impl Database {
 
     /// Writes the ANN index atomically (after making sled durable, so the snapshot never
     /// refers to a write sled could still lose).
+    /// Tombstoned graph nodes slow searches down (FAISS over-fetches by their number), so once
+    /// they outnumber the live vectors the index is rebuilt from the stored vectors first.
     pub fn save_index(&self) -> Result<()> {
+        let (dead, live) = {
+            let ann = self.ann.read().map_err(poisoned)?;
+            (ann.tombstones(), ann.len())
+        };
+        if dead >= COMPACT_MIN_TOMBSTONES && dead > live {
+            tracing::info!("compacting the ANN index ({dead} tombstones, {live} live)");
+            self.rebuild_in_memory(None)?;
+        }
         let _w = self.writer.lock().map_err(poisoned)?;
         self.db.flush()?;
         {
@@ -650,6 +675,12 @@ impl Database {
         Ok(due)
     }
 
+    /// Changes the query-time effort of the ANN index (HNSW ef, FAISS efSearch / nprobe) for
+    /// this process only; the manifest keeps the build-time parameters.
+    pub fn set_search_effort(&self, effort: usize) -> Result<()> {
+        self.ann.write().map_err(poisoned)?.set_search_effort(effort)
+    }
+
     /// Makes all sled writes durable.
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;
@@ -659,6 +690,11 @@ impl Database {
     /// Rebuilds the ANN index from the stored vectors (optionally with another backend and
     /// parameters, recorded in the manifest) and saves it.
     pub fn rebuild_index(&self, backend: Option<(Backend, AnnParams)>) -> Result<()> {
+        self.rebuild_in_memory(backend)?;
+        self.save_index()
+    }
+
+    fn rebuild_in_memory(&self, backend: Option<(Backend, AnnParams)>) -> Result<()> {
         let m = self.manifest();
         let (backend, params) = backend.unwrap_or((m.backend, m.params.clone()));
         let mut fresh = index::new_index(backend, m.encoder.dim, &params)?;
@@ -692,7 +728,7 @@ impl Database {
             *self.manifest.write().map_err(poisoned)? = man;
             *self.ann.write().map_err(poisoned)? = fresh;
         }
-        self.save_index()
+        Ok(())
     }
 
     /// Recall@k of the ANN index against an exact scan, using `queries` stored vectors sampled

@@ -10,7 +10,7 @@ use engine::pipeline::{index_documents, Document, IndexOptions, Silent};
 use engine::store::{Database, DbOptions, DocRecord, PassageRecord};
 use engine::Error;
 
-const DIM: usize = 32;
+const DIM: usize = 64;
 
 fn params() -> AnnParams {
     AnnParams {
@@ -61,8 +61,21 @@ fn corpus(n: usize) -> Vec<Document> {
         .map(|i| {
             let topic = TOPICS[i % TOPICS.len()];
             let reps = 1 + i % 4;
-            let text =
-                (0..reps).map(|r| format!("{topic} note{i} part{r}")).collect::<Vec<_>>().join(" ");
+            // Pseudo-random extra words make exact score ties between documents unlikely, so
+            // approximate and exact backends agree on the order.
+            let extra: Vec<String> = (0..4u64)
+                .map(|j| {
+                    format!(
+                        "x{}",
+                        (i as u64 * 7919 + j * 104_729).wrapping_mul(2_654_435_761) % 997
+                    )
+                })
+                .collect();
+            let extra = extra.join(" ");
+            let text = (0..reps)
+                .map(|r| format!("{topic} note{i} part{r} {extra}"))
+                .collect::<Vec<_>>()
+                .join(" ");
             doc(&format!("doc-{i:03}"), &format!("Title {i}"), &text)
         })
         .collect()
@@ -116,10 +129,12 @@ fn index_search_and_reopen() {
         }
     }
     let db = Database::open(dir.path(), Some(&e.fingerprint())).unwrap();
-    let hits = db.search_dense(&query(&e, "galaxy nebula note3 part3"), 5).unwrap();
+    let hits = db
+        .search_dense(&query(&e, "Title 3 galaxy star nebula telescope orbit note3 part0"), 5)
+        .unwrap();
     assert_eq!(hits[0].id, "doc-003", "{hits:?}");
     assert_eq!(hits[0].title, "Title 3");
-    assert!(hits[0].passage.contains("note3"));
+    assert!(hits[0].passage.contains("note3 part0"));
     assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
     let ids: std::collections::HashSet<_> = hits.iter().map(|h| &h.id).collect();
     assert_eq!(ids.len(), hits.len(), "hits are aggregated per document");
@@ -232,6 +247,7 @@ fn interrupted_run_resumes_to_identical_state() {
     let db = Database::open(part.path(), Some(&e.fingerprint())).unwrap();
     let r = index_documents(&db, &e, docs, &opts(), &Silent).unwrap();
     assert!(r.unchanged > 0 && r.passages_resumed > 0, "{r:?}");
+    assert_eq!(db.clear_cache().unwrap(), 0, "a completed run leaves no cached vectors");
     assert_eq!(state(&db), expected);
     let q = query(&e, "ocean tide note22");
     let ref_db = Database::open(full.path(), None).unwrap();
@@ -286,7 +302,7 @@ fn deletion_removes_documents_from_results_and_survives_reopen() {
         let path = dir.path().join(backend.as_str());
         let db = Database::create_or_open(&path, &e.fingerprint(), &db_opts(backend)).unwrap();
         index_documents(&db, &e, corpus(30), &opts(), &Silent).unwrap();
-        let q = query(&e, "galaxy telescope note8 part0");
+        let q = query(&e, "Title 8 galaxy star nebula telescope orbit note8 part0");
         assert_eq!(db.search_dense(&q, 1).unwrap()[0].id, "doc-008");
         let missing = db.delete_documents(&["doc-008".into(), "nope".into()]).unwrap();
         assert_eq!(missing, vec!["nope".to_string()]);
@@ -367,4 +383,23 @@ fn verify_recall_and_backend_switch() {
         &DbOptions { chunk_tokens: 99, ..db_opts(Backend::Flat) },
     );
     assert!(err.err().unwrap().to_string().contains("chunk_tokens"));
+}
+
+#[test]
+fn mostly_deleted_graph_is_compacted_on_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = HashEmbedder::new(DIM);
+    let db =
+        Database::create_or_open(dir.path(), &e.fingerprint(), &db_opts(Backend::Hnsw)).unwrap();
+    index_documents(&db, &e, corpus(100), &opts(), &Silent).unwrap();
+    let ids: Vec<String> = (0..90).map(|i| format!("doc-{i:03}")).collect();
+    db.delete_documents(&ids).unwrap();
+    assert!(db.status().unwrap().tombstones > 64);
+    db.save_index().unwrap();
+    let st = db.status().unwrap();
+    assert_eq!(st.tombstones, 0);
+    assert_eq!(st.indexed as u64, st.passages);
+    assert_eq!(st.documents, 10);
+    let hits = db.search_dense(&query(&e, "violin cello note94"), 3).unwrap();
+    assert_eq!(hits[0].id, "doc-094");
 }

@@ -180,6 +180,10 @@ pub fn index_documents(
         db.save_index_if_older(opts.save_every)?;
         begin = end;
     }
+    let stale = db.clear_cache()?;
+    if stale > 0 {
+        tracing::info!("dropped {stale} cached vectors no longer needed");
+    }
     db.save_index()?;
     progress.finish();
     report.seconds = started.elapsed().as_secs_f64();
