@@ -126,8 +126,8 @@ impl Config {
         if let Some(path) = path {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-            let overlay: toml::Value =
-                toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+            let overlay: toml::Value = toml::from_str(&text)
+                .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
             merge(&mut base, overlay);
         }
         base.try_into().map_err(|e: toml::de::Error| Error::Config(e.to_string()))

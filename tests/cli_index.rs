@@ -305,7 +305,7 @@ fn real(config: &Path) -> Command {
 }
 
 #[test]
-#[ignore = "needs encoder::testing::write_tiny_model"]
+
 fn tiny_model_index_search_reopen_and_mismatch() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_model_config(dir.path());
@@ -328,8 +328,23 @@ fn tiny_model_index_search_reopen_and_mismatch() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("encoder mismatch"));
 }
 
+/// Equal documents and passages, and vectors equal within `tol`: a real encoder's floats depend
+/// (in the last bits) on which texts share a padded batch, and a resumed run batches the
+/// remaining passages differently.
+fn assert_same_state(a: &State, b: &State, tol: f32) {
+    assert_eq!(a.len(), b.len());
+    for ((ida, da, pa), (idb, db, pb)) in a.iter().zip(b) {
+        assert_eq!((ida, da), (idb, db));
+        assert_eq!(pa.len(), pb.len());
+        for ((ra, va), (rb, vb)) in pa.iter().zip(pb) {
+            assert_eq!(ra, rb);
+            let d = va.iter().zip(vb).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+            assert!(d <= tol, "{ida} passage {}: vectors differ by {d}", ra.ordinal);
+        }
+    }
+}
+
 #[test]
-#[ignore = "needs encoder::testing::write_tiny_model"]
 fn tiny_model_killed_run_resumes_to_identical_state() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_model_config(dir.path());
@@ -350,5 +365,5 @@ fn tiny_model_killed_run_resumes_to_identical_state() {
     let mut c = real(&cfg);
     c.arg("index").arg(&corpus).arg("--db").arg(&part);
     ok_json(run(c));
-    assert_eq!(state(&part), state(&full));
+    assert_same_state(&state(&part), &state(&full), 1e-5);
 }

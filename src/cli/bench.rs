@@ -23,7 +23,7 @@ pub enum BenchWhat {
     /// ANN build time and QPS at recall@10 >= 0.95.
     Ann(AnnArgs),
     /// Training step (forward + backward) tokens/s.
-    Train,
+    Train(TrainBenchArgs),
     /// HTTP /search requests/s and p50/p99 at 1, 4 and 16 concurrent clients (loopback),
     /// beside the query encoder alone.
     Serve(ServeBenchArgs),
@@ -46,6 +46,25 @@ pub struct ServeBenchArgs {
     /// Client concurrencies, comma separated.
     #[arg(long, default_value = "1,4,16")]
     pub concurrency: String,
+}
+
+#[derive(Args)]
+pub struct TrainBenchArgs {
+    /// GGUF file or model folder (default: model.path).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Trainable modes to measure, comma separated (all, last:N, lora).
+    #[arg(long, default_value = "last:4,lora,all")]
+    pub trainable: String,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Passage tokens per sequence (the SELF and NEXT suffixes come on top).
+    #[arg(long, default_value_t = 64)]
+    pub tokens: usize,
+    /// Measured steps per mode (after one warm-up).
+    #[arg(long, default_value_t = 2)]
+    pub steps: usize,
 }
 
 #[derive(Args)]
@@ -103,7 +122,7 @@ pub fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
         BenchWhat::Encode(a) => encode(ctx, a),
         BenchWhat::Serve(a) => serve(ctx, a),
         BenchWhat::Ann(a) => run_ann(ctx, a),
-        BenchWhat::Train => anyhow::bail!("bench train: not implemented yet"),
+        BenchWhat::Train(a) => run_train(ctx, a),
     }
 }
 
@@ -235,5 +254,38 @@ fn run_ann(ctx: &Ctx, a: AnnArgs) -> Result<()> {
     let report = bench::run(&opts, |line| eprintln!("{line}"))?;
     println!("{}", bench::format_table(&report));
     println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// Forward + backward tokens/s of the adaptation loss per trainable mode (f32 weights: the
+/// bf16 kernel has no backward).
+fn run_train(ctx: &Ctx, a: TrainBenchArgs) -> Result<()> {
+    let mut cfg = ctx.config.clone();
+    if let Some(m) = &a.model {
+        cfg.model.path = m.clone();
+    }
+    cfg.model.dtype = "f32".into();
+    let encoder = super::embed::load_encoder(&cfg)?;
+    println!(
+        "train bench: adapt loss, {} x {} passage tokens, {} threads, median of {} steps",
+        a.batch,
+        a.tokens,
+        rayon::current_num_threads(),
+        a.steps
+    );
+    println!(
+        "{:<10} {:>14} {:>10} {:>10} {:>10}",
+        "trainable", "params", "fwd s", "bwd s", "tok/s"
+    );
+    let mut all = Vec::new();
+    for mode in a.trainable.split(',').map(str::trim) {
+        let m = engine::train::bench::measure_step(&encoder, mode, a.batch, a.tokens, a.steps)?;
+        println!(
+            "{:<10} {:>14} {:>10.2} {:>10.2} {:>10.1}",
+            m.trainable, m.trainable_params, m.forward_s, m.backward_s, m.tokens_per_s
+        );
+        all.push(m);
+    }
+    println!("{}", serde_json::to_string(&all)?);
     Ok(())
 }

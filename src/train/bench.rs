@@ -44,8 +44,7 @@ pub fn measure_step(
         })
         .collect();
     let refs: Vec<&AdaptExample> = examples.iter().collect();
-    let inputs =
-        layout.batch(&refs, model.config.vocab_size, model.dtype(), model.device())?;
+    let inputs = layout.batch(&refs, model.config.vocab_size, model.dtype(), model.device())?;
     let (mut fwd, mut bwd) = (Vec::new(), Vec::new());
     for step in 0..=steps {
         let m = state.model()?;
