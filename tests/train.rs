@@ -190,7 +190,8 @@ fn each_loss_overfits_a_tiny_batch() {
     let floor = |f: fn(&AdaptExample) -> &Vec<u32>| {
         exs.iter().map(|e| (f(e).len() as f64).ln()).sum::<f64>() / exs.len() as f64
     };
-    let cases: Vec<(&str, Box<dyn Fn(&Llama) -> Tensor>, f64)> = vec![
+    type LossOf<'a> = Box<dyn Fn(&Llama) -> Tensor + 'a>;
+    let cases: Vec<(&str, LossOf, f64)> = vec![
         ("lm", Box::new(|m: &Llama| adapt_losses(m, &batch).unwrap().lm), 0.0),
         (
             "ebae",
