@@ -44,21 +44,15 @@ pub struct InfoArgs {
     pub device: Option<String>,
 }
 
-/// Applies the CLI overrides shared by every command that loads an encoder.
-pub fn encoder_config(
+/// `embed`/`info` overrides: those `index` and `search` share, plus template and device.
+fn encoder_config(
     ctx: &Ctx,
-    model: Option<&std::path::Path>,
-    pooling: Option<&str>,
+    model: Option<&PathBuf>,
+    pooling: Option<&String>,
     template: Option<&str>,
     device: Option<&str>,
 ) -> engine::config::Config {
-    let mut cfg = ctx.config.clone();
-    if let Some(m) = model {
-        cfg.model.path = m.to_path_buf();
-    }
-    if let Some(p) = pooling {
-        cfg.encoder.pooling = p.to_string();
-    }
+    let mut cfg = super::index::with_overrides(&ctx.config, model, pooling, None);
     if let Some(t) = template {
         cfg.encoder.template = t.to_string();
     }
@@ -100,8 +94,8 @@ pub fn run_embed(ctx: &Ctx, args: EmbedArgs) -> Result<()> {
     }
     let cfg = encoder_config(
         ctx,
-        args.model.as_deref(),
-        args.pooling.as_deref(),
+        args.model.as_ref(),
+        args.pooling.as_ref(),
         args.template.as_deref(),
         args.device.as_deref(),
     );
@@ -118,7 +112,7 @@ pub fn run_embed(ctx: &Ctx, args: EmbedArgs) -> Result<()> {
 }
 
 pub fn run_info(ctx: &Ctx, args: InfoArgs) -> Result<()> {
-    let cfg = encoder_config(ctx, args.model.as_deref(), None, None, args.device.as_deref());
+    let cfg = encoder_config(ctx, args.model.as_ref(), None, None, args.device.as_deref());
     let encoder = load_encoder(&cfg)?;
     let m = encoder.model();
     let c = &m.config;

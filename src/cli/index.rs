@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use engine::config::Config;
-use engine::encoder::{Embed, Encoder};
+use engine::encoder::Embed;
 use engine::index::{AnnParams, Backend};
 use engine::pipeline::{self, CorpusOptions, IndexOptions};
 use engine::store::{Database, DbOptions};
@@ -95,9 +95,7 @@ pub(super) fn load_embedder(config: &Config) -> Result<Box<dyn Embed>> {
         let dim: usize = dim.parse().with_context(|| format!("{ENV_HASH_ENCODER}={dim:?}"))?;
         return Ok(Box::new(pipeline::testing::HashEmbedder::new(dim)));
     }
-    let enc = Encoder::from_config(config)
-        .with_context(|| format!("loading encoder {}", config.model.path.display()))?;
-    Ok(Box::new(enc))
+    Ok(Box::new(super::embed::load_encoder(config)?))
 }
 
 fn progress_bar() -> indicatif::ProgressBar {
