@@ -32,13 +32,13 @@ use tracing::Level;
 use self::batching::{BatchOptions, Batcher};
 use self::error::{error_body, ApiError};
 use self::metrics::Metrics;
-use self::routes::search::Mode;
 use self::state::{encoder_name, AppState, Loaded};
 use crate::config::Config;
 use crate::encoder::{Embed, Encoder};
 use crate::error::{Error, Result};
 use crate::fusion::Fusion;
-use crate::lexical::{LexicalDoc, LexicalIndex, LexicalOptions};
+use crate::lexical::LexicalIndex;
+use crate::search::{lexical_dir, sync_lexical, SearchIndex};
 use crate::store::Database;
 
 /// What `engine serve` needs besides the listener.
@@ -154,7 +154,7 @@ pub fn load(opts: &ServeOptions, metrics: Arc<Metrics>) -> Result<Loaded> {
     let batch = BatchOptions::from_config(&opts.config.server)?;
     let encoder = Arc::new(Encoder::from_config(&opts.config)?);
     // The database must have been built by this very encoder (fingerprint check).
-    let db = Arc::new(Database::open(&opts.db, Some(&encoder.fingerprint()))?);
+    let db = Database::open(&opts.db, Some(&encoder.fingerprint()))?;
     let status = db.status()?;
     tracing::info!(
         documents = status.documents,
@@ -162,52 +162,31 @@ pub fn load(opts: &ServeOptions, metrics: Arc<Metrics>) -> Result<Loaded> {
         backend = %status.backend,
         "database opened"
     );
-    let lexical = Arc::new(open_lexical(&opts.db, &db)?);
+    let index = Arc::new(open_lexical(db, status.documents)?);
     let fusion = Fusion::from_config(&opts.config.eval)?;
     let batcher = Arc::new(Batcher::start(encoder, batch, metrics)?);
-    Ok(Loaded {
-        batcher,
-        encoder_name: encoder_name(&opts.config.model.path),
-        db,
-        lexical,
-        fusion,
-        modes: vec![Mode::Dense, Mode::Bm25, Mode::Hybrid],
-    })
+    Ok(Loaded { batcher, encoder_name: encoder_name(&opts.config.model.path), index, fusion })
 }
 
-/// The BM25 index beside the database, at `DB/lexical/` (where `engine eval --mode bm25` also
-/// looks). Indexing does not maintain it yet, so when its document count disagrees with the
-/// store it is rebuilt from the stored documents (tantivy indexes thousands of documents per
-/// second, so this costs little next to loading the model).
-fn open_lexical(db_dir: &std::path::Path, db: &Database) -> Result<LexicalIndex> {
-    let dir = db_dir.join("lexical");
-    let documents = db.status()?.documents;
-    if let Ok(lex) = LexicalIndex::open(&dir) {
-        if lex.count() == documents {
-            return Ok(lex);
+/// Wraps `db` with its BM25 index at `DB/lexical/` (where `engine search` and `engine eval`
+/// also look). When that index is missing or its document count disagrees with the store's
+/// `documents` (say a database from before `engine index` maintained it, or a crash between
+/// the two writes), it is rebuilt from the stored documents first (tantivy indexes thousands of
+/// documents per second, so this costs little next to loading the model).
+fn open_lexical(db: Database, documents: u64) -> Result<SearchIndex> {
+    let counted = LexicalIndex::open(&lexical_dir(db.path())).ok().map(|lex| lex.count());
+    if counted != Some(documents) {
+        if let Some(lexical) = counted {
+            tracing::warn!(
+                lexical,
+                documents,
+                "BM25 index out of step with the store; rebuilding it"
+            );
         }
-        tracing::warn!(
-            lexical = lex.count(),
-            documents,
-            "BM25 index out of step with the store; rebuilding it"
-        );
-        drop(lex);
-        std::fs::remove_dir_all(&dir)?;
+        drop(sync_lexical(&db)?);
+        tracing::info!(documents, "BM25 index built");
     }
-    let lex = LexicalIndex::create(&dir, LexicalOptions::default())?;
-    let ids = db.document_ids()?;
-    for chunk in ids.chunks(1024) {
-        let mut docs = Vec::with_capacity(chunk.len());
-        for id in chunk {
-            if let Some(d) = db.get_document(id)? {
-                docs.push((id.as_str(), d));
-            }
-        }
-        lex.add(docs.iter().map(|(id, d)| LexicalDoc { id, title: &d.title, text: &d.text }))?;
-    }
-    lex.commit()?;
-    tracing::info!(documents = ids.len(), "BM25 index built");
-    Ok(lex)
+    SearchIndex::new(db)
 }
 
 /// Serves on `listener` until `shutdown` completes, then lets in-flight requests finish, stops
@@ -266,7 +245,7 @@ pub async fn serve(
 /// After the last request: stop the encoder thread, persist the index.
 fn finish(loaded: &Loaded) -> Result<()> {
     loaded.batcher.close();
-    loaded.db.save_index()
+    loaded.db().save_index()
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -8,25 +8,22 @@ use std::time::Instant;
 use super::batching::Batcher;
 use super::error::ApiError;
 use super::metrics::{Gauges, Metrics};
-use super::routes::search::Mode;
 use crate::config::Config;
 use crate::encoder::{Embed, Encoder};
 use crate::fusion::Fusion;
-use crate::lexical::LexicalIndex;
+use crate::search::{SearchIndex, SearchMode};
 use crate::store::Database;
 
-/// What loading produces: the encoder behind its batching queue and the database.
+/// What loading produces: the encoder behind its batching queue and the database with its BM25
+/// index.
 pub struct Loaded {
     pub batcher: Arc<Batcher>,
     /// Display name of the model (file or folder name).
     pub encoder_name: String,
-    pub db: Arc<Database>,
-    /// BM25 over the same documents (kept in step by the write endpoints).
-    pub lexical: Arc<LexicalIndex>,
+    /// The database and its BM25 index (writes go through it so both stay in step).
+    pub index: Arc<SearchIndex>,
     /// How hybrid mode combines the dense and BM25 rankings (`[eval]` fusion settings).
     pub fusion: Fusion,
-    /// Retrieval modes this server can answer.
-    pub modes: Vec<Mode>,
 }
 
 impl Loaded {
@@ -38,8 +35,13 @@ impl Loaded {
         self.encoder().dim()
     }
 
-    pub fn modes(&self) -> &[Mode] {
-        &self.modes
+    pub fn db(&self) -> &Database {
+        self.index.db()
+    }
+
+    /// Retrieval modes this server can answer.
+    pub fn modes(&self) -> Vec<SearchMode> {
+        self.index.modes()
     }
 }
 
@@ -74,7 +76,7 @@ impl AppState {
         if let Some(l) = self.loaded.get() {
             g.ready = true;
             g.queue_depth = l.batcher.depth();
-            if let Ok(s) = l.db.status() {
+            if let Ok(s) = l.db().status() {
                 g.documents = s.documents;
                 g.passages = s.passages;
                 g.indexed_vectors = s.indexed;

@@ -16,7 +16,6 @@ use serde_json::json;
 
 use super::{blocking, AppStateRef};
 use crate::encoder::{Embed, TextKind};
-use crate::lexical::LexicalDoc;
 use crate::pipeline::{chunk, content_hash, passage_text, Document};
 use crate::server::error::{ApiError, ApiJson, ApiPath};
 use crate::server::state::AppState;
@@ -60,7 +59,7 @@ pub async fn get_document(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let loaded = state.ready()?;
     let doc = blocking(move || {
-        let d = loaded.db.get_document(&id)?;
+        let d = loaded.db().get_document(&id)?;
         Ok(d.map(|d| (id, d)))
     })
     .await?;
@@ -128,7 +127,7 @@ pub async fn add_documents(
         }
     }
     let (chunk_tokens, chunk_overlap) = {
-        let m = loaded.db.manifest();
+        let m = loaded.db().manifest();
         (m.chunk_tokens, m.chunk_overlap)
     };
 
@@ -142,7 +141,7 @@ pub async fn add_documents(
         for d in req.documents {
             let doc = Document { id: d.id, title: d.title, text: d.text, metadata: d.metadata };
             let hash = content_hash(&doc);
-            match l.db.document_hash(&doc.id)? {
+            match l.db().document_hash(&doc.id)? {
                 Some(h) if h == hash => {
                     unchanged += 1;
                     continue;
@@ -197,13 +196,8 @@ pub async fn add_documents(
     let added = new_docs.len() - updated;
     let l = loaded.clone();
     blocking(move || {
-        let lexical: Vec<(String, String, String)> =
-            new_docs.iter().map(|d| (d.id.clone(), d.title.clone(), d.text.clone())).collect();
-        l.db.put_documents(new_docs)?;
-        l.db.flush()?;
-        l.lexical.add(lexical.iter().map(|(id, title, text)| LexicalDoc { id, title, text }))?;
-        l.lexical.commit()?;
-        l.db.save_index_if_older(SAVE_INDEX_EVERY)?;
+        l.index.put_documents(new_docs)?;
+        l.db().save_index_if_older(SAVE_INDEX_EVERY)?;
         Ok(())
     })
     .await?;
@@ -223,13 +217,8 @@ pub async fn delete_document(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let loaded = state.ready()?;
     let deleted = blocking(move || {
-        let missing = loaded.db.delete_documents(std::slice::from_ref(&id))?;
-        loaded.db.flush()?;
-        if missing.is_empty() {
-            loaded.lexical.delete([id.as_str()])?;
-            loaded.lexical.commit()?;
-        }
-        loaded.db.save_index_if_older(SAVE_INDEX_EVERY)?;
+        let missing = loaded.index.delete_documents(std::slice::from_ref(&id))?;
+        loaded.db().save_index_if_older(SAVE_INDEX_EVERY)?;
         Ok(missing.is_empty().then_some(id))
     })
     .await?;

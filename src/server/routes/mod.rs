@@ -38,7 +38,7 @@ pub async fn metrics(State(state): AppStateRef) -> Response {
 pub async fn status(State(state): AppStateRef) -> Result<Json<serde_json::Value>, ApiError> {
     let loaded = state.ready()?;
     let l = loaded.clone();
-    let s = blocking(move || Ok(l.db.status()?)).await?;
+    let s = blocking(move || Ok(l.db().status()?)).await?;
     Ok(Json(json!({
         "documents": s.documents,
         "passages": s.passages,

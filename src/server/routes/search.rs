@@ -10,36 +10,15 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::{blocking, prepare_query, AppStateRef};
+use crate::search::SearchMode;
 use crate::server::error::{ApiError, ApiJson, ApiQuery};
-use crate::server::state::{AppState, Loaded};
+use crate::server::state::AppState;
 
-/// Retrieval modes. BM25 and hybrid need the lexical index (see [`Loaded::modes`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Dense,
-    Bm25,
-    Hybrid,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Dense => "dense",
-            Mode::Bm25 => "bm25",
-            Mode::Hybrid => "hybrid",
-        }
-    }
-
-    fn parse(s: Option<&str>) -> Result<Mode, ApiError> {
-        match s.map(str::trim) {
-            None | Some("") | Some("dense") => Ok(Mode::Dense),
-            Some("bm25") => Ok(Mode::Bm25),
-            Some("hybrid") => Ok(Mode::Hybrid),
-            Some(other) => Err(ApiError::bad_request(format!(
-                "mode must be dense, bm25 or hybrid, got {other:?}"
-            ))),
-        }
+/// Parses the request's `mode`; absent or empty means dense.
+fn parse_mode(s: Option<&str>) -> Result<SearchMode, ApiError> {
+    match s.map(str::trim) {
+        None | Some("") => Ok(SearchMode::Dense),
+        Some(m) => Ok(m.parse()?),
     }
 }
 
@@ -80,7 +59,7 @@ pub struct SearchResponse {
     pub hits: Vec<Hit>,
     pub took_ms: f64,
     pub encoder: String,
-    pub mode: Mode,
+    pub mode: SearchMode,
     pub offset: usize,
 }
 
@@ -131,7 +110,7 @@ async fn search(state: Arc<AppState>, req: SearchRequest) -> Result<SearchRespon
             cfg.max_offset, req.offset
         )));
     }
-    let mode = Mode::parse(req.mode.as_deref())?;
+    let mode = parse_mode(req.mode.as_deref())?;
     if !loaded.modes().contains(&mode) {
         return Err(ApiError::bad_request(format!(
             "mode {} is not available on this server (available: {})",
@@ -145,27 +124,36 @@ async fn search(state: Arc<AppState>, req: SearchRequest) -> Result<SearchRespon
     let q = query.clone();
     // The token limit applies in every mode, so a query's validity does not depend on it.
     let prepared = blocking(move || prepare_query(&encoder, &q, max_tokens)).await?;
-    let vector = match mode {
-        Mode::Bm25 => None,
-        Mode::Dense | Mode::Hybrid => Some(
+    let vector = if mode.needs_vector() {
+        Some(
             loaded
                 .batcher
                 .embed_prepared(vec![prepared])
                 .await?
                 .pop()
                 .ok_or_else(|| ApiError::internal("encoder returned no vector"))?,
-        ),
+        )
+    } else {
+        None
     };
-    let page =
-        Page { offset: req.offset, k, with_text: req.with_text, snippet_chars: cfg.snippet_chars };
+    let (offset, with_text, snippet_chars) = (req.offset, req.with_text, cfg.snippet_chars);
     let l = loaded.clone();
-    let hits = blocking(move || match vector {
-        Some(v) if mode == Mode::Dense => dense_hits(&l, &v, &page),
-        Some(v) => hybrid_hits(&l, &v, &query, &page),
-        None => bm25_hits(&l, &query, &page),
+    let hits = blocking(move || {
+        let found = l.index.search(mode, &query, vector.as_deref(), offset + k, &l.fusion)?;
+        let mut hits = Vec::with_capacity(k);
+        for h in found.into_iter().skip(offset) {
+            let text = if with_text { l.db().get_document(&h.id)?.map(|d| d.text) } else { None };
+            hits.push(Hit {
+                snippet: snippet(&h.passage, snippet_chars),
+                id: h.id,
+                score: h.score,
+                title: h.title,
+                text,
+            });
+        }
+        Ok(hits)
     })
     .await?;
-    let offset = page.offset;
     Ok(SearchResponse {
         hits,
         took_ms: started.elapsed().as_secs_f64() * 1000.0,
@@ -173,79 +161,4 @@ async fn search(state: Arc<AppState>, req: SearchRequest) -> Result<SearchRespon
         mode,
         offset,
     })
-}
-
-/// Which slice of the ranking to return, and how.
-#[derive(Debug, Clone, Copy)]
-struct Page {
-    offset: usize,
-    k: usize,
-    with_text: bool,
-    snippet_chars: usize,
-}
-
-fn dense_hits(loaded: &Loaded, vector: &[f32], page: &Page) -> Result<Vec<Hit>, ApiError> {
-    let found = loaded.db.search_dense(vector, page.offset + page.k)?;
-    let mut hits = Vec::with_capacity(page.k);
-    for h in found.into_iter().skip(page.offset) {
-        let text =
-            if page.with_text { loaded.db.get_document(&h.id)?.map(|d| d.text) } else { None };
-        hits.push(Hit {
-            snippet: snippet(&h.passage, page.snippet_chars),
-            id: h.id,
-            score: h.score,
-            title: h.title,
-            text,
-        });
-    }
-    Ok(hits)
-}
-
-/// Hits for a ranked list of document ids; `passages` supplies the best dense passage as the
-/// snippet where known, else the document's opening is used.
-fn hits_for(
-    loaded: &Loaded,
-    ranked: Vec<(String, f32)>,
-    passages: &std::collections::HashMap<String, String>,
-    page: &Page,
-) -> Result<Vec<Hit>, ApiError> {
-    let mut hits = Vec::with_capacity(page.k);
-    for (id, score) in ranked.into_iter().skip(page.offset) {
-        // A document deleted between the two lookups is simply skipped.
-        let Some(doc) = loaded.db.get_document(&id)? else { continue };
-        let source = passages.get(&id).map(String::as_str).unwrap_or(&doc.text);
-        hits.push(Hit {
-            snippet: snippet(source, page.snippet_chars),
-            title: doc.title,
-            text: page.with_text.then_some(doc.text),
-            id,
-            score,
-        });
-    }
-    Ok(hits)
-}
-
-fn bm25_hits(loaded: &Loaded, query: &str, page: &Page) -> Result<Vec<Hit>, ApiError> {
-    let ranked = loaded.lexical.search(query, page.offset + page.k)?;
-    hits_for(loaded, ranked, &Default::default(), page)
-}
-
-/// Depth of each list fused in hybrid mode: fusion needs more than the page it returns, since a
-/// document ranked low in one list may still come first overall.
-const HYBRID_DEPTH: usize = 100;
-
-fn hybrid_hits(
-    loaded: &Loaded,
-    vector: &[f32],
-    query: &str,
-    page: &Page,
-) -> Result<Vec<Hit>, ApiError> {
-    let want = page.offset + page.k;
-    let depth = want.max(HYBRID_DEPTH);
-    let dense = loaded.db.search_dense(vector, depth)?;
-    let bm25 = loaded.lexical.search(query, depth)?;
-    let dense_list: Vec<(String, f32)> = dense.iter().map(|h| (h.id.clone(), h.score)).collect();
-    let passages = dense.into_iter().map(|h| (h.id, h.passage)).collect();
-    let fused = loaded.fusion.fuse(&dense_list, &bm25, want);
-    hits_for(loaded, fused, &passages, page)
 }
