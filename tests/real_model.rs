@@ -118,3 +118,50 @@ fn hidden_states_match_llama_cpp() {
 fn norm(v: &[f32]) -> f32 {
     v.iter().map(|x| x * x).sum::<f32>().sqrt()
 }
+
+/// The bf16 fast path against the f32 reference on 100 real passages (SciFact's first 100
+/// documents, 128 tokens each at most): every embedding's cosine to its f32 twin must be
+/// >= 0.999. The default pooling only, to keep the suite fast; `mean` measured 0.9999+ too.
+#[test]
+fn bf16_embeddings_match_f32_on_real_passages() {
+    let Some(model) = model_path() else { return };
+    let corpus =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/scifact/corpus.jsonl");
+    let Ok(text) = std::fs::read_to_string(&corpus) else {
+        eprintln!("SKIPPED: {} not found", corpus.display());
+        return;
+    };
+    let passages: Vec<String> = text
+        .lines()
+        .take(100)
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!("{} {}", v["title"].as_str().unwrap_or(""), v["text"].as_str().unwrap_or(""))
+        })
+        .collect();
+    let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
+    for pooling in [Pooling::Llama2Vec] {
+        let opts = EncoderOptions {
+            pooling,
+            template: Template::Llama2Vec,
+            padding: Padding::Left,
+            max_query_tokens: 64,
+            max_passage_tokens: 128,
+            batch_size: 16,
+        };
+        let f32_enc = Encoder::load(&model, opts.clone(), DType::F32, &Device::Cpu).unwrap();
+        let a = engine::encoder::Embed::embed(&f32_enc, &refs, engine::encoder::TextKind::Passage)
+            .unwrap();
+        drop(f32_enc);
+        let bf16_enc = Encoder::load(&model, opts, DType::BF16, &Device::Cpu).unwrap();
+        let b = engine::encoder::Embed::embed(&bf16_enc, &refs, engine::encoder::TextKind::Passage)
+            .unwrap();
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>())
+            .fold(1.0f32, f32::min);
+        eprintln!("{pooling:?}: min cosine bf16 vs f32 over 100 passages = {worst:.5}");
+        assert!(worst >= 0.999, "{pooling:?}: min cosine {worst}");
+    }
+}
