@@ -87,15 +87,7 @@ pub fn run(
     }
     tracing::info!(docs = docs.len(), train = train.len(), val = val.len(), "adaptation data");
 
-    let trainable = hyper.trainable.parse()?;
-    let state = TrainState::new(
-        &model,
-        trainable,
-        hyper.lora_rank,
-        hyper.lora_alpha,
-        tok.special_ids(),
-        hyper.seed,
-    )?;
+    let state = TrainState::for_run(&model, &hyper, tok.special_ids())?;
     let vocab = state.config.vocab_size;
     let spec = runner::RunSpec {
         out,

@@ -151,15 +151,7 @@ pub fn run(
         let enc = enc_of(model.clone());
         mine(&data, &train_q, &hyper, &enc)?
     };
-    let trainable = hyper.trainable.parse()?;
-    let state = TrainState::new(
-        &model,
-        trainable,
-        hyper.lora_rank,
-        hyper.lora_alpha,
-        tok.special_ids(),
-        hyper.seed,
-    )?;
+    let state = TrainState::for_run(&model, &hyper, tok.special_ids())?;
     let g = hyper.group_size.min(data.passages.len());
     let pad = tok.pad_id();
     let spec = runner::RunSpec {

@@ -178,6 +178,18 @@ impl TrainState {
         })
     }
 
+    /// The state a run's hyper-parameters ask for (trainable kind, LoRA shape, seed).
+    pub fn for_run(model: &Llama, hyper: &super::Hyper, special_ids: &[u32]) -> Result<Self> {
+        Self::new(
+            model,
+            hyper.trainable.parse()?,
+            hyper.lora_rank,
+            hyper.lora_alpha,
+            special_ids,
+            hyper.seed,
+        )
+    }
+
     pub fn device(&self) -> &Device {
         self.base.embed.device()
     }
