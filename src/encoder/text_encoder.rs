@@ -99,7 +99,7 @@ impl Encoder {
         if !path.exists() {
             return Err(Error::model(
                 path,
-                "not found (run `scripts/setup.sh` to fetch the default model, or pass --model)",
+                "not found (run `scripts/fetch-model.sh` to fetch the default model, or pass --model)",
             ));
         }
         // On CPUs with AVX-512 BF16, bf16 means f32 weights plus bf16-packed projections for
