@@ -7,6 +7,7 @@
 //! K stored as bf16 pairs (the instruction's operand layout); activations stay f32 in the model
 //! and are rounded to bf16 pairs per call. Accumulation is f32.
 
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
@@ -81,30 +82,31 @@ impl PackedBf16 {
         self.k
     }
 
-    /// `out[m, n] = x[m, k] @ W.T`. Panics if the CPU lacks AVX-512 BF16 (check
-    /// [`available`] first) or the slices have the wrong length.
-    pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
+    /// `x[m, k] @ W.T` as a row-major `[m, n]` vector. Panics if the CPU lacks AVX-512 BF16
+    /// (check [`available`] first) or `x` has the wrong length.
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
         assert!(available(), "AVX-512 BF16 not available");
         assert_eq!(x.len(), m * self.k, "input length");
-        assert_eq!(out.len(), m * self.n, "output length");
         let rows = m.div_ceil(MR) * MR;
-        // Activations as bf16 pairs; only the padding rows of the last micro-tile need zeros
-        // (zero-filling the whole buffer was ~5% of a forward pass in a cpu-clock profile).
-        let mut a = vec![0u32; (rows - m) * self.kp];
-        let mut head: Vec<u32> = Vec::with_capacity(rows * self.kp);
-        // Safety: every element of the first m rows is written by convert_row below before
-        // it is read; the padding rows are appended zeros.
-        unsafe { head.set_len(m * self.kp) };
-        head.par_chunks_mut(self.kp).zip(x.par_chunks(self.k)).for_each(|(dst, src)| {
-            // Safety: `available()` was asserted above.
-            unsafe { convert_row(src, dst) };
-        });
-        head.append(&mut a);
-        let a = head;
+        // Activations as bf16 pairs. Only the padding rows of the last micro-tile are zeroed:
+        // zero-filling buffers that are overwritten anyway was ~5% of a forward pass in a
+        // cpu-clock profile, so the real rows and the output are written into spare capacity.
+        let mut a: Vec<u32> = Vec::with_capacity(rows * self.kp);
+        a.spare_capacity_mut()[..m * self.kp]
+            .par_chunks_mut(self.kp)
+            .zip(x.par_chunks(self.k))
+            .for_each(|(dst, src)| {
+                // Safety: `available()` was asserted above.
+                unsafe { convert_row(src, dst) };
+            });
+        // Safety: convert_row initialised every element of the first m rows.
+        unsafe { a.set_len(m * self.kp) };
+        a.resize(rows * self.kp, 0);
+        let mut out: Vec<f32> = Vec::with_capacity(m * self.n);
         let panels = self.n.div_ceil(NR);
         let m_units = rows.div_ceil(MC);
         let n_units = panels.div_ceil(PANELS_PER_UNIT);
-        let out_ptr = SendPtr(out.as_mut_ptr());
+        let out_ptr = SendPtr(out.spare_capacity_mut().as_mut_ptr().cast::<f32>());
         (0..m_units * n_units).into_par_iter().for_each(|u| {
             let (mu, nu) = (u / n_units, u % n_units);
             let out_ptr = &out_ptr;
@@ -118,7 +120,7 @@ impl PackedBf16 {
                         // Safety: each unit writes rows [r0, r0+valid_rows) x columns of panel
                         // p only, disjoint from every other unit; `a` has MR rows from r0.
                         unsafe {
-                            kernel_dispatch(
+                            kernel(
                                 a.as_ptr().add(r0 * self.kp),
                                 self.kp,
                                 b.as_ptr(),
@@ -133,6 +135,9 @@ impl PackedBf16 {
                 }
             }
         });
+        // Safety: the units together write every row < m of every panel, i.e. all m x n.
+        unsafe { out.set_len(m * self.n) };
+        out
     }
 }
 
@@ -141,11 +146,11 @@ struct SendPtr(*mut f32);
 unsafe impl Sync for SendPtr {}
 unsafe impl Send for SendPtr {}
 
-fn convert_row_scalar(src: &[f32], dst: &mut [u32]) {
+fn convert_row_scalar(src: &[f32], dst: &mut [MaybeUninit<u32>]) {
     for (q, d) in dst.iter_mut().enumerate() {
         let lo = bf16_bits(src[2 * q]);
         let hi = src.get(2 * q + 1).map_or(0, |&v| bf16_bits(v));
-        *d = lo | (hi << 16);
+        d.write(lo | (hi << 16));
     }
 }
 
@@ -153,7 +158,7 @@ fn convert_row_scalar(src: &[f32], dst: &mut [u32]) {
 /// path). Callers must have checked [`available`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn convert_row(src: &[f32], dst: &mut [u32]) {
+unsafe fn convert_row(src: &[f32], dst: &mut [MaybeUninit<u32>]) {
     use std::arch::x86_64::*;
     let full = (src.len() / 32).min(dst.len() / 16);
     for c in 0..full {
@@ -161,31 +166,19 @@ unsafe fn convert_row(src: &[f32], dst: &mut [u32]) {
         let hi = _mm512_loadu_ps(src.as_ptr().add(32 * c + 16));
         // Lower 16 bf16 lanes from `lo`, upper from `hi`: memory order, i.e. one u32 pair each.
         let v: __m512 = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
-        _mm512_storeu_ps(dst.as_mut_ptr().add(16 * c) as *mut f32, v);
+        _mm512_storeu_ps(dst.as_mut_ptr().add(16 * c).cast::<f32>(), v);
     }
     convert_row_scalar(&src[32 * full..], &mut dst[16 * full..]);
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn convert_row(src: &[f32], dst: &mut [u32]) {
+unsafe fn convert_row(src: &[f32], dst: &mut [MaybeUninit<u32>]) {
     convert_row_scalar(src, dst)
 }
 
-#[cfg(target_arch = "x86_64")]
-unsafe fn kernel_dispatch(
-    a: *const u32,
-    kp: usize,
-    b: *const u32,
-    c: *mut f32,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-) {
-    kernel(a, kp, b, c, ldc, rows, cols)
-}
-
+/// Never called: `matmul` asserts [`available`], which is false off x86_64.
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn kernel_dispatch(
+unsafe fn kernel(
     _: *const u32,
     _: usize,
     _: *const u32,
@@ -258,11 +251,7 @@ impl CustomOp1 for PackedLinear {
             candle_core::bail!("packed-bf16-linear: input width {k}, weight expects {}", self.0.k)
         }
         let m = l.shape().elem_count() / k.max(1);
-        let mut out: Vec<f32> = Vec::with_capacity(m * self.0.n);
-        // Safety: `matmul` writes every element of `out` (all rows < m, all n columns) and
-        // never reads it.
-        unsafe { out.set_len(m * self.0.n) };
-        self.0.matmul(&v[start..end], m, &mut out);
+        let out = self.0.matmul(&v[start..end], m);
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().unwrap_or(&mut 0) = self.0.n;
         Ok((CpuStorage::F32(out), Shape::from(out_dims)))
@@ -293,8 +282,8 @@ mod tests {
             let x: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5).collect();
             let w: Vec<f32> = (0..n * k).map(|i| ((i * 104729) % 89) as f32 / 89.0 - 0.5).collect();
             let packed = PackedBf16::pack(&w, n, k);
-            let mut out = vec![f32::NAN; m * n];
-            packed.matmul(&x, m, &mut out);
+            let out = packed.matmul(&x, m);
+            assert_eq!(out.len(), m * n);
             let want = reference(&x, &w, m, n, k);
             for (g, r) in out.iter().zip(&want) {
                 // Two bf16 roundings (8-bit mantissa) per product, k products.
