@@ -85,6 +85,7 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     pub max_grad_norm: f64,
     pub trainable: String,
+    pub train_special_rows: bool,
     pub lora_rank: usize,
     pub lora_alpha: f64,
     pub max_seq_tokens: usize,

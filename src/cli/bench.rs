@@ -65,6 +65,14 @@ pub struct TrainBenchArgs {
     /// Measured steps per mode (after one warm-up).
     #[arg(long, default_value_t = 2)]
     pub steps: usize,
+    /// Whether the `<sN>` embedding rows train, comma separated: train (the reference), frozen
+    /// (`last:N` then back-propagates through N layers only).
+    #[arg(long, default_value = "train,frozen")]
+    pub special_rows: String,
+    /// Model dtype: f32, or bf16 (the AVX-512 BF16 kernel runs the frozen layers of `last:N`
+    /// with frozen rows; trained weights stay f32).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
 }
 
 #[derive(Args)]
@@ -257,34 +265,57 @@ fn run_ann(ctx: &Ctx, a: AnnArgs) -> Result<()> {
     Ok(())
 }
 
-/// Forward + backward tokens/s of the adaptation loss per trainable mode (f32 weights: the
-/// bf16 kernel has no backward).
+/// Forward + backward tokens/s of the adaptation loss per trainable mode and special-row
+/// choice (trained weights are f32: the bf16 kernel has no backward).
 fn run_train(ctx: &Ctx, a: TrainBenchArgs) -> Result<()> {
     let mut cfg = ctx.config.clone();
     if let Some(m) = &a.model {
         cfg.model.path = m.clone();
     }
-    cfg.model.dtype = "f32".into();
+    if !matches!(a.dtype.as_str(), "f32" | "bf16") {
+        anyhow::bail!("--dtype must be f32 or bf16, got {:?}", a.dtype);
+    }
+    cfg.model.dtype = a.dtype.clone();
+    let rows: Vec<bool> = a
+        .special_rows
+        .split(',')
+        .map(|r| match r.trim() {
+            "train" => Ok(true),
+            "frozen" => Ok(false),
+            other => Err(anyhow::anyhow!("--special-rows takes train,frozen; got {other:?}")),
+        })
+        .collect::<Result<_>>()?;
     let encoder = super::embed::load_encoder(&cfg)?;
     println!(
-        "train bench: adapt loss, {} x {} passage tokens, {} threads, median of {} steps",
+        "train bench: adapt loss, {} x {} passage tokens, {}, {} threads, median of {} steps",
         a.batch,
         a.tokens,
+        a.dtype,
         rayon::current_num_threads(),
         a.steps
     );
     println!(
-        "{:<10} {:>14} {:>10} {:>10} {:>10}",
-        "trainable", "params", "fwd s", "bwd s", "tok/s"
+        "{:<10} {:<8} {:>7} {:>12} {:>8} {:>8} {:>8}",
+        "trainable", "<sN>", "frozen", "params", "fwd s", "bwd s", "tok/s"
     );
     let mut all = Vec::new();
     for mode in a.trainable.split(',').map(str::trim) {
-        let m = engine::train::bench::measure_step(&encoder, mode, a.batch, a.tokens, a.steps)?;
-        println!(
-            "{:<10} {:>14} {:>10.2} {:>10.2} {:>10.1}",
-            m.trainable, m.trainable_params, m.forward_s, m.backward_s, m.tokens_per_s
-        );
-        all.push(m);
+        for &train_rows in &rows {
+            let m = engine::train::bench::measure_step(
+                &encoder, mode, train_rows, a.batch, a.tokens, a.steps,
+            )?;
+            println!(
+                "{:<10} {:<8} {:>7} {:>12} {:>8.2} {:>8.2} {:>8.1}",
+                m.trainable,
+                if train_rows { "train" } else { "frozen" },
+                m.frozen_layers,
+                m.trainable_params,
+                m.forward_s,
+                m.backward_s,
+                m.tokens_per_s
+            );
+            all.push(m);
+        }
     }
     println!("{}", serde_json::to_string(&all)?);
     Ok(())

@@ -216,7 +216,7 @@ impl BatchInputs {
 
 /// One layer's projections packed for the bf16 kernel, q/k/v and gate/up fused so each input
 /// is converted and streamed once.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct PackedLayer {
     qkv: Arc<PackedBf16>,
     o: Arc<PackedBf16>,
@@ -234,6 +234,9 @@ pub struct Llama {
     dtype: DType,
     /// bf16-packed projections used by [`ForwardMode::Fast`] when enabled.
     packed: Option<Arc<Vec<PackedLayer>>>,
+    /// Leading layers (with the embedding) that training leaves unchanged; see
+    /// [`Llama::freeze_prefix`].
+    frozen_layers: usize,
 }
 
 impl Llama {
@@ -244,7 +247,7 @@ impl Llama {
             .collect();
         let device = weights.embed.device().clone();
         let dtype = weights.embed.dtype();
-        Ok(Self { config, weights, inv_freq, device, dtype, packed: None })
+        Ok(Self { config, weights, inv_freq, device, dtype, packed: None, frozen_layers: 0 })
     }
 
     /// Packs the layer projections for the AVX-512 BF16 kernel (f32 CPU weights only). Returns
@@ -274,6 +277,30 @@ impl Llama {
             .collect::<Result<Vec<_>>>()?;
         self.packed = Some(Arc::new(layers));
         Ok(true)
+    }
+
+    /// Declares that the embedding and the first `n` layers will not change (training only the
+    /// layers above them, with no trainable input rows). The differentiable forward then runs
+    /// them with the fast kernels (the bf16 ones where packed) and cuts the graph after them, so
+    /// neither the forward nor the backward pays autograd for layers that get no gradient.
+    /// Packed copies of the later layers are dropped: their weights may change.
+    pub fn freeze_prefix(&mut self, n: usize) {
+        self.frozen_layers = n.min(self.weights.layers.len());
+        if let Some(p) = &self.packed {
+            let kept: Vec<PackedLayer> = p.iter().take(self.frozen_layers).cloned().collect();
+            self.packed = (!kept.is_empty()).then(|| Arc::new(kept));
+        }
+    }
+
+    /// Leading layers declared frozen by [`Llama::freeze_prefix`].
+    pub fn frozen_prefix(&self) -> usize {
+        self.frozen_layers
+    }
+
+    /// This model with other weights of the same shapes, keeping the frozen prefix and its
+    /// packed kernels (cheap: tensors and packs are shared).
+    pub fn with_weights(&self, weights: LlamaWeights) -> Self {
+        Self { weights, ..self.clone() }
     }
 
     /// Whether the fast forward runs the bf16 kernel.
@@ -312,12 +339,23 @@ impl Llama {
             t,
             self.config.hidden_size,
         ))?;
+        let frozen = if mode == ForwardMode::Differentiable { self.frozen_layers } else { 0 };
         for (i, layer) in self.weights.layers.iter().enumerate() {
-            let packed = match (mode, &self.packed) {
+            let layer_mode = if i < frozen && self.dtype != DType::F64 {
+                // candle's fused kernels have no f64 (used by gradient tests): those run the
+                // composed ops, still cut from the graph below.
+                ForwardMode::Fast
+            } else {
+                mode
+            };
+            let packed = match (layer_mode, &self.packed) {
                 (ForwardMode::Fast, Some(p)) => p.get(i),
                 _ => None,
             };
-            x = self.block(layer, packed, &x, &cos, &sin, &inputs.bias, mode)?;
+            x = self.block(layer, packed, &x, &cos, &sin, &inputs.bias, layer_mode)?;
+            if i + 1 == frozen {
+                x = x.detach();
+            }
         }
         rms_norm(&x, &self.weights.final_norm, self.config.rms_norm_eps, mode)
     }
@@ -512,6 +550,29 @@ pub(crate) mod tests {
         let c = m.forward(&inputs, ForwardMode::Differentiable).unwrap().flatten_all().unwrap();
         let d = (a - c).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(d < 1e-4);
+    }
+
+    /// After `freeze_prefix(1)`, changing layer 1's weights must change the fast forward: a
+    /// stale bf16 pack of a trainable layer would silently keep the old weights.
+    #[test]
+    fn freeze_prefix_keeps_packs_of_frozen_layers_only() {
+        let mut m = tiny(5);
+        if !m.enable_bf16_kernel().unwrap() {
+            eprintln!("SKIPPED: CPU lacks AVX-512 BF16");
+            return;
+        }
+        m.freeze_prefix(1);
+        assert_eq!(m.frozen_prefix(), 1);
+        assert!(m.uses_bf16_kernel(), "the frozen layer keeps its pack");
+        let mut w = m.weights.clone();
+        w.layers[1].down = (&w.layers[1].down * 3.0).unwrap();
+        let changed = m.with_weights(w.clone());
+        let reference = Llama::new(m.config.clone(), w).unwrap();
+        let inputs = batch(&[vec![1, 5, 9, 3, 7, 2, 11, 13]]);
+        let a = changed.forward(&inputs, ForwardMode::Fast).unwrap();
+        let b = reference.forward(&inputs, ForwardMode::Fast).unwrap();
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 0.05, "layer 1 ran stale packed weights: max diff {d}");
     }
 
     #[test]

@@ -11,6 +11,9 @@ use crate::error::Result;
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StepMeasurement {
     pub trainable: String,
+    pub train_special_rows: bool,
+    /// Leading layers run without autograd.
+    pub frozen_layers: usize,
     pub trainable_params: usize,
     pub forward_s: f64,
     pub backward_s: f64,
@@ -18,11 +21,12 @@ pub struct StepMeasurement {
 }
 
 /// Median forward and backward times of `steps` adaptation steps (after one warm-up) on a
-/// synthetic `batch x tokens` batch, for one trainable mode. No optimizer update: this is the
-/// part the encoder speed decides.
+/// synthetic `batch x tokens` batch, for one trainable mode, with or without trainable `<sN>`
+/// rows. No optimizer update: this is the part the encoder speed decides.
 pub fn measure_step(
     encoder: &Encoder,
     trainable: &str,
+    train_special_rows: bool,
     batch: usize,
     tokens: usize,
     steps: usize,
@@ -30,7 +34,8 @@ pub fn measure_step(
     let kind: Trainable = trainable.parse()?;
     let tok = encoder.tokenizer();
     let model = encoder.model();
-    let state = TrainState::new(model, kind, 16, 32.0, tok.special_ids(), 7)?;
+    let rows: &[u32] = if train_special_rows { tok.special_ids() } else { &[] };
+    let state = TrainState::new(model, kind, 16, 32.0, rows, 7)?;
     let layout = AdaptLayout::new(tok)?;
     let examples: Vec<AdaptExample> = (0..batch)
         .map(|b| {
@@ -64,6 +69,8 @@ pub fn measure_step(
     let backward_s = crate::encoder::bench::median(&mut bwd);
     Ok(StepMeasurement {
         trainable: trainable.to_string(),
+        train_special_rows,
+        frozen_layers: state.frozen_prefix(),
         trainable_params: state.num_trainable(),
         forward_s,
         backward_s,

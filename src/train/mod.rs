@@ -56,6 +56,10 @@ pub struct Hyper {
     pub weight_decay: f64,
     pub max_grad_norm: f64,
     pub trainable: String,
+    /// Whether the 16 `<sN>` embedding rows train (the reference). Without them, `last:N`
+    /// back-propagates through N layers only instead of all of them.
+    #[serde(default = "default_true")]
+    pub train_special_rows: bool,
     pub lora_rank: usize,
     pub lora_alpha: f64,
     pub max_seq_tokens: usize,
@@ -73,6 +77,10 @@ pub struct Hyper {
     pub validation_examples: usize,
 }
 
+fn default_true() -> bool {
+    true
+}
+
 impl Hyper {
     pub fn resolve(cfg: &TrainConfig, o: &TrainOverrides) -> Result<Self> {
         let h = Self {
@@ -85,6 +93,7 @@ impl Hyper {
             weight_decay: cfg.weight_decay,
             max_grad_norm: cfg.max_grad_norm,
             trainable: o.trainable.clone().unwrap_or_else(|| cfg.trainable.clone()),
+            train_special_rows: cfg.train_special_rows,
             lora_rank: cfg.lora_rank,
             lora_alpha: cfg.lora_alpha,
             max_seq_tokens: cfg.max_seq_tokens,

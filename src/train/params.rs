@@ -82,11 +82,16 @@ pub struct TrainState {
     lora_scale: f64,
     /// `[16, vocab]` one-hot rows of the special ids (modes other than `all`).
     special_scatter: Option<Tensor>,
+    /// The wrapped model with its frozen prefix declared; [`TrainState::model`] swaps in the
+    /// effective weights.
+    template: Llama,
 }
 
 impl TrainState {
     /// Wraps `model`; LoRA A matrices are initialised from `seed` (B starts at zero, so the
-    /// initial model equals the base).
+    /// initial model equals the base). `special_ids` are the rows trained besides the chosen
+    /// weights (ignored by `all`, which trains the whole embedding); with none, `last:N` freezes
+    /// everything below its N layers (see [`Llama::freeze_prefix`]).
     pub fn new(
         model: &Llama,
         kind: Trainable,
@@ -148,7 +153,7 @@ impl TrainState {
                 }
             }
         }
-        let special_scatter = if kind == Trainable::All {
+        let special_scatter = if kind == Trainable::All || special_ids.is_empty() {
             None
         } else {
             let (vocab, hidden) = base.embed.dims2()?;
@@ -168,6 +173,11 @@ impl TrainState {
             }
             Some(s)
         };
+        let mut template = model.clone();
+        template.freeze_prefix(match (kind, &special_scatter) {
+            (Trainable::Last(n), None) => n_layers - n,
+            _ => 0,
+        });
         Ok(Self {
             config,
             base,
@@ -175,19 +185,26 @@ impl TrainState {
             vars,
             lora_scale: lora_alpha / lora_rank.max(1) as f64,
             special_scatter,
+            template,
         })
     }
 
-    /// The state a run's hyper-parameters ask for (trainable kind, LoRA shape, seed).
+    /// The state a run's hyper-parameters ask for (trainable kind, LoRA shape, special rows,
+    /// seed).
     pub fn for_run(model: &Llama, hyper: &super::Hyper, special_ids: &[u32]) -> Result<Self> {
         Self::new(
             model,
             hyper.trainable.parse()?,
             hyper.lora_rank,
             hyper.lora_alpha,
-            special_ids,
+            if hyper.train_special_rows { special_ids } else { &[] },
             hyper.seed,
         )
+    }
+
+    /// Leading layers the forward runs without autograd (see [`Llama::freeze_prefix`]).
+    pub fn frozen_prefix(&self) -> usize {
+        self.template.frozen_prefix()
     }
 
     pub fn device(&self) -> &Device {
@@ -237,7 +254,7 @@ impl TrainState {
 
     /// A model whose forward is differentiable in the vars.
     pub fn model(&self) -> Result<Llama> {
-        Llama::new(self.config.clone(), self.effective_weights()?)
+        Ok(self.template.with_weights(self.effective_weights()?))
     }
 
     /// Detached merged weights, ready to save.
