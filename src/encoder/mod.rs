@@ -11,6 +11,7 @@ use crate::error::Result;
 
 pub mod bench;
 pub mod bf16_gemm;
+pub mod fused;
 pub mod gguf;
 pub mod hf;
 pub mod model;

@@ -15,6 +15,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use super::bf16_gemm::{PackedBf16, PackedLinear};
+use super::fused::{MaskedSoftmax, SiluMul};
 use crate::error::Result;
 
 /// Large negative attention bias for masked pairs. Finite, so a fully masked row (a left-pad
@@ -400,38 +401,44 @@ impl Llama {
         let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?;
         let q = rope(&q, cos, sin, mode)?;
         let k = rope(&k, cos, sin, mode)?;
-        let (k, v) = (repeat_kv(&k, nh / nkv)?, repeat_kv(&v, nh / nkv)?);
-
         let scale = 1.0 / (hd as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?;
-        let probs = match mode {
-            ForwardMode::Fast => candle_nn::ops::softmax_last_dim(&scores)?,
-            ForwardMode::Differentiable => candle_nn::ops::softmax(&scores, D::Minus1)?,
+        let fused = mode == ForwardMode::Fast && x.device().is_cpu() && x.dtype() == DType::F32;
+        let attn = if fused {
+            // The query heads of one kv group are adjacent: stacking them as rows lets each kv
+            // head serve its group in one matmul, with no repeated k/v copies.
+            let rep = nh / nkv;
+            let q = q.reshape((b, nkv, rep * t, hd))?;
+            let scores = q.matmul(&k.t()?)?;
+            let probs = scores.apply_op2_no_bwd(bias, &MaskedSoftmax { scale: scale as f32 })?;
+            probs.matmul(&v.contiguous()?)?.reshape((b, nh, t, hd))?
+        } else {
+            let (k, v) = (repeat_kv(&k, nh / nkv)?, repeat_kv(&v, nh / nkv)?);
+            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?;
+            let probs = match mode {
+                ForwardMode::Fast => candle_nn::ops::softmax_last_dim(&scores)?,
+                ForwardMode::Differentiable => candle_nn::ops::softmax(&scores, D::Minus1)?,
+            };
+            probs.matmul(&v.contiguous()?)?
         };
-        let attn = probs.matmul(&v.contiguous()?)?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        let attn = attn.transpose(1, 2)?.reshape((b, t, nh * hd))?;
         let x = match packed {
             Some(p) => (x + packed_linear(&attn, &p.o)?)?,
             None => (x + linear(&attn, &w.o)?)?,
         };
 
         let h = rms_norm(&x, &w.ffn_norm, cfg.rms_norm_eps, mode)?;
-        let (gate, up) = match packed {
-            Some(p) => {
-                let gu = packed_linear(&h, &p.gate_up)?;
-                let i = cfg.intermediate_size;
-                (gu.narrow(D::Minus1, 0, i)?, gu.narrow(D::Minus1, i, i)?)
-            }
-            None => (linear(&h, &w.gate)?, linear(&h, &w.up)?),
-        };
+        if let Some(p) = packed {
+            // Fast mode on CPU: SwiGLU straight from the fused gate/up output in one pass.
+            let act = packed_linear(&h, &p.gate_up)?.apply_op1_no_bwd(&SiluMul)?;
+            return Ok((x + packed_linear(&act, &p.down)?)?);
+        }
+        let (gate, up) = (linear(&h, &w.gate)?, linear(&h, &w.up)?);
         let act = match mode {
             ForwardMode::Fast => candle_nn::Activation::Silu.forward(&gate)?,
             // x * sigmoid(x) from basic ops, so the backward pass is certain to exist.
             ForwardMode::Differentiable => (&gate / (gate.neg()?.exp()? + 1.0)?)?,
         };
-        let mlp = match packed {
-            Some(p) => packed_linear(&(act * up)?, &p.down)?,
-            None => linear(&(act * up)?, &w.down)?,
-        };
+        let mlp = linear(&(act * up)?, &w.down)?;
         Ok((x + mlp)?)
     }
 }
