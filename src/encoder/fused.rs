@@ -35,22 +35,32 @@ pub fn exp(x: f32) -> f32 {
     p * scale
 }
 
-/// Runs `f` with AVX-512 enabled for the compiler when the CPU has it (wider vectors for the
-/// loops inside), else as compiled.
+/// Sum with 16 independent lanes: a plain `iter().sum()` is a serial dependency chain that
+/// the compiler may not reorder (strict floating point), so it would not vectorise.
 #[inline(always)]
-fn with_best_simd<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            #[target_feature(enable = "avx512f")]
-            unsafe fn wide<R>(f: impl FnOnce() -> R) -> R {
-                f()
-            }
-            // Safety: the feature was detected at run time.
-            return unsafe { wide(f) };
+fn lanes_sum(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v;
         }
     }
-    f()
+    acc.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn lanes_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let chunks = x.chunks_exact(16);
+    let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = a.max(v);
+        }
+    }
+    acc.iter().fold(tail, |m, &v| m.max(v))
 }
 
 #[inline(always)]
@@ -60,23 +70,88 @@ fn silu_mul_row(gate: &[f32], up: &[f32], out: &mut [f32]) {
     }
 }
 
-/// In place over each row: `softmax(scale * s + bias)`.
+/// In place over each row: `softmax(scale * s + bias)`, every loop free of carried
+/// dependencies except the lane-split reductions.
 #[inline(always)]
 fn masked_softmax_row(s: &mut [f32], bias: &[f32], scale: f32) {
-    let mut max = f32::NEG_INFINITY;
     for (v, &b) in s.iter_mut().zip(bias) {
         *v = *v * scale + b;
-        max = max.max(*v);
     }
-    let mut sum = 0.0;
+    let max = lanes_max(s);
     for v in s.iter_mut() {
         *v = exp(*v - max);
-        sum += *v;
     }
-    let inv = 1.0 / sum;
+    let inv = 1.0 / lanes_sum(s);
     for v in s.iter_mut() {
         *v *= inv;
     }
+}
+
+/// One `[R, T]` block of scores with its `[T0, T]` bias.
+#[inline(always)]
+fn masked_softmax_block(block: &mut [f32], bias: &[f32], t: usize, t0: usize, scale: f32) {
+    for (i, row) in block.chunks_mut(t).enumerate() {
+        let q = i % t0;
+        masked_softmax_row(row, &bias[q * t..(q + 1) * t], scale);
+    }
+}
+
+/// The same loops compiled for AVX-512 (16 lanes), chosen at run time.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn silu_mul_row(gate: &[f32], up: &[f32], out: &mut [f32]) {
+        super::silu_mul_row(gate, up, out)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn masked_softmax_block(
+        block: &mut [f32],
+        bias: &[f32],
+        t: usize,
+        t0: usize,
+        scale: f32,
+    ) {
+        super::masked_softmax_block(block, bias, t, t0, scale)
+    }
+}
+
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+fn silu_mul_row_best(gate: &[f32], up: &[f32], out: &mut [f32], wide: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if wide {
+        // Safety: `wide` is only true when AVX-512F was detected.
+        return unsafe { avx512::silu_mul_row(gate, up, out) };
+    }
+    let _ = wide;
+    silu_mul_row(gate, up, out)
+}
+
+fn masked_softmax_block_best(
+    block: &mut [f32],
+    bias: &[f32],
+    t: usize,
+    t0: usize,
+    scale: f32,
+    wide: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if wide {
+        // Safety: `wide` is only true when AVX-512F was detected.
+        return unsafe { avx512::masked_softmax_block(block, bias, t, t0, scale) };
+    }
+    let _ = wide;
+    masked_softmax_block(block, bias, t, t0, scale)
 }
 
 fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
@@ -104,10 +179,11 @@ impl CustomOp1 for SiluMul {
         }
         let half = width / 2;
         let mut out = vec![0f32; x.len() / 2];
+        let wide = has_avx512();
         if half > 0 {
-            out.par_chunks_mut(half).zip(x.par_chunks(width)).for_each(|(o, row)| {
-                with_best_simd(|| silu_mul_row(&row[..half], &row[half..], o))
-            });
+            out.par_chunks_mut(half)
+                .zip(x.par_chunks(width))
+                .for_each(|(o, row)| silu_mul_row_best(&row[..half], &row[half..], o, wide));
         }
         let mut out_dims = dims.to_vec();
         if let Some(last) = out_dims.last_mut() {
@@ -149,15 +225,11 @@ impl CustomOp2 for MaskedSoftmax {
         }
         let mut out = scores.to_vec();
         let scale = self.scale;
+        let wide = has_avx512();
         if t > 0 {
             out.par_chunks_mut(r * t).enumerate().for_each(|(bh, block)| {
                 let bias_b = &bias[(bh / h) * t0 * t..(bh / h + 1) * t0 * t];
-                with_best_simd(|| {
-                    for (i, row) in block.chunks_mut(t).enumerate() {
-                        let q = i % t0;
-                        masked_softmax_row(row, &bias_b[q * t..(q + 1) * t], scale);
-                    }
-                })
+                masked_softmax_block_best(block, bias_b, t, t0, scale, wide);
             });
         }
         Ok((CpuStorage::F32(out), l1.shape().clone()))
