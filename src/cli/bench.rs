@@ -123,6 +123,22 @@ pub struct AnnArgs {
     pub faiss_factories: Vec<String>,
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Vectors: random (uniform on the sphere, the worst case) or clustered (around random
+    /// centres, closer to real embeddings).
+    #[arg(long, default_value = "random")]
+    pub data: String,
+    /// Cluster count for `--data clustered` (default: one per 100 vectors).
+    #[arg(long)]
+    pub clusters: Option<usize>,
+    /// Noise norm relative to the unit centre for `--data clustered`.
+    #[arg(long, default_value_t = 1.0)]
+    pub spread: f32,
+    /// hnsw_rs M (default: index.hnsw_m).
+    #[arg(long)]
+    pub hnsw_m: Option<usize>,
+    /// hnsw_rs ef_construction (default: index.hnsw_ef_construction).
+    #[arg(long)]
+    pub ef_construction: Option<usize>,
 }
 
 pub fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
@@ -249,6 +265,18 @@ fn serve(ctx: &Ctx, a: ServeBenchArgs) -> Result<()> {
 
 fn run_ann(ctx: &Ctx, a: AnnArgs) -> Result<()> {
     let (n, queries) = if a.quick { (10_000, 100) } else { (a.n, a.queries) };
+    let clusters = a.clusters.unwrap_or(n / 100);
+    let data = match a.data.as_str() {
+        "random" => bench::BenchData::Random,
+        "clustered" if clusters > 0 && a.spread.is_finite() && a.spread >= 0.0 => {
+            bench::BenchData::Clustered { clusters, spread: a.spread }
+        }
+        "clustered" => anyhow::bail!("--clusters must be > 0 and --spread a number >= 0"),
+        other => anyhow::bail!("--data must be random or clustered, got {other:?}"),
+    };
+    let mut params = AnnParams::from_config(&ctx.config.index);
+    params.hnsw_m = a.hnsw_m.unwrap_or(params.hnsw_m);
+    params.hnsw_ef_construction = a.ef_construction.unwrap_or(params.hnsw_ef_construction);
     let opts = bench::AnnBenchOptions {
         n,
         dim: a.dim,
@@ -256,8 +284,9 @@ fn run_ann(ctx: &Ctx, a: AnnArgs) -> Result<()> {
         k: 10,
         target_recall: a.target,
         seed: a.seed,
-        params: AnnParams::from_config(&ctx.config.index),
+        params,
         faiss_factories: a.faiss_factories,
+        data,
     };
     let report = bench::run(&opts, |line| eprintln!("{line}"))?;
     println!("{}", bench::format_table(&report));

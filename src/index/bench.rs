@@ -10,7 +10,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::{
-    flat::FlatIndex, new_index, random_unit_vectors, recall, AnnHit, AnnIndex, AnnParams, Backend,
+    clustered_unit_vectors, flat::FlatIndex, new_index, random_unit_vectors, recall, AnnHit,
+    AnnIndex, AnnParams, Backend,
 };
 use crate::error::Result;
 
@@ -25,6 +26,38 @@ pub struct AnnBenchOptions {
     pub params: AnnParams,
     /// FAISS factory strings to measure (each one row).
     pub faiss_factories: Vec<String>,
+    /// The vectors indexed and queried.
+    pub data: BenchData,
+}
+
+/// Which vectors the benchmark indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchData {
+    /// Uniform on the sphere: no structure, the hardest case for graph indexes.
+    Random,
+    /// Around random centres (see [`super::clustered_unit_vectors`]), closer to real embeddings.
+    Clustered { clusters: usize, spread: f32 },
+}
+
+impl BenchData {
+    fn vectors(self, n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+        match self {
+            BenchData::Random => random_unit_vectors(n, dim, seed),
+            BenchData::Clustered { clusters, spread } => {
+                clustered_unit_vectors(n, dim, clusters, spread, 0xC3, seed)
+            }
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            BenchData::Random => "random unit vectors".into(),
+            BenchData::Clustered { clusters, spread } => {
+                format!("clustered unit vectors ({clusters} clusters, spread {spread})")
+            }
+        }
+    }
 }
 
 /// One backend's result.
@@ -48,14 +81,15 @@ pub struct AnnBenchReport {
     pub k: usize,
     pub target_recall: f64,
     pub threads: usize,
+    pub data: BenchData,
     pub rows: Vec<AnnBenchRow>,
 }
 
 const EFFORTS: &[usize] = &[16, 32, 64, 128, 256, 512, 1024, 2048];
 
 pub fn run(opts: &AnnBenchOptions, mut log: impl FnMut(&str)) -> Result<AnnBenchReport> {
-    let base = random_unit_vectors(opts.n, opts.dim, opts.seed);
-    let queries = random_unit_vectors(opts.queries, opts.dim, opts.seed ^ 0xABCD);
+    let base = opts.data.vectors(opts.n, opts.dim, opts.seed);
+    let queries = opts.data.vectors(opts.queries, opts.dim, opts.seed ^ 0xABCD);
     let items: Vec<(u64, &[f32])> =
         base.iter().enumerate().map(|(i, v)| (i as u64, v.as_slice())).collect();
     let mut rows = Vec::new();
@@ -128,6 +162,7 @@ pub fn run(opts: &AnnBenchOptions, mut log: impl FnMut(&str)) -> Result<AnnBench
         k: opts.k,
         target_recall: opts.target_recall,
         threads: rayon::current_num_threads(),
+        data: opts.data,
         rows,
     })
 }
@@ -150,8 +185,14 @@ fn measure(
 /// Side-by-side text table of a report.
 pub fn format_table(r: &AnnBenchReport) -> String {
     let mut s = format!(
-        "ANN benchmark: {} x {} random unit vectors, {} queries, recall@{} target {:.2}, {} threads\n",
-        r.n, r.dim, r.queries, r.k, r.target_recall, r.threads
+        "ANN benchmark: {} x {} {}, {} queries, recall@{} target {:.2}, {} threads\n",
+        r.n,
+        r.dim,
+        r.data.describe(),
+        r.queries,
+        r.k,
+        r.target_recall,
+        r.threads
     );
     s.push_str(&format!(
         "{:<8} {:<28} {:>10} {:>7} {:>9} {:>10}\n",
@@ -193,6 +234,7 @@ mod tests {
                 faiss_nprobe: 8,
             },
             faiss_factories: vec!["HNSW32".into()],
+            data: BenchData::Random,
         };
         let r = run(&opts, |_| {}).unwrap();
         assert_eq!(r.rows[0].backend, "flat");
