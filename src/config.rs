@@ -183,4 +183,20 @@ mod tests {
         let c = Config::load(Some(&p)).unwrap();
         assert_eq!(c.model.device, "cuda");
     }
+
+    /// Every shipped config is a valid overlay (a renamed key would otherwise surface only when
+    /// a user or a script loads it).
+    #[test]
+    fn every_shipped_config_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "toml") {
+                Config::load(Some(&p)).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 5, "expected the shipped configs, found {n}");
+    }
 }
