@@ -402,24 +402,21 @@ impl Llama {
         let q = rope(&q, cos, sin, mode)?;
         let k = rope(&k, cos, sin, mode)?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let fused = mode == ForwardMode::Fast && x.device().is_cpu() && x.dtype() == DType::F32;
-        let attn = if fused {
-            // The query heads of one kv group are adjacent: stacking them as rows lets each kv
-            // head serve its group in one matmul, with no repeated k/v copies.
-            let rep = nh / nkv;
-            let q = q.reshape((b, nkv, rep * t, hd))?;
-            let scores = q.matmul(&k.t()?)?;
-            let probs = scores.apply_op2_no_bwd(bias, &MaskedSoftmax { scale: scale as f32 })?;
-            probs.matmul(&v.contiguous()?)?.reshape((b, nh, t, hd))?
+        // The query heads of one kv group are adjacent: stacking them as rows lets each kv head
+        // serve its group in one matmul, with no repeated k/v copies.
+        let rep = nh / nkv;
+        let scores = q.reshape((b, nkv, rep * t, hd))?.matmul(&k.t()?)?;
+        let probs = if mode == ForwardMode::Fast && x.device().is_cpu() && x.dtype() == DType::F32 {
+            scores.apply_op2_no_bwd(bias, &MaskedSoftmax { scale: scale as f32 })?
         } else {
-            let (k, v) = (repeat_kv(&k, nh / nkv)?, repeat_kv(&v, nh / nkv)?);
-            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?;
+            let scores = (scores.reshape((b, nh, t, t))? * scale)?.broadcast_add(bias)?;
             let probs = match mode {
                 ForwardMode::Fast => candle_nn::ops::softmax_last_dim(&scores)?,
                 ForwardMode::Differentiable => candle_nn::ops::softmax(&scores, D::Minus1)?,
             };
-            probs.matmul(&v.contiguous()?)?
+            probs.reshape((b, nkv, rep * t, t))?
         };
+        let attn = probs.matmul(&v.contiguous()?)?.reshape((b, nh, t, hd))?;
         let attn = attn.transpose(1, 2)?.reshape((b, t, nh * hd))?;
         let x = match packed {
             Some(p) => (x + packed_linear(&attn, &p.o)?)?,
@@ -488,15 +485,6 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, mode: ForwardMode) -> Result
             Ok(Tensor::cat(&[r1, r2], D::Minus1)?)
         }
     }
-}
-
-/// Grouped-query attention: each kv head serves `n_rep` query heads.
-fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
-    if n_rep == 1 {
-        return Ok(x.clone());
-    }
-    let (b, nkv, t, hd) = x.dims4()?;
-    Ok(x.unsqueeze(2)?.broadcast_as((b, nkv, n_rep, t, hd))?.reshape((b, nkv * n_rep, t, hd))?)
 }
 
 #[cfg(test)]
