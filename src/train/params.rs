@@ -75,15 +75,14 @@ pub fn lora_linear_unmerged(
 /// A model under training: frozen base weights plus named trainable vars.
 pub struct TrainState {
     pub config: LlamaConfig,
-    base: LlamaWeights,
     pub kind: Trainable,
     /// Trainable vars in a fixed order (the optimizer and checkpoints rely on it).
     pub vars: Vec<(String, Var)>,
     lora_scale: f64,
     /// `[16, vocab]` one-hot rows of the special ids (modes other than `all`).
     special_scatter: Option<Tensor>,
-    /// The wrapped model with its frozen prefix declared; [`TrainState::model`] swaps in the
-    /// effective weights.
+    /// The wrapped model (its weights are the frozen base) with its frozen prefix declared;
+    /// [`TrainState::model`] swaps in the effective weights.
     template: Llama,
 }
 
@@ -180,7 +179,6 @@ impl TrainState {
         });
         Ok(Self {
             config,
-            base,
             kind,
             vars,
             lora_scale: lora_alpha / lora_rank.max(1) as f64,
@@ -208,11 +206,11 @@ impl TrainState {
     }
 
     pub fn device(&self) -> &Device {
-        self.base.embed.device()
+        self.template.weights.embed.device()
     }
 
     pub fn dtype(&self) -> DType {
-        self.base.embed.dtype()
+        self.template.weights.embed.dtype()
     }
 
     /// Number of trainable scalars.
@@ -226,7 +224,7 @@ impl TrainState {
 
     /// The effective weights (differentiable in the vars).
     pub fn effective_weights(&self) -> Result<LlamaWeights> {
-        let mut w = self.base.clone();
+        let mut w = self.template.weights.clone();
         let scatter = self.special_scatter.clone();
         let scale = self.lora_scale;
         for (name, t) in w.named_tensors_mut() {
