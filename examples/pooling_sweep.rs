@@ -63,7 +63,7 @@ fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let passages = embed_all(&encoder, &texts, TextKind::Passage, opts.max_passage_tokens)?;
     let passage_secs = start.elapsed().as_secs_f64();
-    let tokens: usize = passages.1;
+    let tokens = passages.1;
     eprintln!(
         "{} docs, {} passages, {tokens} tokens embedded in {passage_secs:.0} s ({:.0} tok/s)",
         docs.len(),
@@ -77,7 +77,6 @@ fn main() -> anyhow::Result<()> {
     let (lexical, _) =
         build_lexical_index(&dataset.corpus_path(), lexical_dir.path(), LexicalOptions::default())?;
     let fusion = Fusion::from_config(&config.eval)?;
-    let mut rows = Vec::new();
     for (p, pooling) in POOLINGS.iter().enumerate() {
         let mut dense_run = Run::new();
         let mut hybrid_run = Run::new();
@@ -97,7 +96,6 @@ fn main() -> anyhow::Result<()> {
             row["pooling"] = pooling.as_str().into();
             row["mode"] = mode.into();
             println!("{row}");
-            rows.push(row);
         }
     }
     eprintln!("total {:.0} s", start.elapsed().as_secs_f64());
