@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# System packages the build and the tests need: cmake + OpenBLAS for the bundled FAISS build,
-# Chromium and Node for the browser test. Installs only what is missing (needs root for apt).
+# System packages the build and the tests need: a C/C++ toolchain (mimalloc, the bundled FAISS),
+# cmake + OpenBLAS for FAISS, Chromium and Node for the browser test. Installs only what is missing (needs root for apt).
 set -euo pipefail
 need=()
+command -v c++ >/dev/null || need+=(build-essential)
 command -v cmake >/dev/null || need+=(cmake)
 dpkg -s libopenblas-dev >/dev/null 2>&1 || need+=(libopenblas-dev)
 if [ "${ENGINE_SKIP_BROWSER:-0}" != 1 ]; then
