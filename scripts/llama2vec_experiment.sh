@@ -6,13 +6,19 @@
 #
 # ROWS = train (the reference: the 16 <sN> rows train) or frozen (train.train_special_rows =
 # false: last:4 back-propagates through 4 layers only, ~3x faster). Every step's wall time is
-# printed; set ENGINE_BIN / EVAL_BIN to use prebuilt binaries.
+# printed; set ENGINE_BIN / EVAL_BIN to use prebuilt binaries. Evaluation size and precision:
+# SCIFACT_QUERIES (default 300 = all of test), NFCORPUS_QUERIES (60), EXTRA_DOCS (300),
+# EVAL_DTYPE (bf16 where the CPU has AVX-512 BF16, else set f32).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: OUT_DIR [ADAPT_STEPS] [FINETUNE_STEPS] [ROWS]}
 ADAPT_STEPS=${2:-60}
 FT_STEPS=${3:-60}
 ROWS=${4:-train}
+SCIFACT_QUERIES=${SCIFACT_QUERIES:-300}
+NFCORPUS_QUERIES=${NFCORPUS_QUERIES:-60}
+EXTRA_DOCS=${EXTRA_DOCS:-300}
+EVAL_DTYPE=${EVAL_DTYPE:-bf16}
 D=${DATASETS:-../shared/datasets}
 M=${MODEL:-data/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 case "$ROWS" in train) SPECIAL=true ;; frozen) SPECIAL=false ;; *) echo "ROWS must be train or frozen" >&2; exit 2 ;; esac
@@ -27,11 +33,22 @@ for stage in adapt finetune; do
     { cat "configs/experiment-$stage.toml"; echo "train_special_rows = $SPECIAL"; } > "$OUT/$stage.toml"
 done
 timed() { local s; s=$(date +%s); "$@"; echo "TIME $(( $(date +%s) - s )) s: $*"; }
-timed "$E" --config "$OUT/adapt.toml" adapt --model "$M" --corpus "$D/wikitext-2/wiki.train.tokens.shuffled" \
+# A stage whose output folder already holds a model is skipped, so a rerun only redoes what is missing.
+done_() { [[ -f "$1/model.safetensors" ]] && echo "skip: $1 exists"; }
+done_ "$OUT/adapted" || timed "$E" --config "$OUT/adapt.toml" adapt --model "$M" --corpus "$D/wikitext-2/wiki.train.tokens.shuffled" \
     --corpus "$D/scifact/corpus.jsonl" --corpus "$D/nfcorpus/corpus.jsonl" --out "$OUT/adapted" --max-steps "$ADAPT_STEPS"
-timed "$E" --config "$OUT/finetune.toml" finetune --model "$M" --train "$D/scifact" --out "$OUT/ft_base" --max-steps "$FT_STEPS"
-timed "$E" --config "$OUT/finetune.toml" finetune --model "$OUT/adapted" --train "$D/scifact" --out "$OUT/ft_adapted" --max-steps "$FT_STEPS"
-for m in "$M" "$OUT/ft_base" "$OUT/ft_adapted"; do
-    timed "$V" "$m" "$D/scifact" test 100 300 128
-    timed "$V" "$m" "$D/nfcorpus" dev 30 100 128
+done_ "$OUT/ft_base" || timed "$E" --config "$OUT/finetune.toml" finetune --model "$M" --train "$D/scifact" --out "$OUT/ft_base" --max-steps "$FT_STEPS"
+done_ "$OUT/ft_adapted" || timed "$E" --config "$OUT/finetune.toml" finetune --model "$OUT/adapted" --train "$D/scifact" --out "$OUT/ft_adapted" --max-steps "$FT_STEPS"
+# (a) base, (b) finetune only, (c) adapt then finetune; one JSON result per model and dataset.
+for name in a b c; do
+    case $name in a) m=$M ;; b) m=$OUT/ft_base ;; c) m=$OUT/ft_adapted ;; esac
+    timed "$V" "$m" "$D/scifact" test "$SCIFACT_QUERIES" "$EXTRA_DOCS" 128 llama2vec "$EVAL_DTYPE" \
+        | tee "$OUT/eval-$name-scifact.json"
+    timed "$V" "$m" "$D/nfcorpus" dev "$NFCORPUS_QUERIES" "$EXTRA_DOCS" 128 llama2vec "$EVAL_DTYPE" \
+        | tee "$OUT/eval-$name-nfcorpus.json"
+done
+# Paired randomization tests on per-query nDCG@10: the claim is (c) > (b).
+for data in scifact nfcorpus; do
+    scripts/paired_test.py "$OUT/eval-b-$data.json" "$OUT/eval-c-$data.json"
+    scripts/paired_test.py "$OUT/eval-a-$data.json" "$OUT/eval-b-$data.json"
 done

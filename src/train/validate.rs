@@ -1,6 +1,6 @@
 //! Retrieval quality by exact scan: nDCG@10 and recall@k of an encoder on a (reduced) corpus.
 //! Used for the validation log during fine-tuning and by the small-scale experiment
-//! (`examples/llama2vec_eval.rs`); `engine::eval` (another branch) is the full evaluator.
+//! (`examples/llama2vec_eval.rs`); `engine::eval` is the full evaluator over an index.
 
 use std::collections::HashMap;
 
@@ -27,6 +27,29 @@ pub struct Scores {
     pub recall100: f64,
     pub queries: usize,
     pub corpus: usize,
+}
+
+impl Scores {
+    /// Averages per-query metrics over a corpus of `corpus` documents.
+    pub fn mean(per_query: &[QueryScores], corpus: usize) -> Self {
+        let n = per_query.len().max(1) as f64;
+        let mean = |f: fn(&QueryScores) -> f64| per_query.iter().map(f).sum::<f64>() / n;
+        Self {
+            ndcg10: mean(|q| q.ndcg10),
+            recall10: mean(|q| q.recall10),
+            recall100: mean(|q| q.recall100),
+            queries: per_query.len(),
+            corpus,
+        }
+    }
+}
+
+/// One query's metrics; kept per query so two models can be compared with a paired test.
+#[derive(Debug, Clone, Copy, Serialize, Default, PartialEq)]
+pub struct QueryScores {
+    pub ndcg10: f64,
+    pub recall10: f64,
+    pub recall100: f64,
 }
 
 /// nDCG@10 with gains = relevance grade (BEIR/trec_eval's linear gain), log2 discount.
@@ -81,6 +104,16 @@ pub fn evaluate(
     kept: &[usize],
     queries: &[EvalQuery],
 ) -> Result<Scores> {
+    Ok(Scores::mean(&evaluate_per_query(enc, docs, kept, queries)?, kept.len()))
+}
+
+/// [`evaluate`] without the averaging: one entry per query, in the order given.
+pub fn evaluate_per_query(
+    enc: &dyn Embed,
+    docs: &[String],
+    kept: &[usize],
+    queries: &[EvalQuery],
+) -> Result<Vec<QueryScores>> {
     if queries.is_empty() || kept.is_empty() {
         return Err(Error::Eval("validation needs queries and documents".into()));
     }
@@ -88,19 +121,19 @@ pub fn evaluate(
     let doc_vecs = enc.embed(&texts, TextKind::Passage)?;
     let qtexts: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
     let qvecs = enc.embed(&qtexts, TextKind::Query)?;
-    let mut s = Scores { queries: queries.len(), corpus: kept.len(), ..Default::default() };
-    for (q, qv) in queries.iter().zip(&qvecs) {
-        let ranked: Vec<usize> =
-            dense_search(qv, &doc_vecs, 100).into_iter().map(|(i, _)| kept[i]).collect();
-        s.ndcg10 += ndcg_at(&ranked, &q.relevant, 10);
-        s.recall10 += recall_at(&ranked, &q.relevant, 10);
-        s.recall100 += recall_at(&ranked, &q.relevant, 100);
-    }
-    let n = queries.len() as f64;
-    s.ndcg10 /= n;
-    s.recall10 /= n;
-    s.recall100 /= n;
-    Ok(s)
+    Ok(queries
+        .iter()
+        .zip(&qvecs)
+        .map(|(q, qv)| {
+            let ranked: Vec<usize> =
+                dense_search(qv, &doc_vecs, 100).into_iter().map(|(i, _)| kept[i]).collect();
+            QueryScores {
+                ndcg10: ndcg_at(&ranked, &q.relevant, 10),
+                recall10: recall_at(&ranked, &q.relevant, 10),
+                recall100: recall_at(&ranked, &q.relevant, 100),
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -115,5 +148,15 @@ mod tests {
         let expect = (1.0 / 3f64.log2()) / (1.0 + 1.0 / 3f64.log2());
         assert!((v - expect).abs() < 1e-12);
         assert_eq!(recall_at(&[2, 1], &rel, 10), 0.5);
+    }
+
+    #[test]
+    fn mean_averages_each_metric_and_counts_queries() {
+        let q = |n, r| QueryScores { ndcg10: n, recall10: r, recall100: 1.0 };
+        let s = Scores::mean(&[q(1.0, 0.5), q(0.0, 0.0), q(0.5, 1.0)], 7);
+        assert!((s.ndcg10 - 0.5).abs() < 1e-12);
+        assert!((s.recall10 - 0.5).abs() < 1e-12);
+        assert_eq!((s.recall100, s.queries, s.corpus), (1.0, 3, 7));
+        assert_eq!(Scores::mean(&[], 0).ndcg10, 0.0);
     }
 }
