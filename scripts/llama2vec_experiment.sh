@@ -8,7 +8,8 @@
 # false: last:4 back-propagates through 4 layers only, ~3x faster). Every step's wall time is
 # printed; set ENGINE_BIN / EVAL_BIN to use prebuilt binaries. Evaluation size and precision:
 # SCIFACT_QUERIES (default 300 = all of test), NFCORPUS_QUERIES (60), EXTRA_DOCS (300),
-# EVAL_DTYPE (bf16 where the CPU has AVX-512 BF16, else set f32).
+# EVAL_DTYPE (bf16 where the CPU has AVX-512 BF16, else set f32). SEED overrides train.seed for
+# both stages (another fine-tuning seed: link OUT/adapted to an earlier run's to reuse it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: OUT_DIR [ADAPT_STEPS] [FINETUNE_STEPS] [ROWS]}
@@ -30,7 +31,8 @@ E=${ENGINE_BIN:-$TARGET/release/engine}
 V=${EVAL_BIN:-$TARGET/release/examples/llama2vec_eval}
 mkdir -p "$OUT"
 for stage in adapt finetune; do
-    { cat "configs/experiment-$stage.toml"; echo "train_special_rows = $SPECIAL"; } > "$OUT/$stage.toml"
+    { cat "configs/experiment-$stage.toml"; echo "train_special_rows = $SPECIAL"
+      [[ -n "${SEED:-}" ]] && echo "seed = $SEED"; true; } > "$OUT/$stage.toml"
 done
 timed() { local s; s=$(date +%s); "$@"; echo "TIME $(( $(date +%s) - s )) s: $*"; }
 # A stage whose output folder already holds a model is skipped, so a rerun only redoes what is missing.
@@ -42,10 +44,12 @@ done_ "$OUT/ft_adapted" || timed "$E" --config "$OUT/finetune.toml" finetune --m
 # (a) base, (b) finetune only, (c) adapt then finetune; one JSON result per model and dataset.
 for name in a b c; do
     case $name in a) m=$M ;; b) m=$OUT/ft_base ;; c) m=$OUT/ft_adapted ;; esac
-    timed "$V" "$m" "$D/scifact" test "$SCIFACT_QUERIES" "$EXTRA_DOCS" 128 llama2vec "$EVAL_DTYPE" \
-        | tee "$OUT/eval-$name-scifact.json"
-    timed "$V" "$m" "$D/nfcorpus" dev "$NFCORPUS_QUERIES" "$EXTRA_DOCS" 128 llama2vec "$EVAL_DTYPE" \
-        | tee "$OUT/eval-$name-nfcorpus.json"
+    for spec in "scifact test $SCIFACT_QUERIES" "nfcorpus dev $NFCORPUS_QUERIES"; do
+        read -r data split queries <<< "$spec"
+        result=$OUT/eval-$name-$data.json
+        if grep -qs ndcg10_per_query "$result"; then echo "skip: $result exists"; continue; fi
+        timed "$V" "$m" "$D/$data" "$split" "$queries" "$EXTRA_DOCS" 128 llama2vec "$EVAL_DTYPE" | tee "$result"
+    done
 done
 # Paired randomization tests on per-query nDCG@10: the claim is (c) > (b).
 for data in scifact nfcorpus; do
