@@ -2,6 +2,9 @@
 """Paired comparison of two models' per-query nDCG@10 (JSON lines of examples/llama2vec_eval).
 
     scripts/paired_test.py A.json B.json [--rounds 100000]
+    scripts/paired_test.py A1.json,A2.json B1.json,B2.json   # e.g. two training seeds each
+
+A comma-separated list averages each query's nDCG@10 over its files before comparing.
 
 Prints mean(B) - mean(A) over the queries both evaluated, a 95% bootstrap interval of that
 difference, and a two-sided paired randomization test p-value (swap A/B per query at random):
@@ -21,6 +24,15 @@ def load(path):
     raise SystemExit(f"{path}: no llama2vec_eval result line with ndcg10_per_query")
 
 
+def load_mean(paths):
+    """One model's per-query nDCG@10, averaged over one or more result files (e.g. seeds)."""
+    results = [load(p) for p in paths.split(",")]
+    queries = set.intersection(*(set(r["ndcg10_per_query"]) for r in results))
+    per_query = {q: sum(r["ndcg10_per_query"][q] for r in results) / len(results) for q in queries}
+    return {"model": ",".join(r["model"] for r in results), "data": results[0]["data"],
+            "ndcg10_per_query": per_query}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("a")
@@ -28,7 +40,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
-    ra, rb = load(args.a), load(args.b)
+    ra, rb = load_mean(args.a), load_mean(args.b)
     qa, qb = ra["ndcg10_per_query"], rb["ndcg10_per_query"]
     common = sorted(set(qa) & set(qb))
     if not common:
