@@ -72,7 +72,7 @@ fn main() -> anyhow::Result<()> {
     let s = Scores::mean(&per_query, kept.len());
     // Per-query nDCG@10 keyed by query id, for scripts/paired_test.py.
     let ndcg_by_query: serde_json::Map<String, serde_json::Value> =
-        qids.iter().zip(&per_query).map(|(q, s)| ((*q).clone(), s.ndcg10.into())).collect();
+        qids.iter().zip(&per_query).map(|(q, s)| ((*q).clone(), s.ndcg_10.into())).collect();
     println!(
         "{}",
         serde_json::json!({"model": a[1], "data": a[2], "split": split, "pooling": a.get(7), "dtype": a.get(8),

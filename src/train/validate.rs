@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::mine::dense_search;
 use crate::encoder::{Embed, TextKind};
 use crate::error::{Error, Result};
+use crate::eval::metrics::{query_metrics, QueryMetrics};
 
 /// A query with graded relevance over corpus indices.
 #[derive(Debug, Clone)]
@@ -31,53 +32,27 @@ pub struct Scores {
 
 impl Scores {
     /// Averages per-query metrics over a corpus of `corpus` documents.
-    pub fn mean(per_query: &[QueryScores], corpus: usize) -> Self {
-        let n = per_query.len().max(1) as f64;
-        let mean = |f: fn(&QueryScores) -> f64| per_query.iter().map(f).sum::<f64>() / n;
+    pub fn mean(per_query: &[QueryMetrics], corpus: usize) -> Self {
+        let m = QueryMetrics::mean(per_query);
         Self {
-            ndcg10: mean(|q| q.ndcg10),
-            recall10: mean(|q| q.recall10),
-            recall100: mean(|q| q.recall100),
+            ndcg10: m.ndcg_10,
+            recall10: m.recall_10,
+            recall100: m.recall_100,
             queries: per_query.len(),
             corpus,
         }
     }
 }
 
-/// One query's metrics; kept per query so two models can be compared with a paired test.
-#[derive(Debug, Clone, Copy, Serialize, Default, PartialEq)]
-pub struct QueryScores {
-    pub ndcg10: f64,
-    pub recall10: f64,
-    pub recall100: f64,
-}
-
-/// nDCG@10 with gains = relevance grade (BEIR/trec_eval's linear gain), log2 discount.
-pub fn ndcg_at(ranked: &[usize], relevant: &HashMap<usize, i64>, k: usize) -> f64 {
-    let dcg: f64 = ranked
+/// One query's metrics from hits over corpus indices, by `engine eval`'s trec_eval definitions
+/// (one implementation of the metrics for the validation log, the experiment and `eval`).
+pub fn ranked_metrics(hits: &[(usize, f32)], relevant: &HashMap<usize, i64>) -> QueryMetrics {
+    let hits: Vec<(String, f32)> = hits.iter().map(|&(d, s)| (d.to_string(), s)).collect();
+    let judged: HashMap<String, i32> = relevant
         .iter()
-        .take(k)
-        .enumerate()
-        .map(|(i, d)| *relevant.get(d).unwrap_or(&0) as f64 / (i as f64 + 2.0).log2())
-        .sum();
-    let mut ideal: Vec<i64> = relevant.values().copied().filter(|&g| g > 0).collect();
-    ideal.sort_unstable_by(|a, b| b.cmp(a));
-    let idcg: f64 =
-        ideal.iter().take(k).enumerate().map(|(i, &g)| g as f64 / (i as f64 + 2.0).log2()).sum();
-    if idcg > 0.0 {
-        dcg / idcg
-    } else {
-        0.0
-    }
-}
-
-pub fn recall_at(ranked: &[usize], relevant: &HashMap<usize, i64>, k: usize) -> f64 {
-    let rel = relevant.values().filter(|&&g| g > 0).count();
-    if rel == 0 {
-        return 0.0;
-    }
-    let hit = ranked.iter().take(k).filter(|d| relevant.get(d).is_some_and(|&g| g > 0)).count();
-    hit as f64 / rel as f64
+        .map(|(d, &g)| (d.to_string(), g.clamp(i32::MIN as i64, i32::MAX as i64) as i32))
+        .collect();
+    query_metrics(&hits, &judged)
 }
 
 /// The reduced corpus: every document judged for `queries` plus `extra` others sampled with
@@ -113,7 +88,7 @@ pub fn evaluate_per_query(
     docs: &[String],
     kept: &[usize],
     queries: &[EvalQuery],
-) -> Result<Vec<QueryScores>> {
+) -> Result<Vec<QueryMetrics>> {
     if queries.is_empty() || kept.is_empty() {
         return Err(Error::Eval("validation needs queries and documents".into()));
     }
@@ -125,13 +100,9 @@ pub fn evaluate_per_query(
         .iter()
         .zip(&qvecs)
         .map(|(q, qv)| {
-            let ranked: Vec<usize> =
-                dense_search(qv, &doc_vecs, 100).into_iter().map(|(i, _)| kept[i]).collect();
-            QueryScores {
-                ndcg10: ndcg_at(&ranked, &q.relevant, 10),
-                recall10: recall_at(&ranked, &q.relevant, 10),
-                recall100: recall_at(&ranked, &q.relevant, 100),
-            }
+            let hits: Vec<(usize, f32)> =
+                dense_search(qv, &doc_vecs, 100).into_iter().map(|(i, s)| (kept[i], s)).collect();
+            ranked_metrics(&hits, &q.relevant)
         })
         .collect())
 }
@@ -140,19 +111,25 @@ pub fn evaluate_per_query(
 mod tests {
     use super::*;
 
+    /// Hits in rank order with distinct, falling scores.
+    fn ranked(ids: &[usize]) -> Vec<(usize, f32)> {
+        ids.iter().enumerate().map(|(r, &d)| (d, 1.0 - r as f32 * 0.01)).collect()
+    }
+
     #[test]
     fn ndcg_and_recall_match_hand_values() {
         let rel: HashMap<usize, i64> = [(1, 1), (5, 1)].into_iter().collect();
-        assert!((ndcg_at(&[1, 5, 2], &rel, 10) - 1.0).abs() < 1e-12);
-        let v = ndcg_at(&[2, 1], &rel, 10);
+        assert!((ranked_metrics(&ranked(&[1, 5, 2]), &rel).ndcg_10 - 1.0).abs() < 1e-12);
+        let m = ranked_metrics(&ranked(&[2, 1]), &rel);
         let expect = (1.0 / 3f64.log2()) / (1.0 + 1.0 / 3f64.log2());
-        assert!((v - expect).abs() < 1e-12);
-        assert_eq!(recall_at(&[2, 1], &rel, 10), 0.5);
+        assert!((m.ndcg_10 - expect).abs() < 1e-12);
+        assert_eq!(m.recall_10, 0.5);
     }
 
     #[test]
     fn mean_averages_each_metric_and_counts_queries() {
-        let q = |n, r| QueryScores { ndcg10: n, recall10: r, recall100: 1.0 };
+        let q =
+            |n, r| QueryMetrics { ndcg_10: n, recall_10: r, recall_100: 1.0, ..Default::default() };
         let s = Scores::mean(&[q(1.0, 0.5), q(0.0, 0.0), q(0.5, 1.0)], 7);
         assert!((s.ndcg10 - 0.5).abs() < 1e-12);
         assert!((s.recall10 - 0.5).abs() < 1e-12);
