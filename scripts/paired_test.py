@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Paired comparison of two models' per-query nDCG@10 (JSON lines of examples/llama2vec_eval).
+"""Paired comparison of two models' per-query nDCG@10 (`engine eval --per-query-out` files, or
+JSON lines of examples/llama2vec_eval).
 
     scripts/paired_test.py A.json B.json [--rounds 100000]
     scripts/paired_test.py A1.json,A2.json B1.json,B2.json   # e.g. two training seeds each
@@ -20,7 +21,10 @@ def load(path):
         for line in f:
             line = line.strip()
             if line.startswith("{") and "ndcg10_per_query" in line:
-                return json.loads(line)
+                r = json.loads(line)
+                r.setdefault("model", path)
+                r.setdefault("data", "")
+                return r
     raise SystemExit(f"{path}: no llama2vec_eval result line with ndcg10_per_query")
 
 

@@ -9,6 +9,10 @@ use crate::error::{Error, Result};
 
 const DEFAULT_TOML: &str = include_str!("../configs/default.toml");
 
+/// The trained encoder the repository ships (a delta over the fetched base model, see
+/// `encoder::delta`), relative to the repository root; `configs/demo.toml` serves it.
+pub const SHIPPED_ENCODER: &str = "models/smollm2-135m-retrieval";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -88,6 +92,7 @@ pub struct TrainConfig {
     pub train_special_rows: bool,
     pub lora_rank: usize,
     pub lora_alpha: f64,
+    pub lora_dropout: f64,
     pub max_seq_tokens: usize,
     pub checkpoint_every: usize,
     pub log_every: usize,
@@ -99,6 +104,8 @@ pub struct TrainConfig {
     pub max_passage_tokens: usize,
     pub hard_negatives: String,
     pub hard_negative_depth: usize,
+    pub hard_negative_skip: usize,
+    pub mining_rounds: usize,
     pub validation_queries: usize,
     pub validation_corpus: usize,
 }

@@ -164,3 +164,46 @@ fn bf16_embeddings_match_f32_on_real_passages() {
     eprintln!("{pooling:?}: min cosine bf16 vs f32 over 100 passages = {worst:.5}");
     assert!(worst >= 0.999, "{pooling:?}: min cosine {worst}");
 }
+
+/// The shipped trained encoder (a delta over the fetched base): loads, says it is trained,
+/// gives unit 576-d passage vectors, and ranks a matching passage above unrelated ones.
+#[test]
+fn shipped_encoder_is_trained_and_retrieves() {
+    let Some(_) = model_path() else { return };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(engine::config::SHIPPED_ENCODER);
+    assert!(
+        engine::encoder::delta::is_delta(&dir),
+        "the shipped encoder is missing at {}",
+        dir.display()
+    );
+    let opts = EncoderOptions {
+        pooling: Pooling::Llama2Vec,
+        template: Template::Llama2Vec,
+        padding: Padding::Left,
+        max_query_tokens: 64,
+        max_passage_tokens: 256,
+        batch_size: 8,
+    };
+    let enc = Encoder::load(&dir, opts, DType::F32, &Device::Cpu).unwrap();
+    assert!(enc.trained());
+    let passages = [
+        "Tides\nThe gravitational pull of the moon and the sun raises the oceans into tides.",
+        "Bread\nYeast ferments sugars in dough and releases carbon dioxide, so bread rises.",
+        "Vaccines\nVaccination trains the immune system to recognise a pathogen's antigens.",
+    ];
+    use engine::encoder::{Embed, TextKind};
+    let p = enc.embed(&passages, TextKind::Passage).unwrap();
+    for v in &p {
+        assert_eq!(v.len(), 576);
+        let n: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((n - 1.0).abs() < 1e-3, "norm {n}");
+    }
+    let queries = ["what makes ocean tides", "why does dough rise", "how do vaccines protect"];
+    let q = enc.embed(&queries, TextKind::Query).unwrap();
+    for (i, qv) in q.iter().enumerate() {
+        let scores: Vec<f32> =
+            p.iter().map(|pv| qv.iter().zip(pv).map(|(a, b)| a * b).sum()).collect();
+        let best = (0..3).max_by(|&a, &b| scores[a].total_cmp(&scores[b])).unwrap();
+        assert_eq!(best, i, "query {:?} scores {scores:?}", queries[i]);
+    }
+}

@@ -197,10 +197,17 @@ async fn search_documents_embed_status_and_metadata_endpoints() {
     assert_eq!(status["backend"], "flat");
     assert_eq!(status["dim"], 64);
     assert_eq!(status["modes"], json!(["dense", "bm25", "hybrid"]));
+    // The tiny model was never fine-tuned: the server says so and defaults to BM25.
+    assert_eq!(status["encoder_trained"], false);
+    assert_eq!(status["default_mode"], "bm25");
+    let (st, r) = s.post("/search", &json!({ "query": query_for(&docs[0]), "k": 3 })).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["mode"], "bm25", "{r}");
 
     // Every document is found first by its own text, under its own title.
     for d in &docs {
-        let (st, r) = s.post("/search", &json!({ "query": query_for(d), "k": 3 })).await;
+        let (st, r) =
+            s.post("/search", &json!({ "query": query_for(d), "k": 3, "mode": "dense" })).await;
         assert_eq!(st, 200, "{r}");
         assert_eq!(r["hits"][0]["id"], json!(d.id), "{r}");
         assert_eq!(r["hits"][0]["title"], json!(d.title));
@@ -239,7 +246,7 @@ async fn search_documents_embed_status_and_metadata_endpoints() {
 
     // GET form, paging by offset, with_text.
     let q = query_for(&docs[0]);
-    let (st, all) = s.post("/search", &json!({ "query": q, "k": 10 })).await;
+    let (st, all) = s.post("/search", &json!({ "query": q, "k": 10, "mode": "dense" })).await;
     assert_eq!(st, 200);
     let all_ids = hit_ids(&all);
     assert_eq!(all_ids.len(), 10);
@@ -248,7 +255,8 @@ async fn search_documents_embed_status_and_metadata_endpoints() {
     assert_eq!(st, 200, "{page}");
     assert_eq!(hit_ids(&page), all_ids[3..7].to_vec());
     assert_eq!(page["offset"], 3);
-    let (_, full) = s.post("/search", &json!({ "query": q, "k": 1, "with_text": true })).await;
+    let (_, full) =
+        s.post("/search", &json!({ "query": q, "k": 1, "with_text": true, "mode": "dense" })).await;
     assert_eq!(full["hits"][0]["text"], json!(docs[0].text));
     let (st, r) = s.get(&format!("/search?q={}", enc(&q))).await;
     assert_eq!(st, 200);
@@ -590,11 +598,13 @@ async fn full_queue_answers_429_at_once() {
         let c = s.client.clone();
         let url = s.url("/search");
         let q = q.clone();
-        tokio::spawn(async move { c.post(url).json(&json!({ "query": q })).send().await.unwrap() })
+        tokio::spawn(async move {
+            c.post(url).json(&json!({ "query": q, "mode": "dense" })).send().await.unwrap()
+        })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t = Instant::now();
-    let (st, b) = s.post("/search", &json!({ "query": q })).await;
+    let (st, b) = s.post("/search", &json!({ "query": q, "mode": "dense" })).await;
     assert_eq!(error_code(st, &b, 429), "overloaded");
     assert!(t.elapsed() < Duration::from_millis(500), "429 must be immediate");
     let (st, b) = s.post("/embed", &json!({ "texts": ["x"] })).await;
@@ -602,7 +612,7 @@ async fn full_queue_answers_429_at_once() {
     let first = first.await.unwrap();
     assert_eq!(first.status(), 200);
     // Once drained, requests are accepted again.
-    assert_eq!(s.post("/search", &json!({ "query": q })).await.0, 200);
+    assert_eq!(s.post("/search", &json!({ "query": q, "mode": "dense" })).await.0, 200);
     let text = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(text.contains("route=\"/search\",status=\"429\"} 1"), "{text}");
     s.stop().await.unwrap();
@@ -626,7 +636,7 @@ async fn concurrent_queries_are_batched_and_match_sequential_results() {
         .collect();
     let mut sequential = Vec::new();
     for q in &queries {
-        let (st, r) = s.post("/search", &json!({ "query": q, "k": 5 })).await;
+        let (st, r) = s.post("/search", &json!({ "query": q, "k": 5, "mode": "dense" })).await;
         assert_eq!(st, 200, "{r}");
         sequential.push(r["hits"].clone());
     }
@@ -637,7 +647,9 @@ async fn concurrent_queries_are_batched_and_match_sequential_results() {
         .map(|q| {
             let s = s.clone();
             let q = q.clone();
-            tokio::spawn(async move { s.post("/search", &json!({ "query": q, "k": 5 })).await })
+            tokio::spawn(async move {
+                s.post("/search", &json!({ "query": q, "k": 5, "mode": "dense" })).await
+            })
         })
         .collect();
     for (i, t) in tasks.into_iter().enumerate() {
@@ -672,7 +684,7 @@ async fn shutdown_finishes_in_flight_requests() {
         let url = s.url("/search");
         let q = query_for(&corpus()[2]);
         tokio::spawn(async move {
-            let r = c.post(url).json(&json!({ "query": q })).send().await.unwrap();
+            let r = c.post(url).json(&json!({ "query": q, "mode": "dense" })).send().await.unwrap();
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         })
     };

@@ -362,8 +362,14 @@ fn bad_training_inputs_are_clear_errors() {
         false,
     );
     assert!(err.unwrap_err().to_string().contains("no text"));
-    let err = engine::train::finetune::run(&cfg, &model, &empty, &dir.path().join("o"), &o, false);
+    let labeled = [empty.clone()];
+    let sources = engine::train::finetune::TrainSources { labeled: &labeled, unlabeled: &[] };
+    let err =
+        engine::train::finetune::run(&cfg, &model, &sources, &dir.path().join("o"), &o, false);
     assert!(err.unwrap_err().to_string().contains("qrels"));
+    let none = engine::train::finetune::TrainSources { labeled: &[], unlabeled: &[] };
+    let err = engine::train::finetune::run(&cfg, &model, &none, &dir.path().join("o"), &o, false);
+    assert!(err.unwrap_err().to_string().contains("--unlabeled"));
     let bad = engine::train::TrainOverrides { trainable: Some("last:x".into()), ..o };
     let err = engine::train::adapt::run(
         &cfg,

@@ -123,8 +123,17 @@ async function loadStatus() {
       item.append(b, ` ${k}`);
       el.status.append(item);
     });
+    if (s.encoder_trained === false) {
+      // A base encoder that was never fine-tuned ranks poorly: say so, and start in BM25.
+      const warn = document.createElement('span');
+      warn.className = 'untrained';
+      warn.id = 'untrained';
+      warn.textContent = 'untrained encoder: dense results are weak, BM25 is the default';
+      el.status.append(' · ', warn);
+    }
     el.status.dataset.ready = 'true';
-    if (Array.isArray(s.modes) && s.modes.length) renderModes(s.modes, currentMode());
+    const preferred = searchParams().get('mode') || s.default_mode || currentMode();
+    if (Array.isArray(s.modes) && s.modes.length) renderModes(s.modes, preferred);
   } catch (e) {
     el.status.textContent = `Index status unavailable: ${e.message}`;
     el.status.dataset.ready = 'error';

@@ -11,12 +11,16 @@ use super::Ctx;
 /// Flags both training commands share; each overrides the [train] config value.
 #[derive(Args)]
 pub struct TrainFlags {
+    /// Optimizer steps (train.max_steps).
     #[arg(long)]
     pub max_steps: Option<usize>,
+    /// Examples per micro-batch (train.batch_size; queries for finetune).
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Peak learning rate after warm-up (train.lr).
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Seed of sampling and initialisation (train.seed).
     #[arg(long)]
     pub seed: Option<u64>,
     /// all | last:N | lora
@@ -52,8 +56,14 @@ pub struct FinetuneArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// BEIR folder with qrels/train.tsv, or JSONL triples {query, positive, negatives}.
-    #[arg(long)]
-    pub train: PathBuf,
+    /// Repeatable: several sources train together (e.g. SciFact and NFCorpus).
+    #[arg(long, value_name = "DATA")]
+    pub train: Vec<PathBuf>,
+    /// A corpus without labels (BEIR folder, JSONL or folder of .txt/.md): label-free pairs,
+    /// title -> body, or one sentence -> the rest of its document. Repeatable; combines with
+    /// --train.
+    #[arg(long, value_name = "CORPUS")]
+    pub unlabeled: Vec<PathBuf>,
     /// Output model folder.
     #[arg(long)]
     pub out: PathBuf,
@@ -101,15 +111,54 @@ pub fn run_adapt(ctx: &Ctx, args: AdaptArgs) -> Result<()> {
 }
 
 pub fn run_finetune(ctx: &Ctx, args: FinetuneArgs) -> Result<()> {
+    let sources =
+        engine::train::finetune::TrainSources { labeled: &args.train, unlabeled: &args.unlabeled };
     let r = engine::train::finetune::run(
         &ctx.config,
         &args.model,
-        &args.train,
+        &sources,
         &args.out,
         &args.flags.overrides(),
         args.flags.resume,
     )
     .with_context(|| format!("fine-tuning {}", args.model.display()))?;
     report(&r, &args.out);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ExportDeltaArgs {
+    /// Trained encoder folder (from `engine finetune` / `engine adapt`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The base model it was trained from (GGUF file or model folder).
+    #[arg(long)]
+    pub base: PathBuf,
+    /// Output folder: delta.safetensors (changed tensors, bf16), delta.json, training.json.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Writes the tensors training changed as a small folder that loads over the base.
+pub fn run_export_delta(args: ExportDeltaArgs) -> Result<()> {
+    use candle_core::{DType, Device};
+    use engine::encoder::{delta, gguf, hf};
+    let cpu = Device::Cpu;
+    let (_, base, base_tok) = if args.base.is_dir() {
+        hf::load(&args.base, DType::F32, &cpu)
+    } else {
+        gguf::load(&args.base, DType::F32, &cpu)
+    }
+    .with_context(|| format!("loading the base {}", args.base.display()))?;
+    let (_, trained, _) = hf::load(&args.model, DType::F32, &cpu)
+        .with_context(|| format!("loading the trained encoder {}", args.model.display()))?;
+    let r = delta::export(
+        (&trained, base_tok.added_special()),
+        (&args.base, &base),
+        &args.model,
+        &args.out,
+    )
+    .with_context(|| format!("writing the delta to {}", args.out.display()))?;
+    println!("{}", serde_json::to_string(&r)?);
     Ok(())
 }

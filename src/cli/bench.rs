@@ -176,7 +176,13 @@ fn encode(ctx: &Ctx, a: EncodeBenchArgs) -> Result<()> {
             results[i].2.push(m.query_ms);
         }
         if let Some(py) = &a.llama_cpp_python {
-            let m = llama_cpp(py, &cfg.model.path, &shape, threads)?;
+            // llama.cpp reads the GGUF itself: a trained delta is timed against its base file.
+            let gguf = if engine::encoder::delta::is_delta(&cfg.model.path) {
+                engine::encoder::delta::base_path(&cfg.model.path)?
+            } else {
+                cfg.model.path.clone()
+            };
+            let m = llama_cpp(py, &gguf, &shape, threads)?;
             llama.0.push(m.0);
             llama.1.push(m.1);
         }

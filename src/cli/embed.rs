@@ -42,6 +42,33 @@ pub struct InfoArgs {
     /// cpu | cuda | auto (default: model.device).
     #[arg(long)]
     pub device: Option<String>,
+    /// Describe this database instead (its manifest: encoder, whether it was trained, the
+    /// default search mode, counts); the model is not loaded.
+    #[arg(long, value_name = "DIR")]
+    pub db: Option<PathBuf>,
+}
+
+/// `engine info --db`: the database's manifest, without loading a model.
+fn database_info(db: &std::path::Path) -> Result<()> {
+    let d = engine::store::Database::open(db, None)
+        .with_context(|| format!("opening database {}", db.display()))?;
+    let m = d.manifest();
+    let trained = m.encoder.trained;
+    let info = serde_json::json!({
+        "database": db,
+        "documents": m.documents,
+        "passages": m.passages,
+        "backend": m.backend.as_str(),
+        "chunk_tokens": m.chunk_tokens,
+        "encoder": m.encoder,
+        "encoder_trained": trained,
+        "default_mode": if trained { "dense" } else { "bm25" },
+        "note": if trained { "" } else {
+            "built with an untrained base encoder: dense search is weak, searches default to bm25"
+        },
+    });
+    println!("{}", serde_json::to_string_pretty(&info)?);
+    Ok(())
 }
 
 /// `embed`/`info` overrides: those `index` and `search` share, plus template and device.
@@ -112,6 +139,9 @@ pub fn run_embed(ctx: &Ctx, args: EmbedArgs) -> Result<()> {
 }
 
 pub fn run_info(ctx: &Ctx, args: InfoArgs) -> Result<()> {
+    if let Some(db) = &args.db {
+        return database_info(db);
+    }
     let cfg = encoder_config(ctx, args.model.as_ref(), None, None, args.device.as_deref());
     let encoder = load_encoder(&cfg)?;
     let m = encoder.model();
@@ -139,9 +169,12 @@ pub fn run_info(ctx: &Ctx, args: InfoArgs) -> Result<()> {
         "pooling": encoder.options().pooling.as_str(),
         "template": encoder.options().template.as_str(),
         "padding": encoder.options().padding.as_str(),
-        "dtype": format!("{:?}", m.dtype()).to_lowercase(),
+        // With the bf16 kernel the weights stay f32 and the projections run packed in bf16.
+        "dtype": if m.uses_bf16_kernel() { "bf16".to_string() } else { format!("{:?}", m.dtype()).to_lowercase() },
+        "bf16_kernel": m.uses_bf16_kernel(),
         "device": if m.device().is_cuda() { "cuda" } else { "cpu" },
         "fingerprint": encoder.fingerprint(),
+        "trained_for_retrieval": encoder.trained(),
     });
     println!("{}", serde_json::to_string_pretty(&info)?);
     Ok(())

@@ -40,6 +40,10 @@ pub struct EvalArgs {
     /// Write the run in TREC format (qid Q0 docid rank score tag).
     #[arg(long)]
     pub run_out: Option<PathBuf>,
+    /// Write every query's metrics as JSON (`{"ndcg10_per_query": {...}, "per_query": {...}}`,
+    /// what scripts/paired_test.py compares).
+    #[arg(long, value_name = "FILE")]
+    pub per_query_out: Option<PathBuf>,
     /// GGUF file or model folder (default: model.path); must be the db's encoder.
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -75,6 +79,7 @@ fn run_bm25(args: EvalArgs, k: usize) -> Result<()> {
         run.write_trec_file(path, "engine-bm25")
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    write_per_query(&args, &report)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
@@ -127,9 +132,25 @@ fn run_dense(ctx: &Ctx, args: EvalArgs, k: usize) -> Result<()> {
         run.write_trec_file(path, &format!("engine-{}", mode.as_str()))
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    write_per_query(&args, &report)?;
     let mut out = serde_json::to_value(&report)?;
     out["mode"] = mode.as_str().into();
     out["query_encode_seconds"] = encode_seconds.into();
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
+}
+
+/// `--per-query-out`: each query's metrics, and nDCG@10 alone under the key paired tests read.
+fn write_per_query(args: &EvalArgs, report: &engine::eval::Report) -> Result<()> {
+    let Some(path) = &args.per_query_out else { return Ok(()) };
+    let ndcg: serde_json::Map<String, serde_json::Value> =
+        report.per_query.iter().map(|(q, m)| (q.clone(), m.ndcg_10.into())).collect();
+    let out = serde_json::json!({
+        "model": format!("{} {}", args.mode, args.db.display()),
+        "data": format!("{} {}", args.dataset.display(), args.split),
+        "ndcg10_per_query": ndcg,
+        "per_query": report.per_query,
+    });
+    std::fs::write(path, serde_json::to_string(&out)?)
+        .with_context(|| format!("writing {}", path.display()))
 }

@@ -55,6 +55,8 @@ enum Command {
     Adapt(adapt::AdaptArgs),
     /// Contrastive (InfoNCE) fine-tuning of an encoder on query-passage pairs.
     Finetune(adapt::FinetuneArgs),
+    /// Write a trained encoder as a small delta over its base (changed tensors only).
+    ExportDelta(adapt::ExportDeltaArgs),
     /// BEIR-style evaluation: nDCG@10, MRR@10, Recall@10/100, MAP@100.
     Eval(eval::EvalArgs),
     /// Benchmarks: encoder speed, ANN build/QPS, serving, training step.
@@ -85,6 +87,7 @@ pub fn run() -> Result<()> {
         Command::Serve(a) => serve::run(&ctx, a),
         Command::Adapt(a) => adapt::run_adapt(&ctx, a),
         Command::Finetune(a) => adapt::run_finetune(&ctx, a),
+        Command::ExportDelta(a) => adapt::run_export_delta(a),
         Command::Eval(a) => eval::run(&ctx, a),
         Command::Bench(a) => bench::run(&ctx, a),
     }

@@ -19,9 +19,10 @@ pub struct SearchArgs {
     /// Number of hits.
     #[arg(short, default_value_t = 10)]
     pub k: usize,
-    /// dense | bm25 | hybrid
-    #[arg(long, default_value = "dense")]
-    pub mode: String,
+    /// dense | bm25 | hybrid (default: dense when the database's encoder was fine-tuned for
+    /// retrieval, bm25 when it is an untrained base).
+    #[arg(long)]
+    pub mode: Option<String>,
     /// GGUF file or model folder (default: model.path).
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -33,7 +34,7 @@ pub struct SearchArgs {
 }
 
 pub fn run(ctx: &Ctx, args: SearchArgs) -> Result<()> {
-    let mode: SearchMode = args.mode.parse()?;
+    let requested: Option<SearchMode> = args.mode.as_deref().map(str::parse).transpose()?;
     if args.query.trim().is_empty() {
         anyhow::bail!("the query is empty");
     }
@@ -44,6 +45,7 @@ pub fn run(ctx: &Ctx, args: SearchArgs) -> Result<()> {
         !args.db.join("sled").is_dir() && lexical_dir(&args.db).join("meta.json").exists();
     if lexical_only {
         // A `--lexical-only` database: BM25 alone, ids and scores.
+        let mode = requested.unwrap_or(SearchMode::Bm25);
         if mode != SearchMode::Bm25 {
             anyhow::bail!(
                 "{} was built with --lexical-only: only --mode bm25 works",
@@ -64,6 +66,11 @@ pub fn run(ctx: &Ctx, args: SearchArgs) -> Result<()> {
     let embedder = super::index::load_embedder(&config)?;
     let db = Database::open(&args.db, Some(&embedder.fingerprint()))
         .with_context(|| format!("opening database {}", args.db.display()))?;
+    let mode = requested.unwrap_or(if db.manifest().encoder.trained {
+        SearchMode::Dense
+    } else {
+        SearchMode::Bm25
+    });
     let index = SearchIndex::new(db)?;
     let q = if mode.needs_vector() {
         let q = embedder.embed(&[args.query.as_str()], TextKind::Query)?;

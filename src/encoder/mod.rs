@@ -11,6 +11,7 @@ use crate::error::Result;
 
 pub mod bench;
 pub mod bf16_gemm;
+pub mod delta;
 pub mod fused;
 pub mod gguf;
 pub mod hf;
@@ -21,7 +22,9 @@ mod text_encoder;
 pub mod tokenizer;
 
 pub use template::{Padding, Pooling, Prepared, Template};
-pub use text_encoder::{parse_device, parse_dtype, Encoder, EncoderOptions, ModelFormat};
+pub use text_encoder::{
+    parse_device, parse_dtype, trained_for_retrieval, Encoder, EncoderOptions, ModelFormat,
+};
 
 /// Whether a text is embedded as a query (NEXT template) or a passage (SELF template).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -53,6 +56,10 @@ pub struct EncoderFingerprint {
     pub pooling: String,
     pub template: String,
     pub dim: usize,
+    /// Fine-tuned for retrieval (false for a base model: its dense ranking is weak, so
+    /// searches default to BM25).
+    #[serde(default)]
+    pub trained: bool,
 }
 
 /// What the indexing pipeline, the server and evaluation need from an embedder. The real

@@ -137,13 +137,15 @@ impl LlamaWeights {
         out
     }
 
-    /// Appends `n` rows to the token embedding (and an untied LM head), each the mean of the
-    /// existing rows: a neutral start for newly added special tokens.
+    /// Appends `n` rows to the token embedding (and an untied LM head) for newly added special
+    /// tokens. Each row is a distinct draw from a Gaussian with the existing rows' per-dimension
+    /// mean and standard deviation, from a fixed seed: distinct rows, as the reference's
+    /// `resize_token_embeddings` gives, so the eight pooled `<sN>` positions can differ by more
+    /// than position even while the rows are frozen; the same base always loads the same rows.
     pub fn grow_vocab(&mut self, n: usize) -> Result<()> {
         fn grow(t: &Tensor, n: usize) -> Result<Tensor> {
-            let mean = t.to_dtype(DType::F32)?.mean_keepdim(0)?.to_dtype(t.dtype())?;
-            let extra = mean.repeat((n, 1))?;
-            Ok(Tensor::cat(&[t, &extra], 0)?)
+            let rows = new_token_rows(&t.to_dtype(DType::F32)?, n, SPECIAL_ROW_SEED)?;
+            Ok(Tensor::cat(&[t, &rows.to_dtype(t.dtype())?], 0)?)
         }
         self.embed = grow(&self.embed, n)?;
         if let Some(head) = &self.lm_head {
@@ -151,6 +153,22 @@ impl LlamaWeights {
         }
         Ok(())
     }
+}
+
+/// Seed of the added `<sN>` rows' initialisation (part of what an untrained encoder is).
+pub const SPECIAL_ROW_SEED: u64 = 0x5e1f_2ec7;
+
+/// `n` rows drawn from N(mean, std²) per dimension of `table` `[V, H]` (f32), seeded.
+pub fn new_token_rows(table: &Tensor, n: usize, seed: u64) -> Result<Tensor> {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, StandardNormal};
+    let mean = table.mean_keepdim(0)?;
+    let std = table.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?.sqrt()?;
+    let hidden = table.dim(1)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let noise: Vec<f32> = (0..n * hidden).map(|_| StandardNormal.sample(&mut rng)).collect();
+    let noise = Tensor::from_vec(noise, (n, hidden), table.device())?;
+    Ok(noise.broadcast_mul(&std)?.broadcast_add(&mean)?)
 }
 
 /// Which kernels the forward uses; see the module docs.
@@ -238,6 +256,52 @@ pub struct Llama {
     /// Leading layers (with the embedding) that training leaves unchanged; see
     /// [`Llama::freeze_prefix`].
     frozen_layers: usize,
+    /// Unmerged LoRA adapters with input dropout (training only; see [`LoraBranch`]).
+    lora: Option<Arc<LoraBranch>>,
+}
+
+/// Projections a LoRA adapter can sit on, in [`LoraBranch::adapters`] order.
+pub const LORA_PROJECTIONS: usize = 7;
+
+/// LoRA adapters applied beside the weights instead of merged into them, so their input can
+/// take dropout as in the reference (PEFT): `y = x·Wᵀ + scale·(dropout(x)·Aᵀ)·Bᵀ`. The dropout
+/// masks are drawn from `seed`, so a training step is reproducible (checkpoint and resume).
+#[derive(Debug, Clone)]
+pub struct LoraBranch {
+    /// Per layer, per projection (q, k, v, o, gate, up, down): `(A [r, in], B [out, r])`.
+    pub adapters: Vec<[Option<(Tensor, Tensor)>; LORA_PROJECTIONS]>,
+    pub scale: f64,
+    /// Probability of zeroing an input element of the adapter.
+    pub dropout: f32,
+    pub seed: u64,
+}
+
+impl LoraBranch {
+    /// The adapter's contribution for projection `proj` of layer `layer` on input `x`.
+    fn apply(&self, layer: usize, proj: usize, x: &Tensor) -> Result<Option<Tensor>> {
+        let Some(Some((a, b))) = self.adapters.get(layer).map(|l| &l[proj]) else {
+            return Ok(None);
+        };
+        let x = if self.dropout > 0.0 {
+            let seed = self.seed ^ ((layer as u64) << 32) ^ ((proj as u64) << 48);
+            let mask =
+                dropout_mask(x.dims(), self.dropout, seed, x.device())?.to_dtype(x.dtype())?;
+            (x * mask)?
+        } else {
+            x.clone()
+        };
+        Ok(Some((linear(&linear(&x, a)?, b)? * self.scale)?))
+    }
+}
+
+/// Inverted-dropout mask of `shape`: 0 with probability `p`, else `1 / (1 - p)`, from `seed`.
+pub fn dropout_mask(shape: &[usize], p: f32, seed: u64, device: &Device) -> Result<Tensor> {
+    use rand::{Rng, SeedableRng};
+    let n: usize = shape.iter().product();
+    let keep = 1.0 / (1.0 - p);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let data: Vec<f32> = (0..n).map(|_| if rng.gen::<f32>() < p { 0.0 } else { keep }).collect();
+    Ok(Tensor::from_vec(data, shape, device)?)
 }
 
 impl Llama {
@@ -248,7 +312,22 @@ impl Llama {
             .collect();
         let device = weights.embed.device().clone();
         let dtype = weights.embed.dtype();
-        Ok(Self { config, weights, inv_freq, device, dtype, packed: None, frozen_layers: 0 })
+        Ok(Self {
+            config,
+            weights,
+            inv_freq,
+            device,
+            dtype,
+            packed: None,
+            frozen_layers: 0,
+            lora: None,
+        })
+    }
+
+    /// This model with unmerged LoRA adapters beside its weights (see [`LoraBranch`]).
+    pub fn with_lora(mut self, branch: LoraBranch) -> Self {
+        self.lora = Some(Arc::new(branch));
+        self
     }
 
     /// Packs the layer projections for the AVX-512 BF16 kernel (f32 CPU weights only). Returns
@@ -353,7 +432,7 @@ impl Llama {
                 (ForwardMode::Fast, Some(p)) => p.get(i),
                 _ => None,
             };
-            x = self.block(layer, packed, &x, &cos, &sin, &inputs.bias, layer_mode)?;
+            x = self.block(i, layer, packed, &x, &cos, &sin, &inputs.bias, layer_mode)?;
             if i + 1 == frozen {
                 x = x.detach();
             }
@@ -371,6 +450,7 @@ impl Llama {
     #[allow(clippy::too_many_arguments)]
     fn block(
         &self,
+        index: usize,
         w: &LayerWeights,
         packed: Option<&PackedLayer>,
         x: &Tensor,
@@ -382,6 +462,17 @@ impl Llama {
         let cfg = &self.config;
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
+        // `x·Wᵀ`, plus the LoRA branch of projection `proj` when adapters are attached.
+        let proj = |h: &Tensor, weight: &Tensor, proj: usize| -> Result<Tensor> {
+            let y = linear(h, weight)?;
+            match &self.lora {
+                Some(l) => match l.apply(index, proj, h)? {
+                    Some(extra) => Ok((y + extra)?),
+                    None => Ok(y),
+                },
+                None => Ok(y),
+            }
+        };
 
         let h = rms_norm(x, &w.attn_norm, cfg.rms_norm_eps, mode)?;
         let (q, k, v) = match packed {
@@ -394,7 +485,7 @@ impl Llama {
                     qkv.narrow(D::Minus1, nh * hd + kvd, kvd)?,
                 )
             }
-            None => (linear(&h, &w.q)?, linear(&h, &w.k)?, linear(&h, &w.v)?),
+            None => (proj(&h, &w.q, 0)?, proj(&h, &w.k, 1)?, proj(&h, &w.v, 2)?),
         };
         let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
         let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
@@ -420,7 +511,7 @@ impl Llama {
         let attn = attn.transpose(1, 2)?.reshape((b, t, nh * hd))?;
         let x = match packed {
             Some(p) => (x + packed_linear(&attn, &p.o)?)?,
-            None => (x + linear(&attn, &w.o)?)?,
+            None => (x + proj(&attn, &w.o, 3)?)?,
         };
 
         let h = rms_norm(&x, &w.ffn_norm, cfg.rms_norm_eps, mode)?;
@@ -429,13 +520,13 @@ impl Llama {
             let act = packed_linear(&h, &p.gate_up)?.apply_op1_no_bwd(&SiluMul)?;
             return Ok((x + packed_linear(&act, &p.down)?)?);
         }
-        let (gate, up) = (linear(&h, &w.gate)?, linear(&h, &w.up)?);
+        let (gate, up) = (proj(&h, &w.gate, 4)?, proj(&h, &w.up, 5)?);
         let act = match mode {
             ForwardMode::Fast => candle_nn::Activation::Silu.forward(&gate)?,
             // x * sigmoid(x) from basic ops, so the backward pass is certain to exist.
             ForwardMode::Differentiable => (&gate / (gate.neg()?.exp()? + 1.0)?)?,
         };
-        let mlp = linear(&(act * up)?, &w.down)?;
+        let mlp = proj(&(act * up)?, &w.down, 6)?;
         Ok((x + mlp)?)
     }
 }

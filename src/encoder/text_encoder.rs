@@ -46,6 +46,19 @@ impl EncoderOptions {
 pub enum ModelFormat {
     Gguf,
     HuggingFace,
+    /// A trained delta over a base model (see [`super::delta`]).
+    Delta,
+}
+
+/// Whether the model at `path` comes from a `finetune` run (its `training.json` says so).
+pub fn trained_for_retrieval(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path.join(super::delta::TRAINING_REPORT)) else {
+        return false;
+    };
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("method").and_then(|m| m.as_str()).map(|m| m == "finetune"))
+        .unwrap_or(false)
 }
 
 /// `cpu`, `cuda` (needs the `cuda` feature) or `auto` (cuda when available).
@@ -79,6 +92,7 @@ pub struct Encoder {
     model_hash: String,
     source: PathBuf,
     format: ModelFormat,
+    trained: bool,
 }
 
 impl Encoder {
@@ -106,17 +120,49 @@ impl Encoder {
         // our kernel; candle's own CPU bf16 matmul is slower than its f32 one.
         let bf16_kernel = dtype == DType::BF16 && device.is_cpu() && super::bf16_gemm::available();
         let load_dtype = if bf16_kernel { DType::F32 } else { dtype };
-        let (format, (config, weights, tokenizer)) = if path.is_dir() {
-            (ModelFormat::HuggingFace, super::hf::load(path, load_dtype, device)?)
-        } else {
-            (ModelFormat::Gguf, super::gguf::load(path, load_dtype, device)?)
+        let load_plain = |p: &Path| {
+            if p.is_dir() {
+                super::hf::load(p, load_dtype, device)
+            } else {
+                super::gguf::load(p, load_dtype, device)
+            }
         };
-        let model_hash = model_hash(path)?;
+        let (format, (config, weights, tokenizer)) = if super::delta::is_delta(path) {
+            (ModelFormat::Delta, super::delta::load(path, load_dtype, device, load_plain)?)
+        } else if path.is_dir() {
+            (ModelFormat::HuggingFace, load_plain(path)?)
+        } else {
+            (ModelFormat::Gguf, load_plain(path)?)
+        };
+        let mut model_hash = model_hash(path)?;
+        if tokenizer.added_special() > 0 {
+            // The added <sN> rows are part of what this encoder computes: a change to their
+            // initialisation must not pass for the same encoder.
+            model_hash = hex::encode(Sha256::digest(format!(
+                "{model_hash}:sN-rows:{:x}",
+                super::model::SPECIAL_ROW_SEED
+            )));
+        }
+        let trained = trained_for_retrieval(path);
         let mut model = Llama::new(config, weights)?;
         if bf16_kernel {
             model.enable_bf16_kernel()?;
         }
-        Ok(Self { model, tokenizer, options, model_hash, source: path.to_path_buf(), format })
+        Ok(Self {
+            model,
+            tokenizer,
+            options,
+            model_hash,
+            source: path.to_path_buf(),
+            format,
+            trained,
+        })
+    }
+
+    /// Whether this encoder was fine-tuned for retrieval (`training.json` of a `finetune` run
+    /// beside the weights). An untrained base is a weak dense retriever.
+    pub fn trained(&self) -> bool {
+        self.trained
     }
 
     /// Wraps an in-memory model (training, tests).
@@ -133,6 +179,7 @@ impl Encoder {
             model_hash,
             source: PathBuf::new(),
             format: ModelFormat::HuggingFace,
+            trained: false,
         }
     }
 
@@ -221,6 +268,7 @@ impl Embed for Encoder {
             pooling: self.options.pooling.as_str().into(),
             template: self.options.template.as_str().into(),
             dim: self.dim(),
+            trained: self.trained,
         }
     }
 
@@ -251,7 +299,10 @@ pub fn model_hash(path: &Path) -> Result<String> {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                name.ends_with(".safetensors") || name == "config.json" || name == "tokenizer.json"
+                name.ends_with(".safetensors")
+                    || name == "config.json"
+                    || name == "tokenizer.json"
+                    || name == super::delta::DELTA_MANIFEST
             })
             .collect()
     } else {

@@ -47,6 +47,8 @@ impl Embed for HashEmbedder {
             pooling: "bag-of-words".into(),
             template: "none".into(),
             dim: self.dim,
+            // Its bag-of-words vectors rank by word overlap: treat it as a real retriever.
+            trained: true,
         }
     }
     fn embed(&self, texts: &[&str], _kind: TextKind) -> Result<Vec<Vec<f32>>> {

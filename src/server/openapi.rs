@@ -226,7 +226,9 @@ pub fn spec() -> Value {
                         "documents": { "type": "integer" }, "passages": { "type": "integer" },
                         "encoder": { "type": "string" }, "backend": { "type": "string" },
                         "dim": { "type": "integer" },
-                        "modes": { "type": "array", "items": { "$ref": "#/components/schemas/Mode" } }
+                        "modes": { "type": "array", "items": { "$ref": "#/components/schemas/Mode" } },
+                        "encoder_trained": { "type": "boolean", "description": "Whether the database's encoder was fine-tuned for retrieval." },
+                        "default_mode": { "$ref": "#/components/schemas/Mode" }
                     }
                 }
             }

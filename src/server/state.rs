@@ -35,6 +35,22 @@ impl Loaded {
         self.encoder().dim()
     }
 
+    /// Whether the database's encoder was fine-tuned for retrieval.
+    pub fn encoder_trained(&self) -> bool {
+        self.db().manifest().encoder.trained
+    }
+
+    /// The mode of a request that names none: dense with a trained encoder; BM25 (when
+    /// available) with an untrained one, whose dense ranking is known to be weak.
+    pub fn default_mode(&self) -> SearchMode {
+        let modes = self.modes();
+        if !self.encoder_trained() && modes.contains(&SearchMode::Bm25) {
+            SearchMode::Bm25
+        } else {
+            SearchMode::Dense
+        }
+    }
+
     pub fn db(&self) -> &Database {
         self.index.db()
     }

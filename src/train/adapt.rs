@@ -59,7 +59,7 @@ pub fn run(
     overrides: &TrainOverrides,
     resume: bool,
 ) -> Result<TrainingReport> {
-    let hyper = Hyper::resolve(&config.train, overrides)?;
+    let hyper = Hyper::resolve(config, overrides)?;
     let docs = read_documents(corpus)?;
     let enc = load_base(config, model_path)?;
     let (model, tok, _) = enc.into_parts();
@@ -100,7 +100,7 @@ pub fn run(
         &spec,
         &state,
         train.len(),
-        |m, idx, _rng| {
+        |m, idx, _rng, _step| {
             let refs: Vec<&AdaptExample> = idx.iter().map(|&i| &train[i]).collect();
             let b = layout.batch(&refs, vocab, m.dtype(), m.device())?;
             let l = adapt_losses(m, &b)?;

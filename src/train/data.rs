@@ -76,11 +76,12 @@ fn read_file(path: &Path, docs: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
-/// Title + text of a JSON document (BEIR `{title, text}`, or `contents`).
+/// Title + text of a JSON document (BEIR `{title, text}`, or `contents`), joined by
+/// [`crate::pipeline::passage_text`]: the model trains on passages built as the index builds them.
 pub fn json_text(v: &Value) -> Option<String> {
     let text = v.get("text").or_else(|| v.get("contents"))?.as_str()?;
     let title = v.get("title").and_then(Value::as_str).unwrap_or("").trim();
-    Some(if title.is_empty() { text.to_string() } else { format!("{title}. {text}") })
+    Some(crate::pipeline::passage_text(title, text))
 }
 
 /// WikiText: articles begin at ` = Title = ` lines (one `=`); section headings (` = = … = = `)
@@ -395,6 +396,68 @@ pub fn read_triples(path: &Path) -> Result<RetrievalData> {
     }
     if data.queries.is_empty() {
         return Err(Error::InvalidInput(format!("{}: no training triple", path.display())));
+    }
+    Ok(data)
+}
+
+/// Several training sources as one: passages are concatenated (ids prefixed by the source's
+/// position when more than one is given, so equal ids of two corpora stay apart) and each
+/// query's passage indices are offset accordingly.
+pub fn merge_retrieval(parts: Vec<RetrievalData>) -> RetrievalData {
+    if parts.len() == 1 {
+        return parts.into_iter().next().unwrap_or_default();
+    }
+    let mut out = RetrievalData::default();
+    for (source, part) in parts.into_iter().enumerate() {
+        let offset = out.passages.len();
+        let shift = |v: Vec<usize>| v.into_iter().map(|d| d + offset).collect();
+        out.ids.extend(part.ids.into_iter().map(|id| format!("{source}:{id}")));
+        out.passages.extend(part.passages);
+        out.queries.extend(part.queries.into_iter().map(|q| TrainQuery {
+            text: q.text,
+            positives: shift(q.positives),
+            negatives: shift(q.negatives),
+        }));
+    }
+    out
+}
+
+/// Label-free contrastive pairs from a corpus without qrels (E5 / Contriever style): a
+/// document with a title gives the pair title → body; one without gives a sentence (chosen by
+/// `seed`) → the rest of the document. Documents too short for a pair are skipped.
+pub fn unlabeled_pairs(docs: &[crate::pipeline::Document], seed: u64) -> Result<RetrievalData> {
+    use rand::Rng;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9a1f);
+    let mut data = RetrievalData::default();
+    for doc in docs {
+        let body = doc.text.trim();
+        let title = doc.title.trim();
+        let (query, positive) = if !title.is_empty() && !body.is_empty() {
+            (title.to_string(), body.to_string())
+        } else {
+            let sents = sentences(body);
+            if sents.len() < 2 {
+                continue;
+            }
+            let pick = rng.gen_range(0..sents.len());
+            let rest: Vec<&str> =
+                sents.iter().enumerate().filter(|&(i, _)| i != pick).map(|(_, s)| *s).collect();
+            (sents[pick].to_string(), rest.join(" "))
+        };
+        data.ids.push(doc.id.clone());
+        data.passages.push(positive);
+        data.queries.push(TrainQuery {
+            text: query,
+            positives: vec![data.passages.len() - 1],
+            negatives: vec![],
+        });
+    }
+    if data.queries.is_empty() {
+        return Err(Error::InvalidInput(
+            "no label-free training pair: every document lacks a title and has fewer than two \
+             sentences"
+                .into(),
+        ));
     }
     Ok(data)
 }

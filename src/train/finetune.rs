@@ -2,15 +2,16 @@
 //! G-1 hard negatives per query mined by the engine itself (BM25 or the current encoder),
 //! validated on held-back training queries over a small corpus sample.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::adapt::load_base;
-use super::data::{read_retrieval, RetrievalData, TrainQuery};
+use super::data::{merge_retrieval, read_retrieval, unlabeled_pairs, RetrievalData, TrainQuery};
 use super::loss::{embed_with_grad, info_nce};
 use super::mine::{dense_search, Bm25};
 use super::params::TrainState;
@@ -23,6 +24,7 @@ use crate::encoder::template::{self, Padding, Pooling, Prepared, Template};
 use crate::encoder::tokenizer::LlmTokenizer;
 use crate::encoder::{Embed, Encoder, EncoderOptions, TextKind};
 use crate::error::{Error, Result};
+use crate::pipeline::{read_corpus, CorpusOptions};
 
 /// Encoder options for training-time embedding (the method's template and pooling).
 fn options(config: &Config, hyper: &Hyper) -> EncoderOptions {
@@ -36,20 +38,24 @@ fn options(config: &Config, hyper: &Hyper) -> EncoderOptions {
     }
 }
 
-/// Per training query, candidate hard negatives (best first, positives excluded).
+/// Per training query, candidate hard negatives: the mined ranks `[skip, skip + depth)` once
+/// the query's positives are removed (the top ranks hold unjudged positives), after any
+/// negatives the data gave.
 fn mine(
     data: &RetrievalData,
     queries: &[TrainQuery],
     hyper: &Hyper,
+    method: &str,
     enc: &Encoder,
 ) -> Result<Vec<Vec<usize>>> {
-    let depth = hyper.hard_negative_depth;
-    let ranked: Vec<Vec<usize>> = match hyper.hard_negatives.as_str() {
+    let (skip, depth) = (hyper.hard_negative_skip, hyper.hard_negative_depth);
+    let want = |q: &TrainQuery| skip + depth + q.positives.len();
+    let ranked: Vec<Vec<usize>> = match method {
         "bm25" => {
             let bm = Bm25::new(&data.passages);
             queries
                 .iter()
-                .map(|q| bm.search(&q.text, depth + q.positives.len()))
+                .map(|q| bm.search(&q.text, want(q)))
                 .map(|h| h.into_iter().map(|(d, _)| d).collect())
                 .collect()
         }
@@ -60,22 +66,66 @@ fn mine(
             let qv = enc.embed(&qt, TextKind::Query)?;
             qv.iter()
                 .zip(queries)
-                .map(|(v, q)| dense_search(v, &docs, depth + q.positives.len()))
+                .map(|(v, q)| dense_search(v, &docs, want(q)))
                 .map(|h| h.into_iter().map(|(d, _)| d).collect())
                 .collect()
         }
         _ => vec![vec![]; queries.len()],
     };
-    Ok(queries
-        .iter()
-        .zip(ranked)
-        .map(|(q, r)| {
-            let mut negs = q.negatives.clone();
-            negs.extend(r.into_iter().filter(|d| !q.positives.contains(d)).take(depth));
-            negs.dedup();
-            negs
-        })
-        .collect())
+    Ok(queries.iter().zip(ranked).map(|(q, r)| negatives_from_ranking(q, r, skip, depth)).collect())
+}
+
+/// The given negatives, then ranks `[skip, skip + depth)` of `ranked` without the positives.
+pub fn negatives_from_ranking(
+    q: &TrainQuery,
+    ranked: Vec<usize>,
+    skip: usize,
+    depth: usize,
+) -> Vec<usize> {
+    let mut negs = q.negatives.clone();
+    for d in ranked.into_iter().filter(|d| !q.positives.contains(d)).skip(skip).take(depth) {
+        if !negs.contains(&d) {
+            negs.push(d);
+        }
+    }
+    negs
+}
+
+/// Every training source as one data set: BEIR folders / triple files, and label-free pairs
+/// from corpora without qrels (read by the index's corpus reader).
+pub fn read_sources(config: &Config, sources: &TrainSources, seed: u64) -> Result<RetrievalData> {
+    let mut parts = Vec::new();
+    for p in sources.labeled {
+        parts.push(read_retrieval(p)?);
+    }
+    let opts = CorpusOptions::from_config(&config.index, false);
+    for p in sources.unlabeled {
+        let corpus = read_corpus(p, &opts)?;
+        parts.push(unlabeled_pairs(&corpus.docs, seed)?);
+    }
+    if parts.is_empty() {
+        return Err(Error::InvalidInput(
+            "fine-tuning needs training data: --train (BEIR folder or triples) or --unlabeled \
+             (a corpus without qrels)"
+                .into(),
+        ));
+    }
+    Ok(merge_retrieval(parts))
+}
+
+/// Where fine-tuning pairs come from.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainSources<'a> {
+    /// BEIR folders with `qrels/train.tsv`, or JSONL triples.
+    pub labeled: &'a [PathBuf],
+    /// Corpora without labels: pairs are made from titles and sentences.
+    pub unlabeled: &'a [PathBuf],
+}
+
+impl TrainSources<'_> {
+    fn paths(&self) -> Vec<PathBuf> {
+        self.labeled.iter().chain(self.unlabeled).cloned().collect()
+    }
 }
 
 /// The G passages of one query: a positive, then G-1 negatives (mined ones first, random
@@ -119,13 +169,13 @@ fn prep(tok: &LlmTokenizer, text: &str, kind: TextKind, max: usize) -> Result<Pr
 pub fn run(
     config: &Config,
     model_path: &Path,
-    train_path: &Path,
+    sources: &TrainSources,
     out: &Path,
     overrides: &TrainOverrides,
     resume: bool,
 ) -> Result<TrainingReport> {
-    let hyper = Hyper::resolve(&config.train, overrides)?;
-    let data = read_retrieval(train_path)?;
+    let hyper = Hyper::resolve(config, overrides)?;
+    let data = read_sources(config, sources, hyper.seed)?;
     let base = load_base(config, model_path)?;
     let (model, tok, _) = base.into_parts();
     let opts = options(config, &hyper);
@@ -147,10 +197,14 @@ pub fn run(
     let val_docs = reduced_corpus(data.passages.len(), &val_q, hyper.validation_corpus, hyper.seed);
     tracing::info!(train = train_q.len(), val = val_q.len(), "fine-tuning queries");
 
-    let mined = {
+    let mined = RefCell::new({
         let enc = enc_of(model.clone());
-        mine(&data, &train_q, &hyper, &enc)?
-    };
+        mine(&data, &train_q, &hyper, &hyper.hard_negatives, &enc)?
+    });
+    // ANCE-style second round: from half-way on, negatives come from the encoder being trained
+    // (after a --resume past half-way, from the resumed one).
+    let remine_at = if hyper.mining_rounds >= 2 { hyper.max_steps / 2 } else { usize::MAX };
+    let remined = std::cell::Cell::new(false);
     let state = TrainState::for_run(&model, &hyper, tok.special_ids())?;
     let g = hyper.group_size.min(data.passages.len());
     let pad = tok.pad_id();
@@ -165,7 +219,14 @@ pub fn run(
         &spec,
         &state,
         train_q.len(),
-        |m, idx, rng| {
+        |m, idx, rng, step| {
+            if step >= remine_at && !remined.get() {
+                let enc = enc_of(Llama::new(state.config.clone(), state.merged()?)?);
+                *mined.borrow_mut() = mine(&data, &train_q, &hyper, "dense", &enc)?;
+                remined.set(true);
+                tracing::info!(step, "hard negatives mined again with the current encoder");
+            }
+            let mined = mined.borrow();
             let mut qs = Vec::with_capacity(idx.len());
             let mut ps = Vec::with_capacity(idx.len() * g);
             for &i in idx {
@@ -202,7 +263,7 @@ pub fn run(
     let report = TrainingReport {
         method: "finetune".into(),
         base_model: model_path.to_path_buf(),
-        data: vec![train_path.to_path_buf()],
+        data: sources.paths(),
         steps: run.step,
         hyper,
         final_losses,

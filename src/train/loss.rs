@@ -179,14 +179,19 @@ pub const STOP_WORDS: &[&str] = &[
     "wouldn",
 ];
 
-/// Lower-cases, strips punctuation and stop words: the text whose tokens are BoW targets.
+/// Strips punctuation and stop words, keeping case: the text whose tokens are BoW targets.
+/// As in the reference, a word is lower-cased only to test it against the stop-word list
+/// (BPE is case-sensitive: "Protein" and "protein" are different targets).
 pub fn bow_text(text: &str) -> String {
-    let lower = text.to_lowercase();
-    let cleaned: String = lower
+    let cleaned: String = text
         .chars()
         .map(|c| if c.is_alphanumeric() || c.is_whitespace() { c } else { ' ' })
         .collect();
-    cleaned.split_whitespace().filter(|w| !STOP_WORDS.contains(w)).collect::<Vec<_>>().join(" ")
+    cleaned
+        .split_whitespace()
+        .filter(|w| !STOP_WORDS.contains(&w.to_lowercase().as_str()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The SET of target ids of `text` (special and leading ids excluded), sorted.
@@ -426,8 +431,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bow_text_lowercases_and_strips_punctuation_and_stop_words() {
-        assert_eq!(bow_text("The Cat, sat on THE mat!"), "cat sat mat");
+    fn bow_text_keeps_case_and_strips_punctuation_and_stop_words() {
+        assert_eq!(bow_text("The Cat, sat on THE mat!"), "Cat sat mat");
         assert_eq!(bow_text("it is a ..."), "");
     }
 }

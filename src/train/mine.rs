@@ -14,7 +14,7 @@ pub struct Bm25 {
 }
 
 fn terms(text: &str) -> Vec<String> {
-    bow_text(text).split_whitespace().map(str::to_string).collect()
+    bow_text(text).split_whitespace().map(str::to_lowercase).collect()
 }
 
 impl Bm25 {

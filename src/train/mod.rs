@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::TrainConfig;
+use crate::config::Config;
 use crate::error::{Error, Result};
 
 pub mod adapt;
@@ -62,6 +62,9 @@ pub struct Hyper {
     pub train_special_rows: bool,
     pub lora_rank: usize,
     pub lora_alpha: f64,
+    /// Dropout on the LoRA branch's input (the reference: 0.1).
+    #[serde(default)]
+    pub lora_dropout: f64,
     pub max_seq_tokens: usize,
     pub checkpoint_every: usize,
     pub log_every: usize,
@@ -72,6 +75,13 @@ pub struct Hyper {
     pub max_passage_tokens: usize,
     pub hard_negatives: String,
     pub hard_negative_depth: usize,
+    /// Mined ranks skipped before sampling negatives (unjudged positives sit at the top).
+    #[serde(default)]
+    pub hard_negative_skip: usize,
+    /// 1 = negatives mined once before training; 2 = mined again with the current encoder
+    /// after half the steps (ANCE-style).
+    #[serde(default = "default_one")]
+    pub mining_rounds: usize,
     pub validation_queries: usize,
     pub validation_corpus: usize,
     pub validation_examples: usize,
@@ -81,8 +91,15 @@ fn default_true() -> bool {
     true
 }
 
+fn default_one() -> usize {
+    1
+}
+
 impl Hyper {
-    pub fn resolve(cfg: &TrainConfig, o: &TrainOverrides) -> Result<Self> {
+    /// The `[train]` values with `o` applied; a `max_passage_tokens` of 0 becomes
+    /// `index.chunk_tokens`, the passage length the index embeds.
+    pub fn resolve(config: &Config, o: &TrainOverrides) -> Result<Self> {
+        let cfg = &config.train;
         let h = Self {
             seed: o.seed.unwrap_or(cfg.seed),
             lr: o.lr.unwrap_or(cfg.lr),
@@ -96,6 +113,7 @@ impl Hyper {
             train_special_rows: cfg.train_special_rows,
             lora_rank: cfg.lora_rank,
             lora_alpha: cfg.lora_alpha,
+            lora_dropout: cfg.lora_dropout,
             max_seq_tokens: cfg.max_seq_tokens,
             checkpoint_every: cfg.checkpoint_every,
             log_every: cfg.log_every,
@@ -103,9 +121,14 @@ impl Hyper {
             temperature: cfg.temperature,
             group_size: cfg.group_size,
             max_query_tokens: cfg.max_query_tokens,
-            max_passage_tokens: cfg.max_passage_tokens,
+            max_passage_tokens: match cfg.max_passage_tokens {
+                0 => config.index.chunk_tokens,
+                n => n,
+            },
             hard_negatives: cfg.hard_negatives.clone(),
             hard_negative_depth: cfg.hard_negative_depth,
+            hard_negative_skip: cfg.hard_negative_skip,
+            mining_rounds: cfg.mining_rounds,
             validation_queries: cfg.validation_queries,
             validation_corpus: cfg.validation_corpus,
             validation_examples: cfg.validation_examples,
@@ -133,6 +156,12 @@ impl Hyper {
         }
         if self.temperature.is_nan() || self.temperature <= 0.0 {
             return bad("temperature must be > 0");
+        }
+        if !(0.0..1.0).contains(&self.lora_dropout) {
+            return bad("lora_dropout must be in [0, 1)");
+        }
+        if !(1..=2).contains(&self.mining_rounds) {
+            return bad("mining_rounds must be 1 or 2");
         }
         if !["bm25", "dense", "none"].contains(&self.hard_negatives.as_str()) {
             return bad("hard_negatives must be bm25|dense|none");

@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::encoder::model::{Llama, LlamaConfig, LlamaWeights};
+use crate::encoder::model::{Llama, LlamaConfig, LlamaWeights, LoraBranch};
 use crate::error::{Error, Result};
 
 /// The trainable-parameter choice (`--trainable`).
@@ -79,6 +79,8 @@ pub struct TrainState {
     /// Trainable vars in a fixed order (the optimizer and checkpoints rely on it).
     pub vars: Vec<(String, Var)>,
     lora_scale: f64,
+    /// Dropout on the LoRA branch's input during training steps (0 = merged LoRA everywhere).
+    lora_dropout: f32,
     /// `[16, vocab]` one-hot rows of the special ids (modes other than `all`).
     special_scatter: Option<Tensor>,
     /// The wrapped model (its weights are the frozen base) with its frozen prefix declared;
@@ -182,9 +184,19 @@ impl TrainState {
             kind,
             vars,
             lora_scale: lora_alpha / lora_rank.max(1) as f64,
+            lora_dropout: 0.0,
             special_scatter,
             template,
         })
+    }
+
+    /// Sets the dropout on the LoRA branch's input for [`TrainState::training_model`].
+    pub fn with_lora_dropout(mut self, p: f64) -> Result<Self> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::InvalidInput(format!("lora_dropout must be in [0, 1), got {p}")));
+        }
+        self.lora_dropout = p as f32;
+        Ok(self)
     }
 
     /// The state a run's hyper-parameters ask for (trainable kind, LoRA shape, special rows,
@@ -197,7 +209,8 @@ impl TrainState {
             hyper.lora_alpha,
             if hyper.train_special_rows { special_ids } else { &[] },
             hyper.seed,
-        )
+        )?
+        .with_lora_dropout(hyper.lora_dropout)
     }
 
     /// Leading layers the forward runs without autograd (see [`Llama::freeze_prefix`]).
@@ -222,8 +235,14 @@ impl TrainState {
         self.vars.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
-    /// The effective weights (differentiable in the vars).
+    /// The effective weights (differentiable in the vars), LoRA merged in.
     pub fn effective_weights(&self) -> Result<LlamaWeights> {
+        self.weights_with(true)
+    }
+
+    /// The effective weights; with `merge_lora` false the LoRA targets keep their base weights
+    /// (the adapters then run beside them, see [`TrainState::training_model`]).
+    fn weights_with(&self, merge_lora: bool) -> Result<LlamaWeights> {
         let mut w = self.template.weights.clone();
         let scatter = self.special_scatter.clone();
         let scale = self.lora_scale;
@@ -233,9 +252,11 @@ impl TrainState {
                 continue;
             }
             let stem = name.trim_end_matches(".weight");
-            if let (Some(a), Some(b)) =
-                (self.var(&format!("{stem}.lora_A")), self.var(&format!("{stem}.lora_B")))
-            {
+            if let (true, Some(a), Some(b)) = (
+                merge_lora,
+                self.var(&format!("{stem}.lora_A")),
+                self.var(&format!("{stem}.lora_B")),
+            ) {
                 *t = lora_merge(t, a.as_tensor(), b.as_tensor(), scale)?;
             }
             let delta = match name.as_str() {
@@ -250,9 +271,33 @@ impl TrainState {
         Ok(w)
     }
 
-    /// A model whose forward is differentiable in the vars.
+    /// A model whose forward is differentiable in the vars (no dropout).
     pub fn model(&self) -> Result<Llama> {
         Ok(self.template.with_weights(self.effective_weights()?))
+    }
+
+    /// The model of one training micro-batch: as [`TrainState::model`], except that with LoRA
+    /// dropout the adapters run unmerged beside the base weights, their input dropped out by
+    /// masks drawn from `seed`.
+    pub fn training_model(&self, seed: u64) -> Result<Llama> {
+        if self.kind != Trainable::Lora || self.lora_dropout == 0.0 {
+            return self.model();
+        }
+        let n = self.config.num_hidden_layers;
+        let mut adapters = vec![std::array::from_fn(|_| None); n];
+        for (layer, slots) in adapters.iter_mut().enumerate() {
+            for (j, target) in LORA_TARGETS.iter().enumerate() {
+                let stem = format!("model.layers.{layer}.{}", target.trim_end_matches(".weight"));
+                if let (Some(a), Some(b)) =
+                    (self.var(&format!("{stem}.lora_A")), self.var(&format!("{stem}.lora_B")))
+                {
+                    slots[j] = Some((a.as_tensor().clone(), b.as_tensor().clone()));
+                }
+            }
+        }
+        let branch =
+            LoraBranch { adapters, scale: self.lora_scale, dropout: self.lora_dropout, seed };
+        Ok(self.template.with_weights(self.weights_with(false)?).with_lora(branch))
     }
 
     /// Detached merged weights, ready to save.
@@ -262,6 +307,22 @@ impl TrainState {
             *t = t.detach();
         }
         Ok(w)
+    }
+}
+
+#[cfg(test)]
+impl TrainState {
+    /// A copy sharing the same vars (tests only).
+    fn clone_for_test(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            kind: self.kind,
+            vars: self.vars.clone(),
+            lora_scale: self.lora_scale,
+            lora_dropout: self.lora_dropout,
+            special_scatter: self.special_scatter.clone(),
+            template: self.template.clone(),
+        }
     }
 }
 
@@ -327,5 +388,44 @@ mod tests {
         assert!(d.to_scalar::<f32>().unwrap() < 1e-4);
         let d = (&base - &saved).unwrap().abs().unwrap().max_all().unwrap();
         assert!(d.to_scalar::<f32>().unwrap() > 1e-3, "perturbation must matter");
+    }
+
+    /// LoRA dropout: the unmerged training forward equals the merged one without dropout,
+    /// is reproducible for a seed, and differs between seeds.
+    #[test]
+    fn lora_dropout_is_seeded_and_off_means_merged() {
+        let cfg = tiny_config();
+        let m = random_llama(&cfg, 3, &Device::Cpu).unwrap();
+        let st = TrainState::new(&m, Trainable::Lora, 4, 8.0, &[], 1).unwrap();
+        for (n, v) in &st.vars {
+            if n.ends_with("lora_B") {
+                v.set(&Tensor::randn(0f32, 0.5, v.shape(), &Device::Cpu).unwrap()).unwrap();
+            }
+        }
+        let ids = vec![vec![1u32, 5, 9, 20, 30]];
+        let pos = vec![(0..5).collect::<Vec<u32>>()];
+        let inp =
+            BatchInputs::causal(&ids, &pos, &[vec![true; 5]], DType::F32, &Device::Cpu).unwrap();
+        let run = |model: Llama| model.forward(&inp, ForwardMode::Differentiable).unwrap();
+        let diff = |a: &Tensor, b: &Tensor| {
+            (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+        };
+        let merged = run(st.model().unwrap());
+        let st0 = TrainState { lora_dropout: 0.0, ..st.clone_for_test() };
+        assert!(diff(&merged, &run(st0.training_model(9).unwrap())) < 1e-5);
+        let st = st.with_lora_dropout(0.5).unwrap();
+        let unmerged_no_drop = {
+            let mut branch_off = st.clone_for_test();
+            branch_off.lora_dropout = 1e-9;
+            run(branch_off.training_model(9).unwrap())
+        };
+        assert!(diff(&merged, &unmerged_no_drop) < 1e-4, "unmerged adapters equal the merge");
+        let a = run(st.training_model(9).unwrap());
+        let b = run(st.training_model(9).unwrap());
+        let c = run(st.training_model(10).unwrap());
+        assert_eq!(diff(&a, &b), 0.0, "same seed, same masks");
+        assert!(diff(&a, &c) > 1e-3, "another seed drops other inputs");
+        assert!(diff(&a, &merged) > 1e-3, "dropout changes the training forward");
+        assert!(st.with_lora_dropout(1.0).is_err());
     }
 }

@@ -23,9 +23,6 @@ pub struct MicroOut {
     pub tokens: usize,
 }
 
-/// Runs `hyper.max_steps` optimizer steps over `n_items` items. `micro` computes the loss of a
-/// micro-batch of item indices; `validate` reports held-out quality (called every
-/// `validation_every` steps and at the end).
 /// Where and how a run executes (besides the hyper-parameters).
 pub struct RunSpec<'a> {
     pub out: &'a Path,
@@ -36,11 +33,14 @@ pub struct RunSpec<'a> {
     pub what: &'a str,
 }
 
+/// Runs `hyper.max_steps` optimizer steps over `n_items` items. `micro` computes the loss of a
+/// micro-batch of item indices at an optimizer step; `validate` reports held-out quality (called
+/// every `validation_every` steps and at the end).
 pub fn run(
     spec: &RunSpec,
     state: &TrainState,
     n_items: usize,
-    mut micro: impl FnMut(&Llama, &[usize], &mut ChaCha8Rng) -> Result<MicroOut>,
+    mut micro: impl FnMut(&Llama, &[usize], &mut ChaCha8Rng, usize) -> Result<MicroOut>,
     mut validate: impl FnMut(&TrainState, usize) -> Result<serde_json::Value>,
 ) -> Result<RunState> {
     let RunSpec { out, hyper, resume, stop_after, what } = *spec;
@@ -79,10 +79,12 @@ pub fn run(
         let lr = lr_at(run.step, hyper.max_steps, hyper.lr, hyper.warmup_ratio);
         let mut acc = GradAccum::new(state.vars.len());
         let mut sums: Vec<(&'static str, f32)> = Vec::new();
-        for _ in 0..hyper.grad_accum {
+        for micro_step in 0..hyper.grad_accum {
             let idx = run.sampler.take(hyper.batch_size);
-            let model = state.model()?;
-            let m = micro(&model, &idx, &mut rng)?;
+            // Dropout masks (LoRA) follow from the seed, the step and the micro-batch.
+            let mask_seed = hyper.seed ^ ((run.step as u64) << 20) ^ micro_step as u64;
+            let model = state.training_model(mask_seed)?;
+            let m = micro(&model, &idx, &mut rng, run.step)?;
             check_finite(what, m.parts.first().map_or(0.0, |p| p.1), run.step)?;
             let grads = (m.loss / hyper.grad_accum as f64)?.backward()?;
             acc.add(&state.vars, &grads)?;

@@ -47,6 +47,8 @@ pub async fn status(State(state): AppStateRef) -> Result<Json<serde_json::Value>
         "backend": s.backend.as_str(),
         "dim": s.dim,
         "modes": loaded.modes(),
+        "encoder_trained": loaded.encoder_trained(),
+        "default_mode": loaded.default_mode().as_str(),
     })))
 }
 

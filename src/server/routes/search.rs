@@ -14,10 +14,10 @@ use crate::search::SearchMode;
 use crate::server::error::{ApiError, ApiJson, ApiQuery};
 use crate::server::state::AppState;
 
-/// Parses the request's `mode`; absent or empty means dense.
-fn parse_mode(s: Option<&str>) -> Result<SearchMode, ApiError> {
+/// Parses the request's `mode`; absent or empty means `default`.
+fn parse_mode(s: Option<&str>, default: SearchMode) -> Result<SearchMode, ApiError> {
     match s.map(str::trim) {
-        None | Some("") => Ok(SearchMode::Dense),
+        None | Some("") => Ok(default),
         Some(m) => Ok(m.parse()?),
     }
 }
@@ -110,7 +110,7 @@ async fn search(state: Arc<AppState>, req: SearchRequest) -> Result<SearchRespon
             cfg.max_offset, req.offset
         )));
     }
-    let mode = parse_mode(req.mode.as_deref())?;
+    let mode = parse_mode(req.mode.as_deref(), loaded.default_mode())?;
     if !loaded.modes().contains(&mode) {
         return Err(ApiError::bad_request(format!(
             "mode {} is not available on this server (available: {})",
