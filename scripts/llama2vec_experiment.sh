@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Llama2Vec claim on full corpora: (b) fine-tune the base, (c) adapt (EBAE + EBAR + LM) and
-# then the same fine-tuning, both with the shipped recipe's fine-tuning settings
+# then the same fine-tuning, both with the CPU recipe's fine-tuning settings
 # (configs/recipe-finetune.toml, SciFact train + NFCorpus train), evaluated through
 # `engine index` + `engine eval` on SciFact test and NFCorpus dev (scripts/eval-encoder.sh), then
 # paired randomization tests of (c) vs (b). (a), the base, is in docs/results.md.
@@ -11,7 +11,7 @@
 # (train.train_special_rows = false: last:4 back-propagates through 4 layers only, ~3x faster).
 # Every stage is resumable and skipped once done, so the hours this takes on 2 CPU cores can
 # be spread over several runs. ENGINE_BIN uses a prebuilt binary; SEED overrides train.seed.
-# (b) may reuse the shipped recipe's run: link OUT_DIR/ft_base to it.
+# (b) may reuse scripts/train-encoder.sh's run: link OUT_DIR/ft_base to it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: OUT_DIR [ADAPT_STEPS] [ROWS]}

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The shipped encoder's recipe, end to end on CPU: contrastive fine-tuning of the base
+# The trained-encoder recipe, end to end on CPU: contrastive fine-tuning of the base
 # SmolLM2-135M on SciFact train + NFCorpus train (configs/recipe-finetune.toml), then the
 # trained tensors written as a delta folder that loads over the base.
 #
 #   scripts/train-encoder.sh [OUT_DIR] [DELTA_DIR]
 #
 # OUT_DIR (default runs/encoder) receives the full trained folder; DELTA_DIR (default
-# runs/encoder-delta) the delta (what models/ ships). ~60 min on 2 Zen 4 cores.
+# runs/encoder-delta) the delta (the tensors training changed, over the base). ~60 min on 2 Zen 4 cores.
 # ENGINE_BIN uses a prebuilt binary; STEPS overrides train.max_steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."

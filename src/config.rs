@@ -9,10 +9,6 @@ use crate::error::{Error, Result};
 
 const DEFAULT_TOML: &str = include_str!("../configs/default.toml");
 
-/// The trained encoder the repository ships (a delta over the fetched base model, see
-/// `encoder::delta`), relative to the repository root; `configs/demo.toml` serves it.
-pub const SHIPPED_ENCODER: &str = "models/smollm2-135m-retrieval";
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -106,6 +102,7 @@ pub struct TrainConfig {
     pub hard_negative_depth: usize,
     pub hard_negative_skip: usize,
     pub mining_rounds: usize,
+    pub mask_false_negatives: bool,
     pub validation_queries: usize,
     pub validation_corpus: usize,
 }

@@ -2,25 +2,17 @@
 //! targets, one passage builder for training and indexing, several and label-free training
 //! sources, negatives sampled below the top ranks, and trained deltas that load over the base.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
+use common::llama2vec_options as opts;
 use engine::encoder::testing::write_tiny_model;
-use engine::encoder::{Embed, Encoder, EncoderOptions, Padding, Pooling, Template, TextKind};
+use engine::encoder::{Embed, Encoder, TextKind};
 use engine::train::data::{json_text, merge_retrieval, unlabeled_pairs, TrainQuery};
 use engine::train::finetune::{negatives_from_ranking, TrainSources};
 use engine::train::loss::bow_targets;
-
-fn opts() -> EncoderOptions {
-    EncoderOptions {
-        pooling: Pooling::Llama2Vec,
-        template: Template::Llama2Vec,
-        padding: Padding::Left,
-        max_query_tokens: 32,
-        max_passage_tokens: 48,
-        batch_size: 8,
-    }
-}
 
 fn load(path: &Path) -> Encoder {
     Encoder::load(path, opts(), DType::F32, &Device::Cpu).unwrap()
@@ -156,6 +148,23 @@ fn tiny_train_config(dir: &Path, extra: &str) -> engine::config::Config {
     engine::config::Config::load(Some(&p)).unwrap()
 }
 
+/// Fine-tunes the tiny model on the tiny corpus's label-free pairs; returns (base, output,
+/// report).
+fn finetune_label_free(
+    d: &Path,
+    extra: &str,
+    steps: usize,
+) -> (PathBuf, PathBuf, engine::train::TrainingReport) {
+    let model = write_tiny_model(&d.join("m"), 5).unwrap();
+    let cfg = tiny_train_config(d, extra);
+    let out = d.join("tuned");
+    let o = engine::train::TrainOverrides { max_steps: Some(steps), ..Default::default() };
+    let unlabeled = [tiny_corpus(d)];
+    let sources = TrainSources { labeled: &[], unlabeled: &unlabeled };
+    let r = engine::train::finetune::run(&cfg, &model, &sources, &out, &o, false).unwrap();
+    (model, out, r)
+}
+
 fn logged_losses(out: &Path) -> Vec<f64> {
     let state: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("checkpoint").join("state.json")).unwrap(),
@@ -174,15 +183,7 @@ fn logged_losses(out: &Path) -> Vec<f64> {
 #[test]
 fn label_free_finetune_lowers_its_loss_and_writes_a_loadable_encoder() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let model = write_tiny_model(&d.join("m"), 5).unwrap();
-    let corpus = tiny_corpus(d);
-    let cfg = tiny_train_config(d, "trainable = \"all\"\n");
-    let out = d.join("tuned");
-    let o = engine::train::TrainOverrides { max_steps: Some(24), ..Default::default() };
-    let unlabeled = [corpus];
-    let sources = TrainSources { labeled: &[], unlabeled: &unlabeled };
-    let r = engine::train::finetune::run(&cfg, &model, &sources, &out, &o, false).unwrap();
+    let (model, out, r) = finetune_label_free(dir.path(), "trainable = \"all\"\n", 24);
     assert_eq!(r.steps, 24);
     let losses = logged_losses(&out);
     let first: f64 = losses[..3].iter().sum::<f64>() / 3.0;
@@ -203,14 +204,8 @@ fn label_free_finetune_lowers_its_loss_and_writes_a_loadable_encoder() {
 fn exported_delta_loads_over_the_base_like_the_trained_folder() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let model = write_tiny_model(&d.join("m"), 5).unwrap();
-    let corpus = tiny_corpus(d);
-    let cfg = tiny_train_config(d, "trainable = \"last:1\"\ntrain_special_rows = false\n");
-    let out = d.join("tuned");
-    let o = engine::train::TrainOverrides { max_steps: Some(3), ..Default::default() };
-    let unlabeled = [corpus];
-    let sources = TrainSources { labeled: &[], unlabeled: &unlabeled };
-    engine::train::finetune::run(&cfg, &model, &sources, &out, &o, false).unwrap();
+    let rows_frozen = "trainable = \"last:1\"\ntrain_special_rows = false\n";
+    let (model, out, _) = finetune_label_free(d, rows_frozen, 3);
 
     let delta = d.join("delta");
     let bin = env!("CARGO_BIN_EXE_engine");

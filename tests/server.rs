@@ -258,7 +258,7 @@ async fn search_documents_embed_status_and_metadata_endpoints() {
     let (_, full) =
         s.post("/search", &json!({ "query": q, "k": 1, "with_text": true, "mode": "dense" })).await;
     assert_eq!(full["hits"][0]["text"], json!(docs[0].text));
-    let (st, r) = s.get(&format!("/search?q={}", enc(&q))).await;
+    let (st, r) = s.get(&format!("/search?q={}&mode=dense", enc(&q))).await;
     assert_eq!(st, 200);
     assert_eq!(r["hits"].as_array().unwrap().len(), 10, "default k");
 

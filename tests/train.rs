@@ -1,29 +1,21 @@
 //! Training tests on the tiny model: gradient checks against finite differences, the adaptation
 //! attention mask, overfitting, checkpoint/resume reproducibility, and the CLI end to end.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use common::llama2vec_options as opts;
 use engine::encoder::model::{BatchInputs, ForwardMode, Llama};
 use engine::encoder::testing::write_tiny_model;
 use engine::encoder::tokenizer::LlmTokenizer;
-use engine::encoder::{Encoder, EncoderOptions, Padding, Pooling, Template, TextKind};
+use engine::encoder::{Encoder, Pooling, Template, TextKind};
 use engine::train::loss::{
     adapt_losses, bow_targets, embed_with_grad, info_nce, AdaptExample, AdaptLayout,
 };
 use engine::train::optim::{AdamW, GradAccum};
 use engine::train::params::{TrainState, Trainable};
-
-fn opts() -> EncoderOptions {
-    EncoderOptions {
-        pooling: Pooling::Llama2Vec,
-        template: Template::Llama2Vec,
-        padding: Padding::Left,
-        max_query_tokens: 32,
-        max_passage_tokens: 48,
-        batch_size: 8,
-    }
-}
 
 fn tiny(dir: &Path, dtype: DType) -> (Llama, LlmTokenizer) {
     let path = write_tiny_model(&dir.join("m"), 11).unwrap();

@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::adapt::load_base;
 use super::data::{merge_retrieval, read_retrieval, unlabeled_pairs, RetrievalData, TrainQuery};
-use super::loss::{embed_with_grad, info_nce};
+use super::loss::{embed_with_grad, info_nce_masked};
 use super::mine::{dense_search, Bm25};
 use super::params::TrainState;
 use super::runner::{self, MicroOut};
@@ -229,10 +229,12 @@ pub fn run(
             let mined = mined.borrow();
             let mut qs = Vec::with_capacity(idx.len());
             let mut ps = Vec::with_capacity(idx.len() * g);
+            let mut docs = Vec::with_capacity(idx.len() * g);
             for &i in idx {
                 let q = &train_q[i];
                 qs.push(prep(&tok, &q.text, TextKind::Query, hyper.max_query_tokens)?);
                 for d in group(q, &mined[i], data.passages.len(), g, rng) {
+                    docs.push(d);
                     ps.push(prep(
                         &tok,
                         &data.passages[d],
@@ -247,7 +249,22 @@ pub fn run(
             let tokens = qs.iter().chain(&ps).map(|p| p.ids.len()).sum();
             let qv = embed_with_grad(m, &qs.iter().collect::<Vec<_>>(), pad)?;
             let pv = embed_with_grad(m, &ps.iter().collect::<Vec<_>>(), pad)?;
-            let loss = info_nce(&qv, &pv, g, hyper.temperature)?;
+            // Another query's passage that is relevant to this query is no negative.
+            let excluded: Vec<(usize, usize)> = if hyper.mask_false_negatives {
+                idx.iter()
+                    .enumerate()
+                    .flat_map(|(qi, &i)| {
+                        let pos = &train_q[i].positives;
+                        docs.iter()
+                            .enumerate()
+                            .filter(|(_, d)| pos.contains(d))
+                            .map(move |(j, _)| (qi, j))
+                    })
+                    .collect()
+            } else {
+                vec![]
+            };
+            let loss = info_nce_masked(&qv, &pv, g, hyper.temperature, &excluded)?;
             Ok(MicroOut { parts: vec![("infonce", loss.to_scalar::<f32>()?)], loss, tokens })
         },
         |st, _| {

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use candle_core::{DType, Device, Tensor, D};
 
-use crate::encoder::model::{BatchInputs, ForwardMode, Llama};
+use crate::encoder::model::{BatchInputs, ForwardMode, Llama, MASK_VALUE};
 use crate::encoder::template::{self, Padding, Prepared, PREFIX};
 use crate::encoder::tokenizer::LlmTokenizer;
 use crate::encoder::TextKind;
@@ -414,14 +414,36 @@ pub fn embed_with_grad(model: &Llama, items: &[&Prepared], pad_id: u32) -> Resul
 /// InfoNCE: query `i` of `q [B, H]` has its positive at row `i*group` of `p [B*group, H]`;
 /// every other row of `p` is a negative. Scores are cosines / `temperature`.
 pub fn info_nce(q: &Tensor, p: &Tensor, group: usize, temperature: f64) -> Result<Tensor> {
+    info_nce_masked(q, p, group, temperature, &[])
+}
+
+/// [`info_nce`] with `(query, passage)` pairs left out of the softmax: passages known to be
+/// relevant to a query but sitting in another query's group (false in-batch negatives, common
+/// where many queries share relevant documents, as in NFCorpus). A query's own target is never
+/// left out.
+pub fn info_nce_masked(
+    q: &Tensor,
+    p: &Tensor,
+    group: usize,
+    temperature: f64,
+    excluded: &[(usize, usize)],
+) -> Result<Tensor> {
     let b = q.dim(0)?;
-    if p.dim(0)? != b * group {
-        return Err(Error::Train(format!(
-            "{} passages for {b} queries × group {group}",
-            p.dim(0)?
-        )));
+    let n = p.dim(0)?;
+    if n != b * group {
+        return Err(Error::Train(format!("{n} passages for {b} queries × group {group}")));
     }
-    let scores = (q.matmul(&p.t()?)? / temperature)?;
+    let mut scores = (q.matmul(&p.t()?)? / temperature)?;
+    if !excluded.is_empty() {
+        let mut bias = vec![0f32; b * n];
+        for &(i, j) in excluded {
+            if i < b && j < n && j != i * group {
+                bias[i * n + j] = MASK_VALUE;
+            }
+        }
+        let bias = Tensor::from_vec(bias, (b, n), q.device())?.to_dtype(scores.dtype())?;
+        scores = (scores + bias)?;
+    }
     let targets: Vec<u32> = (0..b).map(|i| (i * group) as u32).collect();
     cross_entropy(&scores, &Tensor::from_vec(targets, b, q.device())?)
 }
@@ -429,6 +451,35 @@ pub fn info_nce(q: &Tensor, p: &Tensor, group: usize, temperature: f64) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A left-out pair no longer counts as a negative: the loss equals the one over the batch
+    /// without that passage; the target itself cannot be left out.
+    #[test]
+    fn masked_info_nce_drops_false_negatives() {
+        let dev = candle_core::Device::Cpu;
+        let unit = |v: Vec<f32>| {
+            let t = Tensor::from_vec(v, (1, 2), &dev).unwrap();
+            let n = t.sqr().unwrap().sum_keepdim(1).unwrap().sqrt().unwrap();
+            t.broadcast_div(&n).unwrap()
+        };
+        let q = Tensor::cat(&[unit(vec![1.0, 0.0]), unit(vec![0.0, 1.0])], 0).unwrap();
+        let p = Tensor::cat(&[unit(vec![1.0, 0.2]), unit(vec![0.9, 0.3])], 0).unwrap();
+        let val = |t: Tensor| t.to_scalar::<f32>().unwrap();
+        let full = val(info_nce(&q, &p, 1, 0.1).unwrap());
+        let masked = val(info_nce_masked(&q, &p, 1, 0.1, &[(0, 1)]).unwrap());
+        // Query 0 is left with its target alone (loss 0); query 1's loss is unchanged.
+        let q1_alone = {
+            let s = (q.narrow(0, 1, 1).unwrap().matmul(&p.t().unwrap()).unwrap() / 0.1).unwrap();
+            let v = s.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let lse = v.iter().map(|x| x.exp()).sum::<f32>().ln();
+            lse - v[1]
+        };
+        assert!(q1_alone > 0.0);
+        assert!((masked - q1_alone / 2.0).abs() < 1e-4, "{masked} vs {}", q1_alone / 2.0);
+        assert!(masked < full);
+        let own = val(info_nce_masked(&q, &p, 1, 0.1, &[(0, 0), (1, 1)]).unwrap());
+        assert!((own - full).abs() < 1e-6, "a query's target is never masked");
+    }
 
     #[test]
     fn bow_text_keeps_case_and_strips_punctuation_and_stop_words() {

@@ -82,6 +82,9 @@ pub struct Hyper {
     /// after half the steps (ANCE-style).
     #[serde(default = "default_one")]
     pub mining_rounds: usize,
+    /// Leave passages relevant to a query out of its in-batch negatives (off in the reference).
+    #[serde(default)]
+    pub mask_false_negatives: bool,
     pub validation_queries: usize,
     pub validation_corpus: usize,
     pub validation_examples: usize,
@@ -129,6 +132,7 @@ impl Hyper {
             hard_negative_depth: cfg.hard_negative_depth,
             hard_negative_skip: cfg.hard_negative_skip,
             mining_rounds: cfg.mining_rounds,
+            mask_false_negatives: cfg.mask_false_negatives,
             validation_queries: cfg.validation_queries,
             validation_corpus: cfg.validation_corpus,
             validation_examples: cfg.validation_examples,

@@ -111,6 +111,11 @@ test('search, open a document, go back', { skip: NO_BROWSER, timeout: 120_000 },
   if (Array.isArray(status.modes)) {
     assert.deepEqual(await page.locator('#modes input').evaluateAll((xs) => xs.map((x) => x.value)), status.modes);
   }
+  // An untrained encoder is flagged, and the UI starts in the server's default mode (BM25).
+  if (status.encoder_trained === false) {
+    assert.ok(await page.locator('#untrained').isVisible(), 'untrained-encoder warning shown');
+    assert.equal(await page.locator('#modes input:checked').getAttribute('value'), status.default_mode);
+  }
 
   // Type the query, press Enter.
   const box = page.getByRole('searchbox', { name: 'Search query' });
