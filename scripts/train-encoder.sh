@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The trained-encoder recipe, end to end on CPU: contrastive fine-tuning of the base
-# SmolLM2-135M on SciFact train + NFCorpus train (configs/recipe-finetune.toml), then the
+# SmolLM2-135M (configs/recipe-finetune.toml) on SciFact train (TRAIN overrides: a list of
+# dataset folders, e.g. TRAIN="$D/scifact $D/nfcorpus"), then the
 # trained tensors written as a delta folder that loads over the base.
 #
 #   scripts/train-encoder.sh [OUT_DIR] [DELTA_DIR]
 #
 # OUT_DIR (default runs/encoder) receives the full trained folder; DELTA_DIR (default
-# runs/encoder-delta) the delta (the tensors training changed, over the base). ~60 min on 2 Zen 4 cores.
+# runs/encoder-delta) the delta (the tensors training changed, over the base). ~11 min on 2 Zen 4
+# cores (150 steps, 383 tokens/s, with BM25 mining).
 # ENGINE_BIN uses a prebuilt binary; STEPS overrides train.max_steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +26,9 @@ steps=()
 resume=()
 [[ -f "$OUT/checkpoint/state.json" ]] && resume=(--resume)
 s=$(date +%s)
+train=()
+for t in ${TRAIN:-$D/scifact}; do train+=(--train "$t"); done
 "$E" --config configs/recipe-finetune.toml finetune --model "$BASE" \
-    --train "$D/scifact" --train "$D/nfcorpus" --out "$OUT" "${steps[@]}" "${resume[@]}"
+    "${train[@]}" --out "$OUT" "${steps[@]}" "${resume[@]}"
 echo "TIME finetune $(( $(date +%s) - s )) s"
 "$E" export-delta --model "$OUT" --base "$BASE" --out "$DELTA"

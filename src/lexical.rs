@@ -137,13 +137,21 @@ pub struct LexicalIndex {
 /// Memory for tantivy's indexing arena (split across its threads).
 const WRITER_MEMORY_BYTES: usize = 128 * 1024 * 1024;
 
+/// The file tantivy writes first into an index folder: its presence marks an index.
+const META_FILE: &str = "meta.json";
+
 impl LexicalIndex {
+    /// Whether `dir` holds an index (without opening it).
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(META_FILE).is_file()
+    }
+
     /// Creates a new empty index in `dir` (created if missing). Fails if `dir` already holds
     /// an index, so existing data is never silently replaced.
     pub fn create(dir: &Path, options: LexicalOptions) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::Lexical(format!("create {}: {e}", dir.display())))?;
-        if dir.join("meta.json").exists() {
+        if Self::exists(dir) {
             return Err(Error::Lexical(format!("{} already holds an index", dir.display())));
         }
         let mut schema = Schema::builder();
@@ -168,7 +176,7 @@ impl LexicalIndex {
 
     /// Opens an existing index; [`Error::NotFound`] if `dir` holds none.
     pub fn open(dir: &Path) -> Result<Self> {
-        if !dir.join("meta.json").is_file() {
+        if !Self::exists(dir) {
             return Err(Error::NotFound(format!("no lexical index in {}", dir.display())));
         }
         let index = Index::open_in_dir(dir).map_err(lex_err(dir))?;
@@ -177,7 +185,7 @@ impl LexicalIndex {
 
     /// Opens the index in `dir`, or creates one with `options` if there is none.
     pub fn open_or_create(dir: &Path, options: LexicalOptions) -> Result<Self> {
-        if dir.join("meta.json").is_file() {
+        if Self::exists(dir) {
             Self::open(dir)
         } else {
             Self::create(dir, options)

@@ -32,6 +32,17 @@ impl SearchMode {
     pub fn needs_vector(self) -> bool {
         self != SearchMode::Bm25
     }
+
+    /// The mode of a search that names none: dense with an encoder fine-tuned for retrieval;
+    /// BM25 (where the database has its index) with an untrained one, whose dense ranking is
+    /// known to be weak.
+    pub fn default_for(encoder_trained: bool, bm25_available: bool) -> SearchMode {
+        if !encoder_trained && bm25_available {
+            SearchMode::Bm25
+        } else {
+            SearchMode::Dense
+        }
+    }
 }
 
 impl FromStr for SearchMode {
@@ -68,7 +79,7 @@ impl SearchIndex {
     pub fn new(db: Database) -> Result<Self> {
         let dir = lexical_dir(db.path());
         let lexical =
-            if dir.join("meta.json").exists() { Some(LexicalIndex::open(&dir)?) } else { None };
+            if LexicalIndex::exists(&dir) { Some(LexicalIndex::open(&dir)?) } else { None };
         Ok(Self { db, lexical })
     }
 
@@ -215,4 +226,16 @@ pub fn sync_lexical(db: &Database) -> Result<LexicalIndex> {
         std::fs::remove_dir_all(&old)?;
     }
     LexicalIndex::open(&dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SearchMode;
+
+    #[test]
+    fn untrained_encoders_default_to_bm25_only_where_bm25_exists() {
+        assert_eq!(SearchMode::default_for(true, true), SearchMode::Dense);
+        assert_eq!(SearchMode::default_for(false, true), SearchMode::Bm25);
+        assert_eq!(SearchMode::default_for(false, false), SearchMode::Dense);
+    }
 }

@@ -35,6 +35,8 @@ use crate::error::{Error, Result};
 use crate::index::{self, persist::Snapshots, AnnIndex, AnnParams, Backend};
 
 const FORMAT_VERSION: u32 = 1;
+/// The sled folder inside a database directory.
+const SLED_DIR: &str = "sled";
 const K_MANIFEST: &[u8] = b"mmanifest";
 const K_NEXT_LABEL: &[u8] = b"mnext_label";
 /// Below this many tombstones compaction is never worth a rebuild.
@@ -211,7 +213,7 @@ impl Database {
             )));
         }
         std::fs::create_dir_all(dir)?;
-        let db = sled::open(dir.join("sled"))?;
+        let db = sled::open(dir.join(SLED_DIR))?;
         let tree = db.open_tree("engine")?;
         let manifest = match tree.get(K_MANIFEST)? {
             Some(bytes) => {
@@ -257,13 +259,18 @@ impl Database {
         Ok(me)
     }
 
+    /// Whether `dir` holds a dense database (without opening it).
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(SLED_DIR).is_dir()
+    }
+
     /// Opens an existing database. With `encoder`, refuses ([`Error::EncoderMismatch`]) a
     /// database built by another encoder; without it (delete, check, status) no check is made.
     pub fn open(dir: &Path, encoder: Option<&EncoderFingerprint>) -> Result<Self> {
-        if !dir.join("sled").is_dir() {
+        if !Self::exists(dir) {
             return Err(Error::NotFound(format!("no database at {}", dir.display())));
         }
-        let db = sled::open(dir.join("sled"))?;
+        let db = sled::open(dir.join(SLED_DIR))?;
         let tree = db.open_tree("engine")?;
         let bytes = tree
             .get(K_MANIFEST)?

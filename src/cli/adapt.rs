@@ -142,14 +142,10 @@ pub struct ExportDeltaArgs {
 /// Writes the tensors training changed as a small folder that loads over the base.
 pub fn run_export_delta(args: ExportDeltaArgs) -> Result<()> {
     use candle_core::{DType, Device};
-    use engine::encoder::{delta, gguf, hf};
+    use engine::encoder::{delta, hf, load_weights};
     let cpu = Device::Cpu;
-    let (_, base, base_tok) = if args.base.is_dir() {
-        hf::load(&args.base, DType::F32, &cpu)
-    } else {
-        gguf::load(&args.base, DType::F32, &cpu)
-    }
-    .with_context(|| format!("loading the base {}", args.base.display()))?;
+    let (_, base, base_tok) = load_weights(&args.base, DType::F32, &cpu)
+        .with_context(|| format!("loading the base {}", args.base.display()))?;
     let (_, trained, _) = hf::load(&args.model, DType::F32, &cpu)
         .with_context(|| format!("loading the trained encoder {}", args.model.display()))?;
     let r = delta::export(

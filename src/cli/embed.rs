@@ -7,6 +7,8 @@ use std::io::Write;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use engine::encoder::{Embed, Encoder, TextKind};
+use engine::lexical::LexicalIndex;
+use engine::search::{lexical_dir, SearchMode};
 
 use super::Ctx;
 
@@ -62,7 +64,7 @@ fn database_info(db: &std::path::Path) -> Result<()> {
         "chunk_tokens": m.chunk_tokens,
         "encoder": m.encoder,
         "encoder_trained": trained,
-        "default_mode": if trained { "dense" } else { "bm25" },
+        "default_mode": SearchMode::default_for(trained, LexicalIndex::exists(&lexical_dir(db))).as_str(),
         "note": if trained { "" } else {
             "built with an untrained base encoder: dense search is weak, searches default to bm25"
         },

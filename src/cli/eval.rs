@@ -63,8 +63,8 @@ pub fn run(ctx: &Ctx, args: EvalArgs) -> Result<()> {
 
 fn run_bm25(args: EvalArgs, k: usize) -> Result<()> {
     let dataset = BeirDataset::load(&args.dataset, &args.split)?;
-    let lexical = args.db.join("lexical");
-    if !lexical.join("meta.json").exists() {
+    let lexical = engine::search::lexical_dir(&args.db);
+    if !engine::lexical::LexicalIndex::exists(&lexical) {
         eprintln!(
             "no BM25 index at {}; building it from {}",
             lexical.display(),
@@ -105,7 +105,7 @@ fn run_dense(ctx: &Ctx, args: EvalArgs, k: usize) -> Result<()> {
         eprintln!("warning: {unknown} judged documents are not in the database (indexed from another corpus?)");
     }
     if mode == SearchMode::Hybrid
-        && !engine::search::lexical_dir(&args.db).join("meta.json").exists()
+        && !engine::lexical::LexicalIndex::exists(&engine::search::lexical_dir(&args.db))
     {
         eprintln!("building the BM25 index of {} from its documents", args.db.display());
         engine::search::sync_lexical(&db)?;

@@ -201,7 +201,7 @@ fn run_lexical_only(ctx: &Ctx, args: &IndexArgs) -> Result<()> {
     for e in &corpus.skipped {
         eprintln!("skipped: {e}");
     }
-    if args.db.join("sled").is_dir() {
+    if engine::store::Database::exists(&args.db) {
         anyhow::bail!(
             "{} is a dense database; its BM25 index is kept up to date by `engine index` without --lexical-only",
             args.db.display()

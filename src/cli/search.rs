@@ -41,8 +41,7 @@ pub fn run(ctx: &Ctx, args: SearchArgs) -> Result<()> {
     let config =
         super::index::with_overrides(&ctx.config, args.model.as_ref(), args.pooling.as_ref(), None);
     let fusion = Fusion::from_config(&config.eval)?;
-    let lexical_only =
-        !args.db.join("sled").is_dir() && lexical_dir(&args.db).join("meta.json").exists();
+    let lexical_only = !Database::exists(&args.db) && LexicalIndex::exists(&lexical_dir(&args.db));
     if lexical_only {
         // A `--lexical-only` database: BM25 alone, ids and scores.
         let mode = requested.unwrap_or(SearchMode::Bm25);
@@ -66,12 +65,10 @@ pub fn run(ctx: &Ctx, args: SearchArgs) -> Result<()> {
     let embedder = super::index::load_embedder(&config)?;
     let db = Database::open(&args.db, Some(&embedder.fingerprint()))
         .with_context(|| format!("opening database {}", args.db.display()))?;
-    let mode = requested.unwrap_or(if db.manifest().encoder.trained {
-        SearchMode::Dense
-    } else {
-        SearchMode::Bm25
-    });
     let index = SearchIndex::new(db)?;
+    let mode = requested.unwrap_or_else(|| {
+        SearchMode::default_for(index.db().manifest().encoder.trained, index.lexical().is_some())
+    });
     let q = if mode.needs_vector() {
         let q = embedder.embed(&[args.query.as_str()], TextKind::Query)?;
         Some(q.into_iter().next().context("encoder returned no vector")?)

@@ -24,6 +24,8 @@ pub const DELTA_WEIGHTS: &str = "delta.safetensors";
 pub const SPECIAL_ROWS: &str = "special_rows.embed";
 /// The training report copied from the trained folder.
 pub const TRAINING_REPORT: &str = "training.json";
+/// The `method` a training report names when the encoder was fine-tuned for retrieval.
+pub const RETRIEVAL_TRAINING_METHOD: &str = "finetune";
 
 /// What `delta.json` records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

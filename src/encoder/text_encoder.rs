@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device};
 use sha2::{Digest, Sha256};
 
-use super::model::{ForwardMode, Llama};
+use super::model::{ForwardMode, Llama, LlamaConfig, LlamaWeights};
 use super::template::{self, Padding, Pooling, Prepared, Template};
 use super::tokenizer::LlmTokenizer;
 use super::{Embed, EncoderFingerprint, TextKind};
@@ -51,14 +51,31 @@ pub enum ModelFormat {
 }
 
 /// Whether the model at `path` comes from a `finetune` run (its `training.json` says so).
-pub fn trained_for_retrieval(path: &Path) -> bool {
+fn trained_for_retrieval(path: &Path) -> bool {
     let Ok(text) = std::fs::read_to_string(path.join(super::delta::TRAINING_REPORT)) else {
         return false;
     };
     serde_json::from_str::<serde_json::Value>(&text)
         .ok()
-        .and_then(|v| v.get("method").and_then(|m| m.as_str()).map(|m| m == "finetune"))
+        .and_then(|v| {
+            v.get("method")
+                .and_then(|m| m.as_str())
+                .map(|m| m == super::delta::RETRIEVAL_TRAINING_METHOD)
+        })
         .unwrap_or(false)
+}
+
+/// Reads a plain model's config, weights and tokenizer: a Hugging Face folder or a GGUF file.
+pub fn load_weights(
+    path: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<(LlamaConfig, LlamaWeights, LlmTokenizer)> {
+    if path.is_dir() {
+        super::hf::load(path, dtype, device)
+    } else {
+        super::gguf::load(path, dtype, device)
+    }
 }
 
 /// `cpu`, `cuda` (needs the `cuda` feature) or `auto` (cuda when available).
@@ -120,13 +137,7 @@ impl Encoder {
         // our kernel; candle's own CPU bf16 matmul is slower than its f32 one.
         let bf16_kernel = dtype == DType::BF16 && device.is_cpu() && super::bf16_gemm::available();
         let load_dtype = if bf16_kernel { DType::F32 } else { dtype };
-        let load_plain = |p: &Path| {
-            if p.is_dir() {
-                super::hf::load(p, load_dtype, device)
-            } else {
-                super::gguf::load(p, load_dtype, device)
-            }
-        };
+        let load_plain = |p: &Path| load_weights(p, load_dtype, device);
         let (format, (config, weights, tokenizer)) = if super::delta::is_delta(path) {
             (ModelFormat::Delta, super::delta::load(path, load_dtype, device, load_plain)?)
         } else if path.is_dir() {

@@ -40,15 +40,9 @@ impl Loaded {
         self.db().manifest().encoder.trained
     }
 
-    /// The mode of a request that names none: dense with a trained encoder; BM25 (when
-    /// available) with an untrained one, whose dense ranking is known to be weak.
+    /// The mode of a request that names none ([`SearchMode::default_for`]).
     pub fn default_mode(&self) -> SearchMode {
-        let modes = self.modes();
-        if !self.encoder_trained() && modes.contains(&SearchMode::Bm25) {
-            SearchMode::Bm25
-        } else {
-            SearchMode::Dense
-        }
+        SearchMode::default_for(self.encoder_trained(), self.modes().contains(&SearchMode::Bm25))
     }
 
     pub fn db(&self) -> &Database {

@@ -278,7 +278,7 @@ pub fn run(
     crate::encoder::hf::save(out, &state.config, &state.merged()?, &tok)?;
     let (final_losses, validation) = runner::final_records(&run);
     let report = TrainingReport {
-        method: "finetune".into(),
+        method: crate::encoder::delta::RETRIEVAL_TRAINING_METHOD.into(),
         base_model: model_path.to_path_buf(),
         data: sources.paths(),
         steps: run.step,

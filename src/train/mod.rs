@@ -199,7 +199,10 @@ pub struct TrainingReport {
 
 impl TrainingReport {
     pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::write(dir.join("training.json"), serde_json::to_string_pretty(self)?)?;
+        std::fs::write(
+            dir.join(crate::encoder::delta::TRAINING_REPORT),
+            serde_json::to_string_pretty(self)?,
+        )?;
         Ok(())
     }
 }

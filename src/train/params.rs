@@ -45,7 +45,7 @@ impl FromStr for Trainable {
 }
 
 /// Names of the LoRA-adapted projections inside a block (HF names).
-pub const LORA_TARGETS: [&str; 7] = [
+pub const LORA_TARGETS: [&str; crate::encoder::model::LORA_PROJECTIONS] = [
     "self_attn.q_proj.weight",
     "self_attn.k_proj.weight",
     "self_attn.v_proj.weight",
