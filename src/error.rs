@@ -43,9 +43,14 @@ pub enum Error {
     /// Training failed (bad data, diverged loss, checkpoint problems).
     #[error("train: {0}")]
     Train(String),
-    /// The server is at capacity; retry later.
-    #[error("overloaded: {0}")]
-    Overloaded(String),
+    /// The server is at capacity; retry after about `retry_after_secs`.
+    #[error("overloaded: {message}")]
+    Overloaded {
+        /// What is full.
+        message: String,
+        /// Suggested delay before retrying, in whole seconds (at least 1).
+        retry_after_secs: u64,
+    },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     #[error(transparent)]

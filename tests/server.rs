@@ -162,6 +162,12 @@ impl TestServer {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    async fn post_with_key(&self, path: &str, body: &Value, key: &str) -> (u16, Value) {
+        let r = self.client.post(self.url(path)).bearer_auth(key).json(body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     async fn stop(mut self) -> engine::Result<()> {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
@@ -456,14 +462,19 @@ async fn every_error_is_json_with_the_right_status() {
             .await;
     assert_eq!(error_code(st, &b, 413), "payload_too_large");
 
+    // /embed spends encoder time on the caller's texts: under --api-key it needs the key.
+    let (st, b) = s.post("/embed", &json!({ "texts": ["x"] })).await;
+    assert_eq!(error_code(st, &b, 401), "unauthorized");
+    assert_eq!(s.post_with_key("/embed", &json!({ "texts": ["x"] }), "sekret").await.0, 200);
     // /embed limits.
-    let (st, b) = s.post("/embed", &json!({ "texts": vec!["t"; 65] })).await;
+    let (st, b) = s.post_with_key("/embed", &json!({ "texts": vec!["t"; 65] }), "sekret").await;
     assert_eq!(error_code(st, &b, 413), "too_many_texts");
-    let (st, b) = s.post("/embed", &json!({ "texts": [] })).await;
+    let (st, b) = s.post_with_key("/embed", &json!({ "texts": [] }), "sekret").await;
     assert_eq!(error_code(st, &b, 400), "bad_request");
-    let (st, b) = s.post("/embed", &json!({ "texts": ["ok", ""] })).await;
+    let (st, b) = s.post_with_key("/embed", &json!({ "texts": ["ok", ""] }), "sekret").await;
     assert_eq!(error_code(st, &b, 400), "bad_request");
-    let (st, b) = s.post("/embed", &json!({ "texts": ["x"], "kind": "poem" })).await;
+    let (st, b) =
+        s.post_with_key("/embed", &json!({ "texts": ["x"], "kind": "poem" }), "sekret").await;
     assert_eq!(error_code(st, &b, 422), "invalid_request");
 
     // Missing documents, unknown routes, wrong methods.
@@ -540,12 +551,33 @@ async fn every_error_is_json_with_the_right_status() {
 
     s.stop().await.unwrap();
 
-    // A separate server with a tiny per-request document limit.
-    let s = TestServer::start(&fx, |c| c.server.max_documents_per_request = 2, None).await;
+    // A separate server with tiny per-request document and token limits and room for a large
+    // body.
+    let s = TestServer::start(
+        &fx,
+        |c| {
+            c.server.max_documents_per_request = 2;
+            c.server.max_request_tokens = 100;
+            c.server.max_query_tokens = 64;
+            c.server.max_body_bytes = 4 << 20;
+        },
+        None,
+    )
+    .await;
     let three: Vec<Value> =
         (0..3).map(|i| json!({ "id": format!("m/{i}"), "text": "t" })).collect();
     let (st, b) = s.post("/documents", &json!({ "documents": three })).await;
     assert_eq!(error_code(st, &b, 413), "too_many_documents");
+    // /embed is bounded by tokens, not only by texts: two 60-byte passages are over 100 tokens.
+    let text = "p".repeat(60);
+    let (st, b) = s.post("/embed", &json!({ "texts": [text, text], "kind": "passage" })).await;
+    assert_eq!(error_code(st, &b, 413), "too_many_tokens");
+    assert!(b["error"]["message"].as_str().unwrap().contains("max_request_tokens"), "{b}");
+    assert_eq!(s.post("/embed", &json!({ "texts": [text], "kind": "passage" })).await.0, 200);
+    // A query of a megabyte is refused from its length, before it is tokenized.
+    let (st, b) = s.post("/search", &json!({ "query": "word ".repeat(200_000) })).await;
+    assert_eq!(error_code(st, &b, 413), "query_too_long");
+    assert!(b["error"]["message"].as_str().unwrap().contains("far more than"), "{b}");
     s.stop().await.unwrap();
 }
 
@@ -607,14 +639,75 @@ async fn full_queue_answers_429_at_once() {
     let (st, b) = s.post("/search", &json!({ "query": q, "mode": "dense" })).await;
     assert_eq!(error_code(st, &b, 429), "overloaded");
     assert!(t.elapsed() < Duration::from_millis(500), "429 must be immediate");
-    let (st, b) = s.post("/embed", &json!({ "texts": ["x"] })).await;
-    assert_eq!(error_code(st, &b, 429), "overloaded");
+    let r = s.client.post(s.url("/embed")).json(&json!({ "texts": ["x"] })).send().await.unwrap();
+    let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+    let st = r.status().as_u16();
+    assert_eq!(error_code(st, &r.json().await.unwrap(), 429), "overloaded");
+    assert!(retry.is_some_and(|v| v.parse::<u64>().unwrap() >= 1), "429 carries Retry-After");
     let first = first.await.unwrap();
     assert_eq!(first.status(), 200);
     // Once drained, requests are accepted again.
     assert_eq!(s.post("/search", &json!({ "query": q, "mode": "dense" })).await.0, 200);
     let text = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(text.contains("route=\"/search\",status=\"429\"} 1"), "{text}");
+    s.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn work_queued_beyond_the_time_budget_answers_429_with_retry_after() {
+    let fx = fixture();
+    // Room for many requests, but a time budget no queued work fits: while the first request
+    // waits for company, a second finds more queued work than the budget allows.
+    let s = TestServer::start(
+        &fx,
+        |c| {
+            c.server.queue_capacity = 100;
+            c.server.max_wait_ms = 1500;
+            c.server.max_queue_seconds = 1e-6;
+        },
+        None,
+    )
+    .await;
+    let q = query_for(&corpus()[1]);
+    let first = {
+        let c = s.client.clone();
+        let url = s.url("/search");
+        let q = q.clone();
+        tokio::spawn(async move {
+            c.post(url).json(&json!({ "query": q, "mode": "dense" })).send().await.unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = s
+        .client
+        .post(s.url("/search"))
+        .json(&json!({ "query": q, "mode": "dense" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().contains_key("retry-after"));
+    let st = r.status().as_u16();
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(error_code(st, &b, 429), "overloaded");
+    assert!(b["error"]["message"].as_str().unwrap().contains("max_queue_seconds"), "{b}");
+    assert_eq!(first.await.unwrap().status(), 200);
+    // An idle queue admits any request, whatever its cost.
+    assert_eq!(s.post("/search", &json!({ "query": q, "mode": "dense" })).await.0, 200);
+    s.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn made_up_http_methods_do_not_grow_the_metrics() {
+    let fx = fixture();
+    let s = TestServer::start(&fx, |_| {}, None).await;
+    for i in 0..50 {
+        let m = reqwest::Method::from_bytes(format!("BREW{i}").as_bytes()).unwrap();
+        let r = s.client.request(m, s.url("/search")).send().await.unwrap();
+        assert_eq!(r.status(), 405);
+    }
+    let text = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(!text.contains("BREW"), "raw methods leaked into labels");
+    assert!(text.contains("method=\"OTHER\",route=\"/search\",status=\"405\"} 50"), "{text}");
     s.stop().await.unwrap();
 }
 

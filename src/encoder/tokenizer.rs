@@ -34,6 +34,8 @@ pub struct LlmTokenizer {
     /// embedding by this many rows).
     added_special: usize,
     pad_id: u32,
+    /// Longest vocabulary entry in bytes: no token covers more input than this.
+    max_token_bytes: usize,
 }
 
 impl std::fmt::Debug for LlmTokenizer {
@@ -149,7 +151,15 @@ impl LlmTokenizer {
                 return Err(tok_err(format!("{n} got id {} beyond the vocabulary", special[i])));
             }
         }
-        Ok(Self { inner: tok, leading, special, added_special, pad_id })
+        let max_token_bytes = tok.get_vocab(true).keys().map(String::len).max().unwrap_or(1).max(1);
+        Ok(Self { inner: tok, leading, special, added_special, pad_id, max_token_bytes })
+    }
+
+    /// Whether `text` certainly has more than `tokens` tokens, decided from its byte length
+    /// alone (no token covers more than the longest vocabulary entry; the factor 2 leaves room
+    /// for normalizers that shrink text). Lets callers refuse huge inputs before tokenizing.
+    pub fn surely_longer_than(&self, text: &str, tokens: usize) -> bool {
+        text.len() > tokens.saturating_mul(self.max_token_bytes).saturating_mul(2)
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -18,11 +18,19 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Sent as `Retry-After` (seconds) on 429 and 503.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), retry_after_secs: None }
+    }
+
+    /// Tells the client to retry after `secs` seconds.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs.max(1));
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -39,6 +47,7 @@ impl ApiError {
             "not_ready",
             "the model and index are still loading; retry shortly",
         )
+        .retry_after(1)
     }
 
     pub fn unauthorized() -> Self {
@@ -73,7 +82,11 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let mut res = (self.status, Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            res.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        res
     }
 }
 
@@ -82,7 +95,10 @@ impl From<Error> for ApiError {
         match err {
             Error::InvalidInput(m) => ApiError::bad_request(m),
             Error::NotFound(m) => ApiError::not_found(m),
-            Error::Overloaded(m) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", m),
+            Error::Overloaded { message, retry_after_secs } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", message)
+                    .retry_after(retry_after_secs)
+            }
             // The loaded encoder cannot serve this database: a server-side configuration fault
             // the client cannot fix, but worth naming (the message holds no secrets).
             Error::EncoderMismatch(m) => {

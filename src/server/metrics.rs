@@ -12,6 +12,16 @@ use std::time::Duration;
 /// Request-latency buckets, in seconds.
 const LATENCY_BUCKETS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// HTTP methods recorded by name; any other method is recorded as `OTHER`, so clients cannot
+/// grow the registry with made-up methods (route labels are already bounded: templates or
+/// `unmatched`).
+const KNOWN_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// The label a request's method is recorded under.
+fn method_label(method: &str) -> &'static str {
+    KNOWN_METHODS.iter().copied().find(|m| *m == method).unwrap_or("OTHER")
+}
+
 /// Texts per forward pass.
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
@@ -65,10 +75,11 @@ pub struct Gauges {
 /// All recorded metrics. Cheap to update: one short mutex hold per event.
 pub struct Metrics {
     /// (method, route, status) → latency histogram (its count is the request count).
-    http: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+    http: Mutex<BTreeMap<(&'static str, String, u16), Histogram>>,
     batch_sizes: Mutex<Histogram>,
     encode_seconds: Mutex<Histogram>,
     largest_batch: AtomicUsize,
+    abandoned: AtomicUsize,
 }
 
 impl Default for Metrics {
@@ -78,6 +89,7 @@ impl Default for Metrics {
             batch_sizes: Mutex::new(Histogram::new(BATCH_BUCKETS)),
             encode_seconds: Mutex::new(Histogram::new(LATENCY_BUCKETS)),
             largest_batch: AtomicUsize::new(0),
+            abandoned: AtomicUsize::new(0),
         }
     }
 }
@@ -88,9 +100,10 @@ fn label(v: &str) -> String {
 }
 
 impl Metrics {
+    /// One answered HTTP request (`route` is the matched template, not the raw path).
     pub fn observe_request(&self, method: &str, route: &str, status: u16, took: Duration) {
         if let Ok(mut m) = self.http.lock() {
-            m.entry((method.to_string(), route.to_string(), status))
+            m.entry((method_label(method), route.to_string(), status))
                 .or_insert_with(|| Histogram::new(LATENCY_BUCKETS))
                 .observe(took.as_secs_f64());
         }
@@ -105,6 +118,16 @@ impl Metrics {
         if let Ok(mut h) = self.encode_seconds.lock() {
             h.observe(took.as_secs_f64());
         }
+    }
+
+    /// One queued request dropped unencoded because its client went away.
+    pub fn observe_abandoned(&self) {
+        self.abandoned.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests dropped unencoded so far.
+    pub fn abandoned(&self) -> usize {
+        self.abandoned.load(Ordering::Relaxed)
     }
 
     /// Largest forward pass so far (tests use it to see that batching happened).
@@ -152,6 +175,11 @@ impl Metrics {
             "# HELP engine_encode_batch_size_max Largest forward pass so far.\n# TYPE engine_encode_batch_size_max gauge\nengine_encode_batch_size_max {}",
             self.max_batch_seen()
         );
+        let _ = writeln!(
+            out,
+            "# HELP engine_encode_abandoned_total Queued requests dropped unencoded because their client went away.\n# TYPE engine_encode_abandoned_total counter\nengine_encode_abandoned_total {}",
+            self.abandoned()
+        );
         let gauges: [(&str, &str, f64); 6] = [
             ("engine_queue_depth", "Requests waiting for the encoder.", g.queue_depth as f64),
             (
@@ -193,5 +221,20 @@ mod tests {
             "engine_http_requests_total{method=\"GET\",route=\"/search\",status=\"200\"} 1"
         ));
         assert_eq!(m.max_batch_seen(), 3);
+    }
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        let m = Metrics::default();
+        for i in 0..100 {
+            m.observe_request(&format!("FOO{i}"), "unmatched", 405, Duration::from_millis(1));
+        }
+        m.observe_request("DELETE", "/documents/{id}", 404, Duration::from_millis(1));
+        let text = m.render(&Gauges::default());
+        assert!(!text.contains("FOO"), "{text}");
+        assert!(text.contains(
+            "engine_http_requests_total{method=\"OTHER\",route=\"unmatched\",status=\"405\"} 100"
+        ));
+        assert!(text.contains("method=\"DELETE\""));
     }
 }

@@ -6,6 +6,7 @@
 //! [`openapi`] describe the server, [`assets`] holds the UI.
 
 pub mod assets;
+pub mod auth;
 pub mod batching;
 pub mod bench;
 pub mod error;

@@ -24,6 +24,15 @@ fn json_body(schema: &str) -> Value {
     })
 }
 
+/// The 429 every encoding route may answer.
+fn busy_response() -> Value {
+    let mut r = error_response(
+        "Encoder busy: server.queue_capacity requests wait, or the work queued ahead would take over server.max_queue_seconds. Retry after the Retry-After header's seconds.",
+    );
+    r["headers"] = json!({ "Retry-After": { "description": "Seconds to wait before retrying.", "schema": { "type": "integer", "minimum": 1 } } });
+    r
+}
+
 fn id_param() -> Value {
     json!({
         "name": "id", "in": "path", "required": true,
@@ -40,7 +49,7 @@ pub fn spec() -> Value {
         "413": error_response("Query longer than server.max_query_tokens, or body over server.max_body_bytes."),
         "415": error_response("POST body without Content-Type: application/json."),
         "422": error_response("JSON of the wrong shape."),
-        "429": error_response("Encoder queue full (server.queue_capacity); retry later."),
+        "429": busy_response(),
         "503": error_response("Model and index still loading.")
     });
     let write_security = json!([{ "bearer": [] }, { "apiKey": [] }]);
@@ -80,7 +89,7 @@ pub fn spec() -> Value {
                         "400": error_response("Invalid documents (empty id, duplicate id, empty text and title)."),
                         "401": error_response("Missing or wrong API key."),
                         "413": error_response("More than server.max_documents_per_request documents, or body too large."),
-                        "429": error_response("Encoder queue full."),
+                        "429": busy_response(),
                         "503": error_response("Still loading.")
                     }
                 }
@@ -107,13 +116,18 @@ pub fn spec() -> Value {
             },
             "/embed": {
                 "post": {
-                    "summary": "Embed texts (like text-embeddings-inference's /embed)",
+                    "summary": "Embed texts (like text-embeddings-inference's /embed); needs the API key when one is set",
+                    "security": write_security.clone(),
                     "requestBody": json_body("EmbedRequest"),
                     "responses": {
                         "200": json_response("One L2-normalised vector per text, in order.", "EmbedResponse"),
                         "400": error_response("Empty text list or empty text."),
-                        "413": error_response("More than server.max_embed_texts texts, or a query over server.max_query_tokens."),
-                        "429": error_response("Encoder queue full.")
+                        "401": error_response("Missing or wrong API key."),
+                        "413": error_response("More than server.max_embed_texts texts or server.max_request_tokens tokens, or a query over server.max_query_tokens."),
+                        "415": error_response("Body without Content-Type: application/json."),
+                        "422": error_response("JSON of the wrong shape."),
+                        "429": busy_response(),
+                        "503": error_response("Model and index still loading.")
                     }
                 }
             },
@@ -138,21 +152,21 @@ pub fn spec() -> Value {
                 "apiKey": { "type": "apiKey", "in": "header", "name": "x-api-key" }
             },
             "schemas": {
-                "Mode": { "type": "string", "enum": ["dense", "bm25", "hybrid"], "default": "dense" },
+                "Mode": { "type": "string", "enum": ["dense", "bm25", "hybrid"] },
                 "Error": {
                     "type": "object", "required": ["error"],
                     "properties": { "error": { "type": "object", "required": ["code", "message"], "properties": {
-                        "code": { "type": "string", "examples": ["bad_request", "invalid_json", "unsupported_media_type", "payload_too_large", "query_too_long", "not_found", "unauthorized", "overloaded", "not_ready", "internal"] },
+                        "code": { "type": "string", "examples": ["bad_request", "invalid_json", "unsupported_media_type", "payload_too_large", "query_too_long", "not_found", "unauthorized", "overloaded", "too_many_texts", "too_many_tokens", "too_many_documents", "not_ready", "internal"] },
                         "message": { "type": "string" }
                     } } }
                 },
                 "SearchRequest": {
                     "type": "object", "required": ["query"],
                     "properties": {
-                        "query": { "type": "string" },
+                        "query": { "type": "string", "minLength": 1, "pattern": "\\S", "description": "At most server.max_query_tokens tokens." },
                         "k": { "type": "integer", "minimum": 1, "description": "Default server.default_k, at most server.max_k." },
                         "with_text": { "type": "boolean", "default": false },
-                        "mode": { "$ref": "#/components/schemas/Mode" },
+                        "mode": { "$ref": "#/components/schemas/Mode", "description": "Default: the server's default_mode (/status): dense for a trained encoder, else BM25." },
                         "offset": { "type": "integer", "minimum": 0, "default": 0, "description": "Hits to skip (paging)." }
                     }
                 },
@@ -177,17 +191,17 @@ pub fn spec() -> Value {
                     }
                 },
                 "NewDocument": {
-                    "type": "object", "required": ["id"],
+                    "type": "object", "required": ["id", "text"],
                     "properties": {
-                        "id": { "type": "string" },
+                        "id": { "type": "string", "minLength": 1, "pattern": "\\S" },
                         "title": { "type": "string", "default": "" },
-                        "text": { "type": "string", "default": "" },
+                        "text": { "type": "string", "minLength": 1, "pattern": "\\S" },
                         "metadata": { "description": "Any JSON, stored as given." }
                     }
                 },
                 "AddDocumentsRequest": {
                     "type": "object", "required": ["documents"],
-                    "properties": { "documents": { "type": "array", "items": { "$ref": "#/components/schemas/NewDocument" } } }
+                    "properties": { "documents": { "type": "array", "minItems": 1, "description": "At most server.max_documents_per_request; ids unique.", "items": { "$ref": "#/components/schemas/NewDocument" } } }
                 },
                 "AddDocumentsResponse": {
                     "type": "object",
@@ -208,7 +222,7 @@ pub fn spec() -> Value {
                 "EmbedRequest": {
                     "type": "object", "required": ["texts"],
                     "properties": {
-                        "texts": { "type": "array", "items": { "type": "string" } },
+                        "texts": { "type": "array", "minItems": 1, "description": "At most server.max_embed_texts.", "items": { "type": "string", "minLength": 1, "pattern": "\\S" } },
                         "kind": { "type": "string", "enum": ["query", "passage"], "default": "query" }
                     }
                 },

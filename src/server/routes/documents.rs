@@ -4,12 +4,10 @@
 //! derived data, reconciled from sled on open, and saved at intervals and on shutdown.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
@@ -17,41 +15,12 @@ use serde_json::json;
 use super::{blocking, AppStateRef};
 use crate::encoder::{Embed, TextKind};
 use crate::pipeline::{chunk, content_hash, passage_text, Document};
+use crate::server::auth::ApiKeyAccess;
 use crate::server::error::{ApiError, ApiJson, ApiPath};
-use crate::server::state::AppState;
 use crate::store::{NewDocument, NewPassage};
 
 /// How often write requests also snapshot the ANN index (it is rebuilt from sled otherwise).
 const SAVE_INDEX_EVERY: Duration = Duration::from_secs(60);
-
-/// Proof that the request may write: the configured API key was sent as
-/// `Authorization: Bearer KEY` or `x-api-key: KEY` (or no key is configured).
-pub struct WriteAccess;
-
-impl FromRequestParts<Arc<AppState>> for WriteAccess {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, ApiError> {
-        let Some(expected) = state.api_key.as_deref() else { return Ok(WriteAccess) };
-        let header_str = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
-        let bearer = header_str(header::AUTHORIZATION.as_str())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim);
-        let given = bearer.or_else(|| header_str("x-api-key").map(str::trim));
-        match given {
-            Some(k) if constant_time_eq(k.as_bytes(), expected.as_bytes()) => Ok(WriteAccess),
-            _ => Err(ApiError::unauthorized()),
-        }
-    }
-}
-
-/// Comparison whose time does not depend on where the inputs differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 pub async fn get_document(
     State(state): AppStateRef,
@@ -97,7 +66,7 @@ pub struct AddDocumentsRequest {
 
 pub async fn add_documents(
     State(state): AppStateRef,
-    _auth: WriteAccess,
+    _auth: ApiKeyAccess,
     ApiJson(req): ApiJson<AddDocumentsRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let started = Instant::now();
@@ -175,7 +144,7 @@ pub async fn add_documents(
         let mut rest = prepared;
         while !rest.is_empty() {
             let tail = rest.split_off(rest.len().min(max_batch));
-            vectors.extend(loaded.batcher.embed_prepared(rest).await?);
+            vectors.extend(loaded.batcher.embed_prepared(rest, TextKind::Passage).await?);
             rest = tail;
         }
         passages += vectors.len();
@@ -212,7 +181,7 @@ pub async fn add_documents(
 
 pub async fn delete_document(
     State(state): AppStateRef,
-    _auth: WriteAccess,
+    _auth: ApiKeyAccess,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let loaded = state.ready()?;

@@ -11,6 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::auth::ApiKeyAccess;
 use super::error::{ApiError, ApiJson};
 use super::state::AppState;
 use crate::encoder::{Encoder, Prepared, TextKind};
@@ -73,13 +74,20 @@ pub fn prepare_query(
     if text.trim().is_empty() {
         return Err(ApiError::bad_request("query must not be empty"));
     }
-    let n = encoder.tokenizer().encode(text).map_err(ApiError::from)?.len();
-    if n > max_tokens {
-        return Err(ApiError::new(
+    let too_long = |n: String| {
+        ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "query_too_long",
             format!("query has {n} tokens, the limit is {max_tokens} (server.max_query_tokens)"),
-        ));
+        )
+    };
+    // A megabyte of query is refused from its length, without spending seconds tokenizing it.
+    if encoder.tokenizer().surely_longer_than(text, max_tokens) {
+        return Err(too_long("far more than".into()));
+    }
+    let n = encoder.tokenizer().encode(text).map_err(ApiError::from)?.len();
+    if n > max_tokens {
+        return Err(too_long(n.to_string()));
     }
     encoder.prepare(text, TextKind::Query).map_err(ApiError::from)
 }
@@ -96,11 +104,13 @@ fn default_kind() -> TextKind {
     TextKind::Query
 }
 
-/// `POST /embed`: vectors for up to `server.max_embed_texts` texts, batched with everything
+/// `POST /embed` (API key required when set): vectors for up to `server.max_embed_texts` texts
+/// and `server.max_request_tokens` tokens, batched with everything
 /// else the encoder is doing. Queries over the token limit are refused; passages are truncated
 /// to `encoder.max_passage_tokens` like at indexing time.
 pub async fn embed(
     State(state): AppStateRef,
+    _auth: ApiKeyAccess,
     ApiJson(req): ApiJson<EmbedRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let loaded = state.ready()?;
@@ -135,7 +145,19 @@ pub async fn embed(
             .collect::<Result<Vec<_>, _>>()
     })
     .await?;
-    let embeddings = loaded.batcher.embed_prepared(items).await?;
+    let tokens: usize = items.iter().map(|p| p.ids.len()).sum();
+    let max_tokens = state.config.server.max_request_tokens;
+    if tokens > max_tokens {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_tokens",
+            format!(
+                "the texts come to {tokens} tokens, at most {max_tokens} per request \
+                 (server.max_request_tokens)"
+            ),
+        ));
+    }
+    let embeddings = loaded.batcher.embed_prepared(items, kind).await?;
     Ok(Json(json!({
         "embeddings": embeddings,
         "dim": loaded.dim(),

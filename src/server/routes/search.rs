@@ -10,6 +10,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::{blocking, prepare_query, AppStateRef};
+use crate::encoder::TextKind;
 use crate::search::SearchMode;
 use crate::server::error::{ApiError, ApiJson, ApiQuery};
 use crate::server::state::AppState;
@@ -128,7 +129,7 @@ async fn search(state: Arc<AppState>, req: SearchRequest) -> Result<SearchRespon
         Some(
             loaded
                 .batcher
-                .embed_prepared(vec![prepared])
+                .embed_prepared(vec![prepared], TextKind::Query)
                 .await?
                 .pop()
                 .ok_or_else(|| ApiError::internal("encoder returned no vector"))?,
