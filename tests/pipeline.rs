@@ -346,6 +346,29 @@ fn stale_or_corrupt_index_snapshot_is_caught_up_from_the_store() {
     }
     let db = Database::open(dir.path(), Some(&e.fingerprint())).unwrap();
     assert_eq!(db.search_dense(&query(&e, "violin symphony note4"), 1).unwrap()[0].id, "doc-004");
+    db.save_index().unwrap();
+    drop(db);
+    // Damage hnsw_rs handles worst: a truncated data file (it exits the process) and a flipped
+    // byte in the graph (it aborts on a huge allocation). Both are caught before loading.
+    let snap = || {
+        let cur = std::fs::read_to_string(dir.path().join("ann/CURRENT")).unwrap();
+        dir.path().join("ann").join(cur.trim())
+    };
+    let data = snap().join("graph.hnsw.data");
+    let bytes = std::fs::read(&data).unwrap();
+    std::fs::write(&data, &bytes[..bytes.len() / 2]).unwrap();
+    let db = Database::open(dir.path(), Some(&e.fingerprint())).unwrap();
+    assert_eq!(db.search_dense(&query(&e, "violin symphony note4"), 1).unwrap()[0].id, "doc-004");
+    db.save_index().unwrap();
+    drop(db);
+    let graph = snap().join("graph.hnsw.graph");
+    let mut bytes = std::fs::read(&graph).unwrap();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0xff;
+    bytes[at + 1] ^= 0xff;
+    std::fs::write(&graph, &bytes).unwrap();
+    let db = Database::open(dir.path(), Some(&e.fingerprint())).unwrap();
+    assert_eq!(db.search_dense(&query(&e, "violin symphony note4"), 1).unwrap()[0].id, "doc-004");
 }
 
 #[test]

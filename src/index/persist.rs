@@ -5,15 +5,86 @@
 //! snapshot folder `snap-N`; every file in it is fsynced, then a one-line pointer file `CURRENT`
 //! is replaced atomically (write temp, fsync, rename, fsync folder). A crash at any point leaves
 //! `CURRENT` naming a complete older snapshot (or none); unreferenced folders are swept later.
+//!
+//! Every snapshot also records the length and sha256 of each of its files (`CHECKSUMS`), checked
+//! before any file reaches a backend's loader: hnsw_rs exits the process on a truncated data
+//! file and aborts on a corrupt graph, and the snapshot is derived data, so a damaged one must
+//! be rebuilt from the stored vectors, never make the database unopenable.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
 const CURRENT: &str = "CURRENT";
 const PREFIX: &str = "snap-";
+/// Per-snapshot list of `sha256 length name` lines, one per file.
+const CHECKSUMS: &str = "CHECKSUMS";
+
+/// sha256 (hex) and length of a file, streamed.
+fn file_digest(path: &Path) -> Result<(String, u64)> {
+    use sha2::{Digest, Sha256};
+    let mut f = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((format!("{:x}", hasher.finalize()), len))
+}
+
+/// Records every file of a freshly written snapshot folder in its `CHECKSUMS`.
+fn write_checksums(dir: &Path) -> Result<()> {
+    let mut names: Vec<String> = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type()?.is_file() && name != CHECKSUMS {
+            names.push(name);
+        }
+    }
+    names.sort();
+    let mut out = String::new();
+    for name in names {
+        let (sha, len) = file_digest(&dir.join(&name))?;
+        out.push_str(&format!("{sha} {len} {name}\n"));
+    }
+    fs::write(dir.join(CHECKSUMS), out)?;
+    Ok(())
+}
+
+/// Checks every file `CHECKSUMS` lists against its recorded length and sha256.
+fn verify_checksums(dir: &Path) -> Result<()> {
+    let bad = |why: String| Error::Index(format!("snapshot {} is damaged: {why}", dir.display()));
+    let list = fs::read_to_string(dir.join(CHECKSUMS))
+        .map_err(|e| bad(format!("no readable {CHECKSUMS} ({e})")))?;
+    for line in list.lines() {
+        let mut parts = line.splitn(3, ' ');
+        let (Some(sha), Some(len), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad(format!("malformed {CHECKSUMS} line {line:?}")));
+        };
+        let len: u64 = len.parse().map_err(|_| bad(format!("malformed length in {line:?}")))?;
+        if name.contains('/') || name.contains('\\') {
+            return Err(bad(format!("{CHECKSUMS} names {name:?}")));
+        }
+        let path = dir.join(name);
+        let actual_len = fs::metadata(&path).map_err(|e| bad(format!("{name}: {e}")))?.len();
+        if actual_len != len {
+            return Err(bad(format!("{name} has {actual_len} bytes, {len} were written")));
+        }
+        if file_digest(&path)?.0 != sha {
+            return Err(bad(format!("{name} does not match its checksum")));
+        }
+    }
+    Ok(())
+}
 
 /// Writes `bytes` to `path` atomically: temp file in the same folder, fsync, rename, fsync folder.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -65,7 +136,8 @@ impl Snapshots {
         Snapshots { root: root.into() }
     }
 
-    /// The folder the last completed save wrote, if any.
+    /// The folder the last completed save wrote, if any, once its files match their
+    /// checksums (an error otherwise: callers rebuild the index).
     pub fn current(&self) -> Result<Option<PathBuf>> {
         let p = self.root.join(CURRENT);
         let name = match fs::read_to_string(&p) {
@@ -83,6 +155,7 @@ impl Snapshots {
         if !dir.is_dir() {
             return Err(Error::Index(format!("snapshot {} is missing", dir.display())));
         }
+        verify_checksums(&dir)?;
         Ok(Some(dir))
     }
 
@@ -97,7 +170,8 @@ impl Snapshots {
             fs::remove_dir_all(&dir)?;
         }
         fs::create_dir(&dir)?;
-        let result = write(&dir).and_then(|()| sync_files_in(&dir));
+        let result =
+            write(&dir).and_then(|()| write_checksums(&dir)).and_then(|()| sync_files_in(&dir));
         if let Err(e) = result {
             let _ = fs::remove_dir_all(&dir);
             return Err(e);
@@ -198,6 +272,34 @@ mod tests {
         s.save(|d| Ok(fs::write(d.join("a"), b"two")?)).unwrap();
         assert!(!root.join("snap-99").exists());
         assert!(!root.join(".CURRENT.1.tmp").exists());
+    }
+
+    #[test]
+    fn damaged_snapshot_files_are_caught_before_any_loader_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Snapshots::new(dir.path().join("ann"));
+        s.save(|d| {
+            fs::write(d.join("graph"), vec![7u8; 1000])?;
+            Ok(fs::write(d.join("data"), vec![9u8; 4000])?)
+        })
+        .unwrap();
+        let cur = s.current().unwrap().unwrap();
+        // Truncated.
+        let data = fs::read(cur.join("data")).unwrap();
+        fs::write(cur.join("data"), &data[..2000]).unwrap();
+        let err = s.current().unwrap_err().to_string();
+        assert!(err.contains("data has 2000 bytes"), "{err}");
+        fs::write(cur.join("data"), &data).unwrap();
+        assert!(s.current().unwrap().is_some());
+        // One flipped byte, same length.
+        let mut graph = fs::read(cur.join("graph")).unwrap();
+        graph[500] ^= 0xff;
+        fs::write(cur.join("graph"), &graph).unwrap();
+        let err = s.current().unwrap_err().to_string();
+        assert!(err.contains("graph does not match"), "{err}");
+        // A snapshot without checksums (or with them removed) is not trusted either.
+        fs::remove_file(cur.join(CHECKSUMS)).unwrap();
+        assert!(s.current().is_err());
     }
 
     #[test]
