@@ -68,6 +68,10 @@ pub fn lexical_dir(db_dir: &Path) -> PathBuf {
     db_dir.join("lexical")
 }
 
+/// Present in the database folder while a write has reached the store but maybe not yet BM25:
+/// an open that finds it rebuilds BM25 from the store (the store is the source of truth).
+pub const LEXICAL_PENDING: &str = "lexical.pending";
+
 /// A database and its BM25 index, written together.
 pub struct SearchIndex {
     db: Database,
@@ -83,8 +87,63 @@ impl SearchIndex {
         Ok(Self { db, lexical })
     }
 
+    /// Opens `db` with its BM25 index, first repairing BM25 when it may disagree with the
+    /// store: a write interrupted between the two (the [`LEXICAL_PENDING`] marker), a document
+    /// count that differs, or an index that cannot be opened. `build_missing` also builds a
+    /// missing BM25 index. A repair that fails (say a read-only folder) leaves dense search
+    /// working: BM25 is then reported unavailable rather than failing the open.
+    pub fn open(db: Database, build_missing: bool) -> Result<Self> {
+        let dir = lexical_dir(db.path());
+        let documents = db.status()?.documents;
+        let pending = db.path().join(LEXICAL_PENDING).exists();
+        let problem = if !LexicalIndex::exists(&dir) {
+            build_missing.then(|| "missing".to_string())
+        } else if pending {
+            Some("a write was interrupted before it reached BM25".into())
+        } else {
+            match LexicalIndex::open(&dir) {
+                Ok(lex) if lex.count() == documents => None,
+                Ok(lex) => Some(format!("{} documents vs {documents} in the store", lex.count())),
+                Err(e) => Some(format!("unreadable ({e})")),
+            }
+        };
+        let Some(problem) = problem else { return Self::new(db) };
+        tracing::warn!(documents, "BM25 index {problem}; rebuilding it from the store");
+        match sync_lexical(&db) {
+            Ok(lexical) => {
+                remove_if_present(&db.path().join(LEXICAL_PENDING))?;
+                Ok(Self { db, lexical: Some(lexical) })
+            }
+            Err(e) => {
+                tracing::warn!("could not rebuild the BM25 index ({e}); serving dense search only");
+                Ok(Self { db, lexical: None })
+            }
+        }
+    }
+
     pub fn db(&self) -> &Database {
         &self.db
+    }
+
+    /// Runs a write to the store and then BM25 with the [`LEXICAL_PENDING`] marker on disk in
+    /// between, so a crash in the middle is repaired by the next [`SearchIndex::open`].
+    fn write_both(
+        &self,
+        store: impl FnOnce(&Database) -> Result<Vec<String>>,
+        lexical: impl FnOnce(&LexicalIndex) -> Result<()>,
+    ) -> Result<Vec<String>> {
+        let marker = self.db.path().join(LEXICAL_PENDING);
+        if self.lexical.is_some() {
+            crate::index::persist::atomic_write(&marker, b"")?;
+        }
+        let out = store(&self.db)?;
+        self.db.flush()?;
+        if let Some(lex) = &self.lexical {
+            lexical(lex)?;
+            lex.commit()?;
+            remove_if_present(&marker)?;
+        }
+        Ok(out)
     }
 
     pub fn lexical(&self) -> Option<&LexicalIndex> {
@@ -106,24 +165,22 @@ impl SearchIndex {
     pub fn put_documents(&self, docs: Vec<NewDocument>) -> Result<()> {
         let lexical: Vec<(String, String, String)> =
             docs.iter().map(|d| (d.id.clone(), d.title.clone(), d.text.clone())).collect();
-        self.db.put_documents(docs)?;
-        self.db.flush()?;
-        if let Some(lex) = &self.lexical {
-            lex.add(lexical.iter().map(|(id, title, text)| LexicalDoc { id, title, text }))?;
-            lex.commit()?;
-        }
+        self.write_both(
+            |db| db.put_documents(docs).map(|_| Vec::new()),
+            |lex| {
+                lex.add(lexical.iter().map(|(id, title, text)| LexicalDoc { id, title, text }))
+                    .map(|_| ())
+            },
+        )?;
         Ok(())
     }
 
     /// Deletes documents from both indexes; returns the ids that did not exist.
     pub fn delete_documents(&self, ids: &[String]) -> Result<Vec<String>> {
-        let missing = self.db.delete_documents(ids)?;
-        self.db.flush()?;
-        if let Some(lex) = &self.lexical {
-            lex.delete(ids.iter().map(String::as_str))?;
-            lex.commit()?;
-        }
-        Ok(missing)
+        self.write_both(
+            |db| db.delete_documents(ids),
+            |lex| lex.delete(ids.iter().map(String::as_str)),
+        )
     }
 
     /// Top `k` documents for a query. `vector` (the query's embedding) is required for dense
@@ -188,6 +245,13 @@ impl SearchIndex {
             });
         }
         Ok(out)
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
     }
 }
 

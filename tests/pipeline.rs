@@ -426,3 +426,47 @@ fn mostly_deleted_graph_is_compacted_on_save() {
     let hits = db.search_dense(&query(&e, "violin cello note94"), 3).unwrap();
     assert_eq!(hits[0].id, "doc-094");
 }
+
+/// A crash between the store write and the BM25 write of an update (same document count, so
+/// counting cannot see it) is repaired on the next open, through the write-ahead marker.
+#[test]
+fn bm25_is_repaired_after_a_write_interrupted_before_it_reached_bm25() {
+    use engine::search::{SearchIndex, LEXICAL_PENDING};
+    let dir = tempfile::tempdir().unwrap();
+    let e = HashEmbedder::new(DIM);
+    let db =
+        Database::create_or_open(dir.path(), &e.fingerprint(), &db_opts(Backend::Flat)).unwrap();
+    index_documents(&db, &e, corpus(5), &opts(), &Silent).unwrap();
+    let index = SearchIndex::open(db, true).unwrap();
+    let bm25 = |index: &SearchIndex, q: &str| -> Vec<String> {
+        index.lexical().unwrap().search(q, 5).unwrap().into_iter().map(|(id, _)| id).collect()
+    };
+    assert!(bm25(&index, "zeppelin").is_empty());
+    // A successful write through the index leaves no marker.
+    index.delete_documents(&["doc-004".into()]).unwrap();
+    assert!(!dir.path().join(LEXICAL_PENDING).exists());
+    assert!(!bm25(&index, "note4").contains(&"doc-004".to_string()));
+    drop(index);
+    // The state a crash leaves mid-update: marker written, store updated, BM25 not.
+    std::fs::write(dir.path().join(LEXICAL_PENDING), b"").unwrap();
+    let db = Database::open(dir.path(), Some(&e.fingerprint())).unwrap();
+    let updated = doc("doc-001", "Airships", "a zeppelin over the harbour");
+    index_documents(&db, &e, vec![updated], &IndexOptions { update: true, ..opts() }, &Silent)
+        .unwrap();
+    drop(db);
+    let db = Database::open(dir.path(), Some(&e.fingerprint())).unwrap();
+    let index = SearchIndex::open(db, false).unwrap();
+    assert_eq!(bm25(&index, "zeppelin"), vec!["doc-001".to_string()]);
+    assert!(!dir.path().join(LEXICAL_PENDING).exists());
+    drop(index);
+    // A BM25 folder that cannot be opened is rebuilt too; dense search never depends on it.
+    for f in std::fs::read_dir(dir.path().join("lexical")).unwrap() {
+        let p = f.unwrap().path();
+        if p.is_file() {
+            std::fs::write(&p, b"garbage").unwrap();
+        }
+    }
+    let db = Database::open(dir.path(), Some(&e.fingerprint())).unwrap();
+    let index = SearchIndex::open(db, false).unwrap();
+    assert_eq!(bm25(&index, "zeppelin"), vec!["doc-001".to_string()]);
+}

@@ -65,7 +65,7 @@ pub fn run(ctx: &Ctx, args: SearchArgs) -> Result<()> {
     let embedder = super::index::load_embedder(&config)?;
     let db = Database::open(&args.db, Some(&embedder.fingerprint()))
         .with_context(|| format!("opening database {}", args.db.display()))?;
-    let index = SearchIndex::new(db)?;
+    let index = SearchIndex::open(db, false)?;
     let mode = requested.unwrap_or_else(|| {
         SearchMode::default_for(index.db().manifest().encoder.trained, index.lexical().is_some())
     });

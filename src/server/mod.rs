@@ -38,8 +38,7 @@ use crate::config::Config;
 use crate::encoder::{Embed, Encoder};
 use crate::error::{Error, Result};
 use crate::fusion::Fusion;
-use crate::lexical::LexicalIndex;
-use crate::search::{lexical_dir, sync_lexical, SearchIndex};
+use crate::search::SearchIndex;
 use crate::store::Database;
 
 /// What `engine serve` needs besides the listener.
@@ -163,31 +162,12 @@ pub fn load(opts: &ServeOptions, metrics: Arc<Metrics>) -> Result<Loaded> {
         backend = %status.backend,
         "database opened"
     );
-    let index = Arc::new(open_lexical(db, status.documents)?);
+    // BM25 is rebuilt first when missing or out of step with the store (tantivy indexes
+    // thousands of documents a second: little next to loading the model).
+    let index = Arc::new(SearchIndex::open(db, true)?);
     let fusion = Fusion::from_config(&opts.config.eval)?;
     let batcher = Arc::new(Batcher::start(encoder, batch, metrics)?);
     Ok(Loaded { batcher, encoder_name: encoder_name(&opts.config.model.path), index, fusion })
-}
-
-/// Wraps `db` with its BM25 index at `DB/lexical/` (where `engine search` and `engine eval`
-/// also look). When that index is missing or its document count disagrees with the store's
-/// `documents` (say a database from before `engine index` maintained it, or a crash between
-/// the two writes), it is rebuilt from the stored documents first (tantivy indexes thousands of
-/// documents per second, so this costs little next to loading the model).
-fn open_lexical(db: Database, documents: u64) -> Result<SearchIndex> {
-    let counted = LexicalIndex::open(&lexical_dir(db.path())).ok().map(|lex| lex.count());
-    if counted != Some(documents) {
-        if let Some(lexical) = counted {
-            tracing::warn!(
-                lexical,
-                documents,
-                "BM25 index out of step with the store; rebuilding it"
-            );
-        }
-        drop(sync_lexical(&db)?);
-        tracing::info!(documents, "BM25 index built");
-    }
-    SearchIndex::new(db)
 }
 
 /// Serves on `listener` until `shutdown` completes, then lets in-flight requests finish, stops
