@@ -139,6 +139,11 @@ const WRITER_MEMORY_BYTES: usize = 128 * 1024 * 1024;
 
 /// The file tantivy writes first into an index folder: its presence marks an index.
 const META_FILE: &str = "meta.json";
+/// Most query terms a BM25 search uses: a query of megabytes would otherwise build a boolean
+/// query of millions of clauses (minutes of CPU) for no better ranking.
+const MAX_QUERY_TERMS: usize = 1024;
+/// Hits fetched beyond `k` so that equal scores at the cut are ordered by id.
+const TIE_MARGIN: usize = 16;
 
 impl LexicalIndex {
     /// Whether `dir` holds an index (without opening it).
@@ -323,11 +328,25 @@ impl LexicalIndex {
 
     /// Top `k` documents for `query` by BM25: `(doc id, score)`, best first. Repeated query
     /// words count repeatedly (as in Lucene's bag-of-words query). Never fails on user text.
+    /// The analyzed terms a search uses: at most [`MAX_QUERY_TERMS`], the first ones.
+    fn query_terms(&self, query: &str) -> Result<Vec<String>> {
+        let mut terms = self.analyze(query)?;
+        if terms.len() > MAX_QUERY_TERMS {
+            tracing::warn!(
+                terms = terms.len(),
+                kept = MAX_QUERY_TERMS,
+                "BM25 query cut to its first terms"
+            );
+            terms.truncate(MAX_QUERY_TERMS);
+        }
+        Ok(terms)
+    }
+
     pub fn search(&self, query: &str, k: usize) -> Result<Vec<(String, f32)>> {
         if k == 0 {
             return Ok(Vec::new());
         }
-        let terms = self.analyze(query)?;
+        let terms = self.query_terms(query)?;
         let clauses: Vec<(Occur, Box<dyn Query>)> = terms
             .iter()
             .flat_map(|t| {
@@ -350,7 +369,11 @@ impl LexicalIndex {
         if k == 0 {
             return Ok(Vec::new());
         }
-        let top = searcher.search(&query, &TopDocs::with_limit(k)).map_err(lex_err(&self.dir))?;
+        // A few extra hits, so ties at the cut are broken by id below rather than by where
+        // tantivy happened to store the documents (which changes between rebuilds).
+        let fetch = (k + TIE_MARGIN).min(searcher.num_docs() as usize);
+        let top =
+            searcher.search(&query, &TopDocs::with_limit(fetch)).map_err(lex_err(&self.dir))?;
         let mut hits = Vec::with_capacity(top.len());
         for (score, addr) in top {
             let doc: TantivyDocument = searcher.doc(addr).map_err(lex_err(&self.dir))?;
@@ -359,6 +382,8 @@ impl LexicalIndex {
             })?;
             hits.push((id.to_string(), score));
         }
+        hits.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        hits.truncate(k);
         Ok(hits)
     }
 }
@@ -386,6 +411,34 @@ mod tests {
         .unwrap();
         idx.commit().unwrap();
         idx
+    }
+
+    #[test]
+    fn equal_scores_are_ordered_by_id_whatever_the_insertion_order() {
+        let ids = ["d5", "d1", "d4", "d2", "d3", "d0"];
+        for reversed in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let idx = LexicalIndex::create(dir.path(), LexicalOptions::default()).unwrap();
+            let order: Vec<&str> =
+                if reversed { ids.iter().rev().copied().collect() } else { ids.to_vec() };
+            for id in order {
+                idx.add([doc(id, "", "identical words everywhere")]).unwrap();
+                // Separate commits put the documents in separate segments.
+                idx.commit().unwrap();
+            }
+            let hits: Vec<String> =
+                idx.search("identical", 3).unwrap().into_iter().map(|(id, _)| id).collect();
+            assert_eq!(hits, ["d0", "d1", "d2"], "reversed: {reversed}");
+        }
+    }
+
+    #[test]
+    fn an_enormous_query_is_cut_to_its_first_terms() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = tiny(dir.path(), LexicalOptions::default());
+        let query = format!("rust {}", "zzfiller ".repeat(200_000));
+        assert_eq!(idx.query_terms(&query).unwrap().len(), MAX_QUERY_TERMS);
+        assert_eq!(idx.search(&query, 3).unwrap()[0].0, "rust");
     }
 
     #[test]
