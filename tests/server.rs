@@ -697,6 +697,55 @@ async fn work_queued_beyond_the_time_budget_answers_429_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_and_slow_connections_are_bounded_and_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fx = fixture();
+    let s = TestServer::start(
+        &fx,
+        |c| {
+            c.server.header_timeout_secs = 1;
+            c.server.request_timeout_secs = 1;
+            c.server.max_connections = 3;
+        },
+        None,
+    )
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    // Idle sockets up to the limit: a further connection is closed at once...
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), extra.read_to_end(&mut buf)).await;
+    assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "over the limit must be closed: {buf:?}");
+    // ...and the idle ones are closed after header_timeout_secs, freeing their slots.
+    for mut sock in idle {
+        let mut b = [0u8; 64];
+        let r = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut b)).await;
+        assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "idle socket not closed");
+    }
+    assert_eq!(s.get("/healthz").await.0, 200);
+    // A body that never finishes arriving answers 504 after request_timeout_secs.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(
+        b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"query\": ",
+    )
+    .await
+    .unwrap();
+    let mut resp = vec![0u8; 4096];
+    let n =
+        tokio::time::timeout(Duration::from_secs(5), slow.read(&mut resp)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&resp[..n]);
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+    assert!(text.contains("\"timeout\""), "{text}");
+    s.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn made_up_http_methods_do_not_grow_the_metrics() {
     let fx = fixture();
     let s = TestServer::start(&fx, |_| {}, None).await;

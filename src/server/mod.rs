@@ -18,7 +18,7 @@ pub mod state;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -27,6 +27,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
@@ -90,6 +91,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         // axum's own 2 MB default would cut in before the configured limit.
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            Duration::from_secs(state.config.server.request_timeout_secs.max(1)),
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         // Failures worth an error line are logged where they happen (ApiError::internal); a 503
         // from /readyz while loading is not one.
@@ -133,7 +138,7 @@ async fn json_error_for(res: Response) -> Response {
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::REQUEST_TIMEOUT => "timeout",
+        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => "timeout",
         s if s.is_server_error() => "internal",
         _ => "bad_request",
     };
@@ -209,7 +214,8 @@ pub async fn serve(
         }
     };
     let app = router(state.clone());
-    axum::serve(listener, app).with_graceful_shutdown(stop).await?;
+    let server = state.config.server.clone();
+    serve_connections(listener, app, &server, stop).await;
     let _ = loader.await;
     if let Some(e) = failed.lock().ok().and_then(|mut f| f.take()) {
         return Err(e);
@@ -221,6 +227,65 @@ pub async fn serve(
             .map_err(|e| Error::Io(std::io::Error::other(e)))??;
     }
     Ok(())
+}
+
+/// Longest wait for in-flight requests once shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
+
+/// The accept loop (axum's `serve` without its unbounded defaults): at most
+/// `max_connections` sockets (more are closed at accept, so `/healthz` keeps answering under a
+/// flood), and hyper's header timer, which also closes keep-alive sockets idle for
+/// `header_timeout_secs`. On `stop` it stops accepting and lets open connections finish.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    server: &crate::config::ServerConfig,
+    stop: impl Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
+    // HTTP/1 only: the HTTP/1-or-2 sniffing of hyper-util's auto builder reads the first
+    // bytes before any header timer runs, so a silent socket would be held for ever.
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(server.header_timeout_secs.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(server.max_connections.max(1)));
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("connection limit reached; closing a new connection");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone().map_request(
+            |r: axum::http::Request<hyper::body::Incoming>| r.map(axum::body::Body::new),
+        ));
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+    }
 }
 
 /// After the last request: stop the encoder thread, persist the index.
