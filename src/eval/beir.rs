@@ -2,7 +2,8 @@
 //!
 //! The files in the wild are messier than the format description: qrels come with a header
 //! line and CRLF line endings, ids look numeric but must stay strings (`"01"` and `"1"` are
-//! different documents), and some queries or judgements refer to things that are not there.
+//! different documents; a JSON number is accepted only when it is an integer that can be
+//! written back exactly), and some queries or judgements refer to things that are not there.
 //! Everything that does not fit is counted rather than silently dropped or turned into a
 //! panic, so a report can say how many queries were actually evaluated.
 
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::pipeline::corpus::json_id;
 
 /// Relevance judgements: query id -> (doc id -> graded relevance). Grades are integers like
 /// trec_eval's; zero and negative grades mean "judged, not relevant".
@@ -174,7 +176,7 @@ pub fn read_qrels(path: &Path) -> Result<Qrels> {
 
 #[derive(Deserialize)]
 struct RawQuery {
-    #[serde(rename = "_id", deserialize_with = "string_or_number")]
+    #[serde(rename = "_id", deserialize_with = "exact_id")]
     id: String,
     #[serde(default)]
     text: String,
@@ -182,7 +184,7 @@ struct RawQuery {
 
 #[derive(Deserialize)]
 struct RawDoc {
-    #[serde(rename = "_id", deserialize_with = "string_or_number")]
+    #[serde(rename = "_id", deserialize_with = "exact_id")]
     id: String,
     #[serde(default)]
     title: Option<String>,
@@ -190,16 +192,10 @@ struct RawDoc {
     text: Option<String>,
 }
 
-/// Ids are strings in BEIR, but hand-made files often write them as JSON numbers; accept both
-/// and keep the textual form.
-fn string_or_number<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<String, D::Error> {
-    match serde_json::Value::deserialize(d)? {
-        serde_json::Value::String(s) => Ok(s),
-        serde_json::Value::Number(n) => Ok(n.to_string()),
-        other => Err(serde::de::Error::custom(format!("id must be a string, got {other}"))),
-    }
+/// Ids are strings in BEIR, but hand-made files often write them as JSON numbers; the rules of
+/// the index's corpus reader apply ([`json_id`]), so eval and index agree on every id.
+fn exact_id<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    json_id(&serde_json::Value::deserialize(d)?).map_err(serde::de::Error::custom)
 }
 
 /// Reads `queries.jsonl` into id -> text.
@@ -342,5 +338,29 @@ mod tests {
         write(dir.path(), "q.txt", "1 0 d1 1\n1 0 d2 -1\n");
         let q = read_qrels(&dir.path().join("q.txt")).unwrap();
         assert_eq!(q["1"]["d2"], -1);
+    }
+
+    #[test]
+    fn inexact_numeric_and_blank_ids_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = dir.path().join("corpus.jsonl");
+        write(
+            dir.path(),
+            "corpus.jsonl",
+            "{\"_id\": 18446744073709551615, \"text\": \"a\"}\n\
+             {\"_id\": 123456789012345678901234567890, \"text\": \"b\"}\n\
+             {\"_id\": 1.50, \"text\": \"c\"}\n{\"_id\": \" \", \"text\": \"d\"}\n",
+        );
+        let items: Vec<_> = corpus_docs(&c).unwrap().collect();
+        assert_eq!(items[0].as_ref().unwrap().id, "18446744073709551615");
+        for (i, item) in items.iter().enumerate().skip(1) {
+            let line = i + 1;
+            assert!(matches!(item, Err(Error::Corpus { line: l, .. }) if *l == line), "{item:?}");
+        }
+        let msg = items[1].as_ref().unwrap_err().to_string();
+        assert!(msg.contains("JSON string"), "{msg}");
+        write(dir.path(), "queries.jsonl", "{\"_id\": 2.0, \"text\": \"q\"}\n");
+        let err = read_queries(&dir.path().join("queries.jsonl")).unwrap_err();
+        assert!(matches!(err, Error::Corpus { line: 1, .. }), "{err}");
     }
 }

@@ -1,6 +1,7 @@
 //! Corpus readers: a BEIR folder (`corpus.jsonl`), any JSONL file (configurable field names),
-//! or a folder of `.txt` / `.md` files. Ids are always strings; numeric JSON ids are kept as
-//! their literal text, never parsed into integers.
+//! or a folder of `.txt` / `.md` files. Ids are always strings: a JSON id is a string or an
+//! integer that fits in 64 bits (written out digit for digit); any other number is refused,
+//! since a float cannot be turned back into the text the file had (`1.50` would become `1.5`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -13,29 +14,42 @@ use crate::error::{Error, Result};
 /// One document as read from a corpus.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Document {
+    /// Unique id (see [`check_id`]).
     pub id: String,
+    /// Title, empty when the record has none.
     pub title: String,
+    /// Body text.
     pub text: String,
+    /// Remaining fields of the record (`Null` when there are none).
     pub metadata: Value,
 }
 
+/// The layout a corpus was read in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CorpusFormat {
+    /// A BEIR folder: `corpus.jsonl` inside it.
     Beir,
+    /// A JSONL file.
     Jsonl,
+    /// A folder of `.txt` / `.md` files.
     Files,
 }
 
+/// How to read a corpus.
 #[derive(Debug, Clone)]
 pub struct CorpusOptions {
+    /// JSON field holding the document id.
     pub id_field: String,
+    /// JSON field holding the title (optional in records).
     pub title_field: String,
+    /// JSON field holding the text (required in records).
     pub text_field: String,
     /// Skip malformed records (they are returned in [`Corpus::skipped`]) instead of failing.
     pub skip_bad: bool,
 }
 
 impl CorpusOptions {
+    /// The field names of `[index]` in the configuration.
     pub fn from_config(c: &IndexConfig, skip_bad: bool) -> Self {
         CorpusOptions {
             id_field: c.id_field.clone(),
@@ -46,10 +60,45 @@ impl CorpusOptions {
     }
 }
 
+/// Checks that `id` can name a document: not empty and not whitespace only (such an id cannot
+/// be told apart from a missing one in a URL or a shell). Shared by the corpus readers and the
+/// server so both accept the same ids. The error says what is wrong, for the caller to prefix.
+pub fn check_id(id: &str) -> std::result::Result<(), &'static str> {
+    if id.is_empty() {
+        Err("is empty")
+    } else if id.trim().is_empty() {
+        Err("is blank (whitespace only)")
+    } else {
+        Ok(())
+    }
+}
+
+/// The id written as the JSON value `v`: a string as is, or an integer that fits in 64 bits
+/// in its decimal digits. Other numbers are refused: serde reads them as floats, which would
+/// rewrite `1.50` as `1.5` and `123456789012345678901234567890` as `1.2345678901234568e+29`,
+/// so distinct ids could collide. The id must also pass [`check_id`].
+pub fn json_id(v: &Value) -> std::result::Result<String, String> {
+    let id = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) if n.is_u64() || n.is_i64() => n.to_string(),
+        Value::Number(n) => {
+            return Err(format!(
+                "id {n} is a number that cannot be kept exactly (only integers within 64 bits \
+                 can); write the id as a JSON string, in quotes, as it should read"
+            ))
+        }
+        other => return Err(format!("id must be a string, got {other}")),
+    };
+    check_id(&id).map_err(|why| format!("id {id:?} {why}"))?;
+    Ok(id)
+}
+
 /// What a reader produced.
 #[derive(Debug)]
 pub struct Corpus {
+    /// The layout that was detected.
     pub format: CorpusFormat,
+    /// Documents in corpus order.
     pub docs: Vec<Document>,
     /// Records skipped under `skip_bad`, each an [`Error::Corpus`] naming file and line.
     pub skipped: Vec<Error>,
@@ -123,17 +172,9 @@ fn parse_line(raw: &[u8], opts: &CorpusOptions) -> std::result::Result<Option<Do
         return Err("expected a JSON object".into());
     };
     let id = match obj.remove(&opts.id_field) {
-        Some(Value::String(s)) => s,
-        // Keep the literal text of numeric ids ("1e3" stays "1e3" only if it was a string).
-        Some(Value::Number(n)) => n.to_string(),
-        Some(other) => {
-            return Err(format!("field {:?} must be a string, got {other}", opts.id_field))
-        }
+        Some(v) => json_id(&v).map_err(|m| format!("field {:?}: {m}", opts.id_field))?,
         None => return Err(format!("missing id field {:?}", opts.id_field)),
     };
-    if id.is_empty() {
-        return Err(format!("empty id in field {:?}", opts.id_field));
-    }
     let title = take_text(&mut obj, &opts.title_field, false)?;
     let text = take_text(&mut obj, &opts.text_field, true)?;
     let metadata = match obj.len() {
@@ -334,5 +375,59 @@ mod tests {
             c.docs.iter().map(|d| (d.id.as_str(), d.title.as_str())).collect();
         assert_eq!(got, [("a.txt", "a"), ("sub/b.md", "Real Title"), ("sub/c.md", "c")]);
         assert_eq!(c.skipped.len(), 1);
+    }
+
+    fn write(p: &Path, text: &str) {
+        std::fs::write(p, text).unwrap();
+    }
+
+    fn ids(c: &Corpus) -> Vec<&str> {
+        c.docs.iter().map(|d| d.id.as_str()).collect()
+    }
+
+    #[test]
+    fn numeric_ids_are_kept_exactly_or_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.jsonl");
+        write(
+            &p,
+            "{\"_id\":18446744073709551615,\"text\":\"u64 max\"}\n\
+             {\"_id\":-9223372036854775808,\"text\":\"i64 min\"}\n\
+             {\"_id\":\"1.50\",\"text\":\"quoted\"}\n",
+        );
+        let c = read_corpus(&p, &opts(false)).unwrap();
+        assert_eq!(ids(&c), ["18446744073709551615", "-9223372036854775808", "1.50"]);
+        for (bad, line) in [
+            ("123456789012345678901234567890", 2),
+            ("1.50", 2),
+            ("1e3", 2),
+            ("18446744073709551616", 2),
+        ] {
+            write(
+                &p,
+                &format!("{{\"_id\":\"a\",\"text\":\"x\"}}\n{{\"_id\":{bad},\"text\":\"y\"}}\n"),
+            );
+            let err = read_corpus(&p, &opts(false)).unwrap_err();
+            assert!(matches!(err, Error::Corpus { line: l, .. } if l == line), "{bad}: {err}");
+            let msg = err.to_string();
+            assert!(msg.contains("c.jsonl:2") && msg.contains("JSON string"), "{bad}: {msg}");
+            let c = read_corpus(&p, &opts(true)).unwrap();
+            assert_eq!(ids(&c), ["a"], "{bad}");
+            assert_eq!(c.skipped.len(), 1);
+        }
+    }
+
+    #[test]
+    fn blank_ids_are_refused_with_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.jsonl");
+        write(&p, "{\"_id\":\"a\",\"text\":\"x\"}\n{\"_id\":\" \\t\",\"text\":\"y\"}\n");
+        let err = read_corpus(&p, &opts(false)).unwrap_err().to_string();
+        assert!(err.contains("c.jsonl:2") && err.contains("blank"), "{err}");
+        write(&p, "{\"_id\":\"\",\"text\":\"y\"}\n");
+        let err = read_corpus(&p, &opts(false)).unwrap_err().to_string();
+        assert!(err.contains("c.jsonl:1") && err.contains("empty"), "{err}");
+        assert_eq!(check_id("a b"), Ok(()));
+        assert!(check_id("\u{3000}").is_err());
     }
 }

@@ -85,8 +85,8 @@ pub async fn add_documents(
     }
     let mut seen = HashSet::new();
     for (i, d) in req.documents.iter().enumerate() {
-        if d.id.trim().is_empty() {
-            return Err(ApiError::bad_request(format!("documents[{i}].id is empty")));
+        if let Err(why) = crate::pipeline::corpus::check_id(&d.id) {
+            return Err(ApiError::bad_request(format!("documents[{i}].id {why}")));
         }
         if d.text.trim().is_empty() {
             return Err(ApiError::bad_request(format!("documents[{i}] ({:?}) has no text", d.id)));
