@@ -37,7 +37,8 @@ pub struct IndexArgs {
     /// llama2vec | last | mean (default: encoder.pooling).
     #[arg(long)]
     pub pooling: Option<String>,
-    /// Skip malformed JSONL lines (reported with file and line) instead of failing.
+    /// Skip bad records (malformed JSONL lines, conflicting repeated ids, unreadable files or
+    /// folders; each reported with file and line) instead of failing.
     #[arg(long)]
     pub skip_bad: bool,
     /// Treat an id that already exists with different content as an update (else an error).
@@ -119,7 +120,8 @@ pub fn run_index(ctx: &Ctx, args: IndexArgs) -> Result<()> {
         args.backend.as_ref(),
     );
     let backend: Backend = config.index.backend.parse()?;
-    let corpus_opts = CorpusOptions::from_config(&config.index, args.skip_bad);
+    let mut corpus_opts = CorpusOptions::from_config(&config.index, args.skip_bad);
+    corpus_opts.update = args.update;
     let corpus = pipeline::read_corpus(&args.corpus, &corpus_opts)
         .with_context(|| format!("reading corpus {}", args.corpus.display()))?;
     for e in &corpus.skipped {
@@ -195,7 +197,8 @@ pub fn run_check(_ctx: &Ctx, args: CheckArgs) -> Result<()> {
 fn run_lexical_only(ctx: &Ctx, args: &IndexArgs) -> Result<()> {
     use engine::lexical::{LexicalDoc, LexicalIndex, LexicalOptions};
     let started = std::time::Instant::now();
-    let corpus_opts = CorpusOptions::from_config(&ctx.config.index, args.skip_bad);
+    let mut corpus_opts = CorpusOptions::from_config(&ctx.config.index, args.skip_bad);
+    corpus_opts.update = args.update;
     let corpus = pipeline::read_corpus(&args.corpus, &corpus_opts)
         .with_context(|| format!("reading corpus {}", args.corpus.display()))?;
     for e in &corpus.skipped {

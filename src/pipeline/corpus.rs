@@ -3,8 +3,9 @@
 //! integer that fits in 64 bits (written out digit for digit); any other number is refused,
 //! since a float cannot be turned back into the text the file had (`1.50` would become `1.5`).
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, ErrorKind};
+use std::path::Path;
 
 use serde_json::{Map, Value};
 
@@ -46,16 +47,21 @@ pub struct CorpusOptions {
     pub text_field: String,
     /// Skip malformed records (they are returned in [`Corpus::skipped`]) instead of failing.
     pub skip_bad: bool,
+    /// Keep several JSONL records with one id and different content (the indexer keeps the
+    /// last, as `engine index --update` asks). Otherwise such a repeat is an error naming its
+    /// line (skipped under `skip_bad`).
+    pub update: bool,
 }
 
 impl CorpusOptions {
-    /// The field names of `[index]` in the configuration.
+    /// The field names of `[index]` in the configuration; `update` starts off.
     pub fn from_config(c: &IndexConfig, skip_bad: bool) -> Self {
         CorpusOptions {
             id_field: c.id_field.clone(),
             title_field: c.title_field.clone(),
             text_field: c.text_field.clone(),
             skip_bad,
+            update: false,
         }
     }
 }
@@ -104,22 +110,74 @@ pub struct Corpus {
     pub skipped: Vec<Error>,
 }
 
-/// Reads the corpus at `path`, detecting its format.
+/// Reads the corpus at `path`, detecting its format: a folder holding `corpus.jsonl` is BEIR,
+/// any other folder is read for `.txt` / `.md` files, a regular file is JSONL.
 pub fn read_corpus(path: &Path, opts: &CorpusOptions) -> Result<Corpus> {
-    if path.is_dir() {
-        let beir = path.join("corpus.jsonl");
-        if beir.is_file() {
-            let (docs, skipped) = read_jsonl(&beir, opts)?;
-            return Ok(Corpus { format: CorpusFormat::Beir, docs, skipped });
-        }
-        let (docs, skipped) = read_files(path, opts)?;
-        return Ok(Corpus { format: CorpusFormat::Files, docs, skipped });
-    }
-    if path.is_file() {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        ErrorKind::NotFound => Error::NotFound(format!("corpus {} does not exist", path.display())),
+        _ => corpus_err(path, 0, e.to_string()),
+    })?;
+    if meta.is_file() {
         let (docs, skipped) = read_jsonl(path, opts)?;
         return Ok(Corpus { format: CorpusFormat::Jsonl, docs, skipped });
     }
-    Err(Error::NotFound(format!("corpus {} does not exist", path.display())))
+    if !meta.is_dir() {
+        return Err(Error::InvalidInput(format!(
+            "corpus {} is a {}, not a JSONL file or a folder",
+            path.display(),
+            file_kind(&meta.file_type())
+        )));
+    }
+    let beir = path.join("corpus.jsonl");
+    // Any entry named corpus.jsonl makes this a BEIR folder: reading it as a folder of text
+    // files instead would index something else than the user pointed at.
+    match std::fs::symlink_metadata(&beir) {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let (docs, skipped) = read_files(path, opts)?;
+            Ok(Corpus { format: CorpusFormat::Files, docs, skipped })
+        }
+        Err(e) => Err(corpus_err(&beir, 0, e.to_string())),
+        Ok(_) => {
+            let target = std::fs::metadata(&beir)
+                .map_err(|e| corpus_err(&beir, 0, format!("cannot follow the link: {e}")))?;
+            if !target.is_file() {
+                return Err(Error::InvalidInput(format!(
+                    "{} is a {}, not a regular file: a BEIR folder's corpus must be a JSONL file \
+                     (move it away to index the folder's .txt/.md files instead)",
+                    beir.display(),
+                    file_kind(&target.file_type())
+                )));
+            }
+            let (docs, skipped) = read_jsonl(&beir, opts)?;
+            Ok(Corpus { format: CorpusFormat::Beir, docs, skipped })
+        }
+    }
+}
+
+/// What a non-regular file is, for error messages.
+fn file_kind(ft: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_fifo() {
+            return "FIFO (named pipe)";
+        }
+        if ft.is_socket() {
+            return "socket";
+        }
+        if ft.is_block_device() || ft.is_char_device() {
+            return "device";
+        }
+    }
+    if ft.is_dir() {
+        "directory"
+    } else if ft.is_symlink() {
+        "symbolic link"
+    } else if ft.is_file() {
+        "file"
+    } else {
+        "special file"
+    }
 }
 
 fn corpus_err(path: &Path, line: usize, message: impl Into<String>) -> Error {
@@ -127,12 +185,15 @@ fn corpus_err(path: &Path, line: usize, message: impl Into<String>) -> Error {
 }
 
 /// Reads JSONL line by line as bytes, so a non-UTF-8 line is reported with its number rather
-/// than aborting the whole read.
+/// than aborting the whole read. A repeated id with different content is an error at the
+/// repeat's line unless `opts.update` (see [`CorpusOptions::update`]).
 pub fn read_jsonl(path: &Path, opts: &CorpusOptions) -> Result<(Vec<Document>, Vec<Error>)> {
     let file = std::fs::File::open(path).map_err(|e| corpus_err(path, 0, e.to_string()))?;
     let mut reader = BufReader::new(file);
     let mut docs = Vec::new();
     let mut skipped = Vec::new();
+    // id -> (position in `docs`, line) of its first record.
+    let mut seen: HashMap<String, (usize, usize)> = HashMap::new();
     let mut buf = Vec::new();
     let mut line_no = 0;
     loop {
@@ -144,9 +205,17 @@ pub fn read_jsonl(path: &Path, opts: &CorpusOptions) -> Result<(Vec<Document>, V
             break;
         }
         line_no += 1;
-        let parsed = parse_line(&buf, opts).map_err(|m| corpus_err(path, line_no, m));
+        let parsed = parse_line(&buf, opts)
+            .and_then(|doc| match doc {
+                Some(doc) => check_repeat(&seen, &docs, &doc, opts).map(|()| Some(doc)),
+                None => Ok(None),
+            })
+            .map_err(|m| corpus_err(path, line_no, m));
         match parsed {
-            Ok(Some(doc)) => docs.push(doc),
+            Ok(Some(doc)) => {
+                seen.entry(doc.id.clone()).or_insert((docs.len(), line_no));
+                docs.push(doc);
+            }
             Ok(None) => {}
             Err(e) if opts.skip_bad => {
                 tracing::warn!("skipping {e}");
@@ -156,6 +225,28 @@ pub fn read_jsonl(path: &Path, opts: &CorpusOptions) -> Result<(Vec<Document>, V
         }
     }
     Ok((docs, skipped))
+}
+
+/// A repeated id is fine when its content is the same (the indexer counts it as a duplicate)
+/// or when `update` keeps the last; a conflicting repeat is refused here, where its line is
+/// still known.
+fn check_repeat(
+    seen: &HashMap<String, (usize, usize)>,
+    docs: &[Document],
+    doc: &Document,
+    opts: &CorpusOptions,
+) -> std::result::Result<(), String> {
+    let Some(&(i, line)) = seen.get(&doc.id) else { return Ok(()) };
+    let Some(first) = docs.get(i) else { return Ok(()) };
+    let same = first.title == doc.title && first.text == doc.text && first.metadata == doc.metadata;
+    if opts.update || same {
+        return Ok(());
+    }
+    Err(format!(
+        "document id {:?} already appeared at line {line} with different content (use --update \
+         to keep the last one, or --skip-bad to skip this one)",
+        doc.id
+    ))
 }
 
 /// One JSONL line → a document (`None` for a blank line); errors are plain messages that the
@@ -199,28 +290,36 @@ fn take_text(
     }
 }
 
-/// A folder of `.txt` / `.md` files (recursively, hidden entries skipped, sorted by path).
-/// Id = path relative to the folder with `/` separators; title = first markdown heading, else
-/// the file stem.
+/// A folder of `.txt` / `.md` files (recursively, hidden entries skipped, sorted by path,
+/// symbolic links followed). Id = path relative to the folder with `/` separators; title =
+/// first markdown heading, else the file stem. An unreadable entry (folder, file, link loop,
+/// broken link to a `.txt`/`.md`) is an error, or skipped under `skip_bad`.
 pub fn read_files(root: &Path, opts: &CorpusOptions) -> Result<(Vec<Document>, Vec<Error>)> {
     let mut docs = Vec::new();
     let mut skipped = Vec::new();
+    // Following links reads symlinked files and folders; walkdir reports link loops as errors.
     let walker = walkdir::WalkDir::new(root)
+        .follow_links(true)
         .sort_by_file_name()
         .into_iter()
         .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
     for entry in walker {
-        let entry = entry.map_err(|e| corpus_err(e.path().unwrap_or(root), 0, e.to_string()))?;
-        if !entry.file_type().is_file() {
-            continue;
-        }
-        let path = entry.path();
-        let ext = path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
-        let is_md = matches!(ext.as_deref(), Some("md" | "markdown"));
-        if !is_md && ext.as_deref() != Some("txt") {
-            continue;
-        }
-        match read_text_file(root, path, is_md) {
+        let item = match entry {
+            Ok(entry) => {
+                if !entry.file_type().is_file() {
+                    continue;
+                }
+                let Some(is_md) = corpus_extension(entry.path()) else { continue };
+                read_text_file(root, entry.path(), is_md)
+            }
+            // The folder itself unreadable: nothing to skip to.
+            Err(e) if e.depth() == 0 => return Err(corpus_err(root, 0, e.to_string())),
+            Err(e) => match walk_error(root, e) {
+                Some(err) => Err(err),
+                None => continue,
+            },
+        };
+        match item {
             Ok(doc) => docs.push(doc),
             Err(e) if opts.skip_bad => {
                 tracing::warn!("skipping {e}");
@@ -232,7 +331,40 @@ pub fn read_files(root: &Path, opts: &CorpusOptions) -> Result<(Vec<Document>, V
     Ok((docs, skipped))
 }
 
+/// `Some(is_markdown)` for the extensions a folder corpus reads, `None` for others.
+fn corpus_extension(path: &Path) -> Option<bool> {
+    let ext = path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("md" | "markdown") => Some(true),
+        Some("txt") => Some(false),
+        _ => None,
+    }
+}
+
+/// A walk error as a corpus error, or `None` for a broken link that would not have been read
+/// anyway (not a `.txt`/`.md` name).
+fn walk_error(root: &Path, e: walkdir::Error) -> Option<Error> {
+    let path = e.path().unwrap_or(root).to_path_buf();
+    let dangling = e.io_error().is_some_and(|io| io.kind() == ErrorKind::NotFound)
+        && path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink());
+    if dangling {
+        return corpus_extension(&path).map(|_| corpus_err(&path, 0, "broken symbolic link"));
+    }
+    Some(corpus_err(&path, 0, e.to_string()))
+}
+
 fn read_text_file(root: &Path, path: &Path, is_md: bool) -> Result<Document> {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    // A lossy conversion would give distinct non-UTF-8 names one id; refuse them instead.
+    let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+    let Some(parts) = parts else {
+        return Err(corpus_err(
+            path,
+            0,
+            "file name is not valid UTF-8, so it cannot be a document id (rename the file)",
+        ));
+    };
+    let id = parts.join("/");
     let bytes = std::fs::read(path).map_err(|e| corpus_err(path, 0, e.to_string()))?;
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
@@ -242,9 +374,6 @@ fn read_text_file(root: &Path, path: &Path, is_md: bool) -> Result<Document> {
             return Err(corpus_err(path, line, format!("file is not valid UTF-8 (byte {at})")));
         }
     };
-    let rel: PathBuf = path.strip_prefix(root).unwrap_or(path).to_path_buf();
-    let id =
-        rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let title = if is_md { markdown_title(&text) } else { None }.unwrap_or(stem);
     Ok(Document { id, title, text, metadata: Value::Null })
@@ -286,6 +415,7 @@ mod tests {
             title_field: "title".into(),
             text_field: "text".into(),
             skip_bad,
+            update: false,
         }
     }
 
@@ -318,6 +448,7 @@ mod tests {
             title_field: "headline".into(),
             text_field: "body".into(),
             skip_bad: false,
+            update: false,
         };
         let c = read_corpus(&p, &o).unwrap();
         assert_eq!(c.format, CorpusFormat::Jsonl);
@@ -429,5 +560,137 @@ mod tests {
         assert!(err.contains("c.jsonl:1") && err.contains("empty"), "{err}");
         assert_eq!(check_id("a b"), Ok(()));
         assert!(check_id("\u{3000}").is_err());
+    }
+
+    #[test]
+    fn conflicting_repeated_id_names_its_line_and_skip_bad_skips_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.jsonl");
+        write(
+            &p,
+            "{\"_id\":\"a\",\"text\":\"one\"}\n{\"_id\":\"b\",\"text\":\"two\"}\n\
+             {\"_id\":\"a\",\"text\":\"one\"}\n{\"_id\":\"a\",\"text\":\"changed\"}\n",
+        );
+        let err = read_corpus(&p, &opts(false)).unwrap_err();
+        assert!(matches!(&err, Error::Corpus { line: 4, path, .. } if path == &p), "{err}");
+        assert!(err.to_string().contains("line 1"), "{err}");
+        // Same content repeated is left for the indexer to count; the conflict is skipped.
+        let c = read_corpus(&p, &opts(true)).unwrap();
+        assert_eq!(ids(&c), ["a", "b", "a"]);
+        assert_eq!(c.skipped.len(), 1);
+        // With update every record stays, so the indexer can keep the last.
+        let c = read_corpus(&p, &CorpusOptions { update: true, ..opts(false) }).unwrap();
+        assert_eq!(c.docs.len(), 4);
+        assert_eq!(c.docs[3].text, "changed");
+    }
+
+    #[test]
+    fn non_regular_beir_corpus_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let beir = dir.path().join("beir");
+        std::fs::create_dir_all(beir.join("corpus.jsonl")).unwrap();
+        write(&beir.join("a.txt"), "not what the user meant");
+        let err = read_corpus(&beir, &opts(true)).unwrap_err().to_string();
+        assert!(err.contains("corpus.jsonl") && err.contains("directory"), "{err}");
+        #[cfg(unix)]
+        {
+            let fifo_dir = dir.path().join("fifo");
+            std::fs::create_dir(&fifo_dir).unwrap();
+            let fifo = fifo_dir.join("corpus.jsonl");
+            let ok = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+            assert!(ok.success());
+            let err = read_corpus(&fifo_dir, &opts(false)).unwrap_err().to_string();
+            assert!(err.contains("FIFO"), "{err}");
+            let err = read_corpus(&fifo, &opts(false)).unwrap_err().to_string();
+            assert!(err.contains("FIFO") && !err.contains("does not exist"), "{err}");
+            // A dangling link named corpus.jsonl is an error too, not a folder of text files.
+            let dangling = dir.path().join("dangling");
+            std::fs::create_dir(&dangling).unwrap();
+            std::os::unix::fs::symlink("nowhere.jsonl", dangling.join("corpus.jsonl")).unwrap();
+            write(&dangling.join("a.txt"), "x");
+            let err = read_corpus(&dangling, &opts(true)).unwrap_err().to_string();
+            assert!(err.contains("corpus.jsonl"), "{err}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_are_followed_and_broken_ones_reported() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(outside.join("more")).unwrap();
+        write(&outside.join("target.txt"), "linked text");
+        write(&outside.join("more/deep.md"), "# Deep\nbody");
+        let files = dir.path().join("files");
+        std::fs::create_dir(&files).unwrap();
+        write(&files.join("a.txt"), "plain");
+        symlink(outside.join("target.txt"), files.join("link.txt")).unwrap();
+        symlink(outside.join("more"), files.join("linked_dir")).unwrap();
+        // Not a corpus name: ignored even though it is broken.
+        symlink("missing.so", files.join("lib.so")).unwrap();
+        let c = read_corpus(&files, &opts(false)).unwrap();
+        assert_eq!(ids(&c), ["a.txt", "link.txt", "linked_dir/deep.md"]);
+        assert_eq!(c.docs[1].text, "linked text");
+        assert_eq!(c.docs[2].title, "Deep");
+        symlink("missing.txt", files.join("broken.txt")).unwrap();
+        let err = read_corpus(&files, &opts(false)).unwrap_err().to_string();
+        assert!(err.contains("broken.txt") && err.contains("broken symbolic link"), "{err}");
+        let c = read_corpus(&files, &opts(true)).unwrap();
+        assert_eq!(c.docs.len(), 3);
+        assert_eq!(c.skipped.len(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn unreadable_folders_are_errors_or_skipped_under_skip_bad() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let files = dir.path().join("files");
+        std::fs::create_dir_all(files.join("sub")).unwrap();
+        write(&files.join("a.txt"), "plain");
+        write(&files.join("z.txt"), "last");
+        // A link loop: walking it never ends, so it is reported like an unreadable folder.
+        std::os::unix::fs::symlink("..", files.join("sub/loop")).unwrap();
+        let err = read_corpus(&files, &opts(false)).unwrap_err().to_string();
+        assert!(err.contains("loop"), "{err}");
+        let c = read_corpus(&files, &opts(true)).unwrap();
+        assert_eq!(ids(&c), ["a.txt", "z.txt"]);
+        assert_eq!(c.skipped.len(), 1);
+        std::fs::remove_file(files.join("sub/loop")).unwrap();
+
+        let locked = files.join("locked");
+        std::fs::create_dir(&locked).unwrap();
+        write(&locked.join("secret.txt"), "x");
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+        // Root reads any folder; the permission case can only be checked as another user.
+        if std::fs::read_dir(&locked).is_err() {
+            assert!(read_corpus(&files, &opts(false)).is_err());
+            let c = read_corpus(&files, &opts(true)).unwrap();
+            assert_eq!(ids(&c), ["a.txt", "z.txt"]);
+            assert_eq!(c.skipped.len(), 1);
+        }
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_file_names_are_refused_not_merged() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let files = dir.path().join("files");
+        std::fs::create_dir(&files).unwrap();
+        let a = files.join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt"));
+        let b = files.join(std::ffi::OsStr::from_bytes(b"caf\xff.txt"));
+        // Some file systems refuse such names; nothing to test there.
+        if std::fs::write(&a, "one").is_err() || std::fs::write(&b, "two").is_err() {
+            return;
+        }
+        write(&files.join("ok.txt"), "fine");
+        let err = read_corpus(&files, &opts(false)).unwrap_err().to_string();
+        assert!(err.contains("not valid UTF-8") && err.contains("rename"), "{err}");
+        let c = read_corpus(&files, &opts(true)).unwrap();
+        assert_eq!(ids(&c), ["ok.txt"]);
+        assert_eq!(c.skipped.len(), 2);
     }
 }
