@@ -1,5 +1,6 @@
-//! Corpus inputs that used to be misread (issue 13): inexact numeric ids, conflicting
-//! repeated ids under `--skip-bad`, a BEIR `corpus.jsonl` that is not a file. Run through the binary with the hashed test
+//! Corpus and evaluation inputs that used to be misread (issue 13): inexact numeric ids,
+//! conflicting repeated ids under `--skip-bad`, a BEIR `corpus.jsonl` that is not a file, and
+//! evaluations that averaged over no query. Run through the binary with the hashed test
 //! embedder, so no model files are needed.
 
 use std::path::{Path, PathBuf};
@@ -102,4 +103,39 @@ fn a_beir_corpus_that_is_a_directory_is_not_read_as_text_files() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("corpus.jsonl") && err.contains("not a regular file"), "{err}");
+}
+
+/// A BEIR folder whose qrels judge only queries that queries.jsonl lacks.
+fn disjoint_dataset(d: &Path) {
+    std::fs::create_dir_all(d.join("qrels")).unwrap();
+    std::fs::write(d.join("corpus.jsonl"), "{\"_id\":\"d1\",\"text\":\"cats purr\"}\n").unwrap();
+    std::fs::write(d.join("queries.jsonl"), "\u{feff}{\"_id\":\"1\",\"text\":\"cat\"}\n").unwrap();
+    std::fs::write(d.join("qrels/test.tsv"), "query-id\tcorpus-id\tscore\n2\td1\t1\n").unwrap();
+}
+
+#[test]
+fn eval_with_no_evaluable_query_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path());
+    let data = dir.path().join("data");
+    disjoint_dataset(&data);
+    let mut c = engine(&cfg);
+    c.args(["eval", "--mode", "bm25", "--db"])
+        .arg(dir.path().join("db"))
+        .arg("--dataset")
+        .arg(&data);
+    let out = c.output().unwrap();
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr(&out).contains("nothing to evaluate"), "{}", stderr(&out));
+
+    // Header-less qrels, overlapping ids, a byte order mark on queries.jsonl: evaluated.
+    std::fs::write(data.join("qrels/test.tsv"), "1\td1\t1\n").unwrap();
+    let mut c = engine(&cfg);
+    c.args(["eval", "--mode", "bm25", "--db"])
+        .arg(dir.path().join("db2"))
+        .arg("--dataset")
+        .arg(&data);
+    let v = ok_json(&c.output().unwrap());
+    assert_eq!(v["queries"], 1);
+    assert_eq!(v["mrr@10"], 1.0);
 }

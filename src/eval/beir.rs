@@ -1,9 +1,10 @@
 //! Reading BEIR-layout test collections: `corpus.jsonl`, `queries.jsonl`, `qrels/SPLIT.tsv`.
 //!
-//! The files in the wild are messier than the format description: qrels come with a header
-//! line and CRLF line endings, ids look numeric but must stay strings (`"01"` and `"1"` are
-//! different documents; a JSON number is accepted only when it is an integer that can be
-//! written back exactly), and some queries or judgements refer to things that are not there.
+//! The files in the wild are messier than the format description: qrels come with or without
+//! a header line and with CRLF line endings, files may start with a UTF-8 byte order mark, ids
+//! look numeric but must stay strings (`"01"` and `"1"` are different documents; a JSON number
+//! is accepted only when it is an integer that can be written back exactly), and some queries
+//! or judgements refer to things that are not there.
 //! Everything that does not fit is counted rather than silently dropped or turned into a
 //! panic, so a report can say how many queries were actually evaluated.
 
@@ -24,8 +25,11 @@ pub type Qrels = BTreeMap<String, HashMap<String, i32>>;
 /// One corpus document as BEIR stores it (`metadata` is ignored).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CorpusDoc {
+    /// Document id.
     pub id: String,
+    /// Title (empty when missing or null).
     pub title: String,
+    /// Body text (empty when missing or null).
     pub text: String,
 }
 
@@ -33,7 +37,9 @@ pub struct CorpusDoc {
 /// their judgements, and counts of everything that was left out.
 #[derive(Debug, Clone)]
 pub struct BeirDataset {
+    /// The dataset folder.
     pub dir: PathBuf,
+    /// The qrels split evaluated (`test`, `dev`...).
     pub split: String,
     /// Queries to evaluate, sorted by id so runs and reports are deterministic.
     pub queries: Vec<(String, String)>,
@@ -48,7 +54,8 @@ pub struct BeirDataset {
 
 impl BeirDataset {
     /// Loads `dir/queries.jsonl` and `dir/qrels/{split}.tsv`. The corpus is not read here (it
-    /// can be large); stream it with [`corpus_docs`].
+    /// can be large); stream it with [`corpus_docs`]. A split in which no judged query has
+    /// text is an error: averaging over nothing would report zeros as if retrieval failed.
     pub fn load(dir: &Path, split: &str) -> Result<Self> {
         let qrels_path = dir.join("qrels").join(format!("{split}.tsv"));
         if !qrels_path.is_file() {
@@ -68,7 +75,17 @@ impl BeirDataset {
         }
         let all_qrels = read_qrels(&qrels_path)?;
         let all_queries = read_queries(&queries_path)?;
-        Ok(Self::from_parts(dir, split, all_queries, all_qrels))
+        let (judged, with_text) = (all_qrels.len(), all_queries.len());
+        let dataset = Self::from_parts(dir, split, all_queries, all_qrels);
+        if dataset.queries.is_empty() {
+            return Err(Error::Eval(format!(
+                "nothing to evaluate: {} judges {judged} queries and {} has {with_text}, but no \
+                 query id is in both (wrong --split, or ids that differ between the files?)",
+                qrels_path.display(),
+                queries_path.display()
+            )));
+        }
+        Ok(dataset)
     }
 
     /// Joins queries and judgements (used by [`BeirDataset::load`]; public for tests and for
@@ -108,6 +125,7 @@ impl BeirDataset {
         }
     }
 
+    /// The dataset's `corpus.jsonl`.
     pub fn corpus_path(&self) -> PathBuf {
         self.dir.join("corpus.jsonl")
     }
@@ -126,15 +144,19 @@ pub fn count_unknown_docs(qrels: &Qrels, doc_ids: &HashSet<String>) -> usize {
 }
 
 /// Reads a qrels file: BEIR TSV (`query-id<TAB>corpus-id<TAB>score`, optional header) or TREC
-/// (`qid iter docid rel`, whitespace separated). CRLF is accepted. A doc judged twice for the
-/// same query keeps the last grade, as trec_eval does not allow duplicates either way.
+/// (`qid iter docid rel`, whitespace separated). CRLF and a leading byte order mark are
+/// accepted. A header is recognised by its column names (see [`is_qrels_header`]), so a
+/// header-less file keeps its first judgement and a bad first grade is an error like any
+/// other. A doc judged twice for the same query keeps the last grade, as trec_eval does not
+/// allow duplicates either way.
 pub fn read_qrels(path: &Path) -> Result<Qrels> {
     let file = File::open(path).map_err(|e| Error::Eval(format!("{}: {e}", path.display())))?;
     let mut qrels = Qrels::new();
+    let mut first = true;
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let lineno = i + 1;
         let line = line.map_err(|e| corpus_err(path, lineno, e.to_string()))?;
-        let line = line.trim_end_matches(['\r', '\n']);
+        let line = strip_bom(&line, lineno).trim_end_matches(['\r', '\n']);
         if line.trim().is_empty() {
             continue;
         }
@@ -154,24 +176,40 @@ pub fn read_qrels(path: &Path) -> Result<Qrels> {
                 ))
             }
         };
-        let grade: i32 = match grade.parse() {
-            Ok(g) => g,
-            // The BEIR header line; anywhere else a non-integer grade is an error.
-            Err(_) if lineno == 1 => continue,
-            Err(_) => {
-                return Err(corpus_err(
-                    path,
-                    lineno,
-                    format!("relevance {grade:?} is not an integer"),
-                ))
-            }
-        };
+        if std::mem::take(&mut first) && is_qrels_header(grade) {
+            continue;
+        }
+        let grade: i32 = grade.parse().map_err(|_| {
+            corpus_err(
+                path,
+                lineno,
+                format!(
+                    "relevance {grade:?} is not an integer (a header must read \
+                     query-id<TAB>corpus-id<TAB>score)"
+                ),
+            )
+        })?;
         if qid.is_empty() || docid.is_empty() {
             return Err(corpus_err(path, lineno, "empty query or document id".into()));
         }
         qrels.entry(qid.to_string()).or_default().insert(docid.to_string(), grade);
     }
     Ok(qrels)
+}
+
+/// Whether the grade column of a first line is a column name (BEIR writes `score`) rather than
+/// a misspelt grade, which must not be dropped silently.
+fn is_qrels_header(grade: &str) -> bool {
+    ["score", "relevance", "rel", "grade", "label"].iter().any(|h| grade.eq_ignore_ascii_case(h))
+}
+
+/// `line` without the UTF-8 byte order mark some editors put at the start of a file.
+fn strip_bom(line: &str, lineno: usize) -> &str {
+    if lineno == 1 {
+        line.strip_prefix('\u{feff}').unwrap_or(line)
+    } else {
+        line
+    }
 }
 
 #[derive(Deserialize)]
@@ -204,11 +242,12 @@ pub fn read_queries(path: &Path) -> Result<HashMap<String, String>> {
     let mut out = HashMap::new();
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let line = line.map_err(|e| corpus_err(path, i + 1, e.to_string()))?;
+        let line = strip_bom(&line, i + 1);
         if line.trim().is_empty() {
             continue;
         }
         let q: RawQuery =
-            serde_json::from_str(&line).map_err(|e| corpus_err(path, i + 1, e.to_string()))?;
+            serde_json::from_str(line).map_err(|e| corpus_err(path, i + 1, e.to_string()))?;
         out.insert(q.id, q.text);
     }
     Ok(out)
@@ -240,11 +279,12 @@ impl Iterator for CorpusIter {
                 Ok(l) => l,
                 Err(e) => return Some(Err(corpus_err(&self.path, self.lineno, e.to_string()))),
             };
+            let line = strip_bom(&line, self.lineno);
             if line.trim().is_empty() {
                 continue;
             }
             return Some(
-                serde_json::from_str::<RawDoc>(&line)
+                serde_json::from_str::<RawDoc>(line)
                     .map(|d| CorpusDoc {
                         id: d.id,
                         title: d.title.unwrap_or_default(),
@@ -341,6 +381,35 @@ mod tests {
     }
 
     #[test]
+    fn headerless_qrels_keep_their_first_line_and_bad_first_grades_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("q.tsv");
+        write(dir.path(), "q.tsv", "q1\td1\t1\nq1\td2\t0\n");
+        let q = read_qrels(&p).unwrap();
+        assert_eq!(q["q1"].len(), 2);
+        // A misspelt grade on line 1 was dropped as if it were the header.
+        write(dir.path(), "q.tsv", "q1\td1\t1.0\nq2\td2\t1\n");
+        let err = read_qrels(&p).unwrap_err();
+        assert!(matches!(err, Error::Corpus { line: 1, .. }), "{err}");
+        // The header is recognised by its names, after a byte order mark and blank lines too.
+        write(dir.path(), "q.tsv", "\u{feff}\n\nquery-id\tcorpus-id\tscore\nq1\td1\t1\n");
+        assert_eq!(read_qrels(&p).unwrap()["q1"]["d1"], 1);
+        write(dir.path(), "q.tsv", "\u{feff}q1\td1\t2\n");
+        assert_eq!(read_qrels(&p).unwrap()["q1"]["d1"], 2);
+    }
+
+    #[test]
+    fn byte_order_marks_are_stripped() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "queries.jsonl", "\u{feff}{\"_id\": \"q1\", \"text\": \"first\"}\n");
+        assert_eq!(read_queries(&dir.path().join("queries.jsonl")).unwrap()["q1"], "first");
+        write(dir.path(), "corpus.jsonl", "\u{feff}{\"_id\": \"d1\", \"text\": \"one\"}\n");
+        let docs: Vec<CorpusDoc> =
+            corpus_docs(&dir.path().join("corpus.jsonl")).unwrap().collect::<Result<_>>().unwrap();
+        assert_eq!(docs[0].id, "d1");
+    }
+
+    #[test]
     fn inexact_numeric_and_blank_ids_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let c = dir.path().join("corpus.jsonl");
@@ -362,5 +431,18 @@ mod tests {
         write(dir.path(), "queries.jsonl", "{\"_id\": 2.0, \"text\": \"q\"}\n");
         let err = read_queries(&dir.path().join("queries.jsonl")).unwrap_err();
         assert!(matches!(err, Error::Corpus { line: 1, .. }), "{err}");
+    }
+
+    #[test]
+    fn a_split_without_evaluable_queries_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        tiny(dir.path());
+        // Judgements only for queries that queries.jsonl lacks.
+        write(dir.path(), "qrels/dev.tsv", "query-id\tcorpus-id\tscore\nq7\td1\t1\n");
+        let err = BeirDataset::load(dir.path(), "dev").unwrap_err();
+        assert!(matches!(err, Error::Eval(_)), "{err}");
+        assert!(err.to_string().contains("nothing to evaluate"), "{err}");
+        write(dir.path(), "qrels/empty.tsv", "query-id\tcorpus-id\tscore\n");
+        assert!(matches!(BeirDataset::load(dir.path(), "empty"), Err(Error::Eval(_))));
     }
 }

@@ -86,7 +86,7 @@ pub fn evaluate<F>(dataset: &BeirDataset, retriever: F, k: usize) -> Result<(Rep
 where
     F: Fn(&str, usize) -> Result<Vec<(String, f32)>> + Sync,
 {
-    check_k(k)?;
+    check_inputs(dataset, k)?;
     let start = Instant::now();
     let results: Vec<(String, Vec<(String, f32)>)> = dataset
         .queries
@@ -105,7 +105,7 @@ pub fn evaluate_sequential<F>(
 where
     F: FnMut(&str, usize) -> Result<Vec<(String, f32)>>,
 {
-    check_k(k)?;
+    check_inputs(dataset, k)?;
     let start = Instant::now();
     let mut results = Vec::with_capacity(dataset.queries.len());
     for (qid, text) in &dataset.queries {
@@ -114,9 +114,21 @@ where
     Ok(finish(dataset, results, k, start))
 }
 
-fn check_k(k: usize) -> Result<()> {
+/// Refuses a depth of 0 and a dataset without queries: the mean over no query would be
+/// reported as all-zero metrics, which reads like a failed retriever instead of bad inputs.
+fn check_inputs(dataset: &BeirDataset, k: usize) -> Result<()> {
     if k == 0 {
         return Err(Error::InvalidInput("evaluation depth k must be at least 1".into()));
+    }
+    if dataset.queries.is_empty() {
+        return Err(Error::Eval(format!(
+            "no query to evaluate in {} split {:?} ({} judged queries lack text, {} queries \
+             lack judgements)",
+            dataset.dir.display(),
+            dataset.split,
+            dataset.skipped_qrels_without_query,
+            dataset.skipped_queries_without_qrels
+        )));
     }
     Ok(())
 }
@@ -251,6 +263,16 @@ mod tests {
         let (_, run1) = evaluate(&ds, retriever, 1).unwrap();
         assert_eq!(run1.queries["q2"].len(), 1);
         assert!(matches!(evaluate(&ds, retriever, 0), Err(Error::InvalidInput(_))));
+    }
+
+    #[test]
+    fn an_empty_dataset_is_an_error_not_zero_metrics() {
+        let mut qrels = Qrels::new();
+        qrels.insert("q1".into(), [("d1".to_string(), 1)].into());
+        let queries: HashMap<String, String> = [("q2".to_string(), "cat".to_string())].into();
+        let ds = BeirDataset::from_parts(Path::new("mem"), "test", queries, qrels);
+        assert!(matches!(evaluate(&ds, retriever, 10), Err(Error::Eval(_))));
+        assert!(matches!(evaluate_sequential(&ds, retriever, 10), Err(Error::Eval(_))));
     }
 
     #[test]
