@@ -15,7 +15,8 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 use engine::encoder::{Encoder, EncoderOptions, Padding, Template};
-use engine::train::data::{read_beir_parts, read_qrels};
+use engine::pipeline::beir::{qrels_rows, read_queries};
+use engine::train::data::beir_passages;
 use engine::train::validate::{evaluate_per_query, reduced_corpus, EvalQuery, Scores};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -35,13 +36,14 @@ fn main() -> anyhow::Result<()> {
         "bf16" => DType::BF16,
         other => anyhow::bail!("DTYPE must be f32 or bf16, got {other:?}"),
     };
-    let (ids, docs, queries) = read_beir_parts(dir)?;
+    let (ids, docs) = beir_passages(&dir.join("corpus.jsonl"))?;
+    let queries = read_queries(&dir.join("queries.jsonl"))?;
     let index: HashMap<&str, usize> =
         ids.iter().enumerate().map(|(i, d)| (d.as_str(), i)).collect();
     let mut rel: HashMap<String, HashMap<usize, i64>> = HashMap::new();
-    for (q, d, s) in read_qrels(&dir.join("qrels").join(format!("{split}.tsv")))? {
+    for (q, d, s) in qrels_rows(&dir.join("qrels").join(format!("{split}.tsv")))? {
         if let (Some(&di), true) = (index.get(d.as_str()), s > 0) {
-            rel.entry(q).or_default().insert(di, s);
+            rel.entry(q).or_default().insert(di, i64::from(s));
         }
     }
     let mut qids: Vec<&String> = rel.keys().filter(|q| queries.contains_key(*q)).collect();

@@ -8,6 +8,7 @@
 //! killed at any point therefore resumes where it stopped (committed documents are "unchanged",
 //! cached vectors are not re-embedded) and ends in the same state as an uninterrupted run.
 
+pub mod beir;
 pub mod chunk;
 pub mod corpus;
 #[doc(hidden)]

@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::loss::{bow_targets, AdaptExample};
 use crate::encoder::tokenizer::LlmTokenizer;
 use crate::error::{Error, Result};
+use crate::pipeline::beir::{corpus_docs, qrels_rows, read_queries};
 
 fn corpus_err(path: &Path, line: usize, message: impl Into<String>) -> Error {
     Error::Corpus { path: path.to_path_buf(), line, message: message.into() }
@@ -267,52 +268,17 @@ fn str_field(v: &Value, key: &str) -> Option<String> {
     })
 }
 
-/// BEIR qrels: `query-id \t corpus-id \t score` with a header line and maybe CRLF.
-pub fn read_qrels(path: &Path) -> Result<Vec<(String, String, i64)>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::InvalidInput(format!("cannot read qrels {}: {e}", path.display())))?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() || (i == 0 && line.starts_with("query-id")) {
-            continue;
-        }
-        let f: Vec<&str> = line.split('\t').collect();
-        if f.len() < 3 {
-            return Err(corpus_err(path, i + 1, "expected query-id, corpus-id, score"));
-        }
-        let score = f[2]
-            .trim()
-            .parse::<i64>()
-            .map_err(|_| corpus_err(path, i + 1, format!("bad score {:?}", f[2])))?;
-        out.push((f[0].to_string(), f[1].to_string(), score));
-    }
-    Ok(out)
-}
-
-/// Corpus ids, passage texts (same order) and queries (id → text) of a BEIR folder.
-pub type BeirParts = (Vec<String>, Vec<String>, HashMap<String, String>);
-
-/// Reads a BEIR folder's corpus and queries.
-pub fn read_beir_parts(dir: &Path) -> Result<BeirParts> {
+/// Ids and passage texts (title and text joined as [`json_text`] does) of a BEIR
+/// `corpus.jsonl`, in file order. Read by evaluation's reader ([`crate::pipeline::beir`]), so
+/// training accepts the same files: byte order marks, exact ids only.
+pub fn beir_passages(corpus: &Path) -> Result<(Vec<String>, Vec<String>)> {
     let (mut ids, mut passages) = (Vec::new(), Vec::new());
-    let corpus = dir.join("corpus.jsonl");
-    read_jsonl(&corpus, |line, v| {
-        let id = str_field(&v, "_id").ok_or_else(|| corpus_err(&corpus, line, "no \"_id\""))?;
-        let text = json_text(&v).ok_or_else(|| corpus_err(&corpus, line, "no \"text\""))?;
-        ids.push(id);
-        passages.push(text);
-        Ok(())
-    })?;
-    let mut queries = HashMap::new();
-    let qpath = dir.join("queries.jsonl");
-    read_jsonl(&qpath, |line, v| {
-        let id = str_field(&v, "_id").ok_or_else(|| corpus_err(&qpath, line, "no \"_id\""))?;
-        let text = str_field(&v, "text").ok_or_else(|| corpus_err(&qpath, line, "no \"text\""))?;
-        queries.insert(id, text);
-        Ok(())
-    })?;
-    Ok((ids, passages, queries))
+    for doc in corpus_docs(corpus)? {
+        let doc = doc?;
+        passages.push(crate::pipeline::passage_text(doc.title.trim(), &doc.text));
+        ids.push(doc.id);
+    }
+    Ok((ids, passages))
 }
 
 /// A BEIR folder's `split` as training data (relevant = score > 0).
@@ -324,12 +290,14 @@ pub fn read_beir(dir: &Path, split: &str) -> Result<RetrievalData> {
             qrels_path.display()
         )));
     }
-    let (ids, passages, queries) = read_beir_parts(dir)?;
+    let (ids, passages) = beir_passages(&dir.join("corpus.jsonl"))?;
+    let queries = read_queries(&dir.join("queries.jsonl"))?;
     let index: HashMap<&str, usize> =
         ids.iter().enumerate().map(|(i, d)| (d.as_str(), i)).collect();
     let mut by_query: Vec<(String, Vec<usize>)> = Vec::new();
     let mut slot: HashMap<String, usize> = HashMap::new();
-    for (q, d, score) in read_qrels(&qrels_path)? {
+    // Rows in file order, as before, so a seeded run sees its queries in the same order.
+    for (q, d, score) in qrels_rows(&qrels_path)? {
         if score <= 0 {
             continue;
         }
@@ -483,14 +451,29 @@ mod tests {
     }
 
     #[test]
-    fn qrels_with_crlf_and_header_parse() {
+    fn beir_training_data_reads_trec_qrels_like_eval() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("q.tsv");
-        std::fs::write(&p, "query-id\tcorpus-id\tscore\r\n1\td1\t1\r\n2\td2\t0\r\n").unwrap();
-        let q = read_qrels(&p).unwrap();
-        assert_eq!(q, vec![("1".into(), "d1".into(), 1), ("2".into(), "d2".into(), 0)]);
-        std::fs::write(&p, "1\td1\n").unwrap();
-        assert!(read_qrels(&p).is_err());
+        let d = dir.path();
+        std::fs::create_dir(d.join("qrels")).unwrap();
+        std::fs::write(
+            d.join("corpus.jsonl"),
+            "\u{feff}{\"_id\": \"d1\", \"title\": \" T \", \"text\": \"one\"}\n\
+             {\"_id\": 2, \"text\": \"two\"}\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("queries.jsonl"), "{\"_id\": \"q1\", \"text\": \"first\"}\n")
+            .unwrap();
+        // TREC layout (qid iter docid rel), which the old training reader refused.
+        std::fs::write(d.join("qrels/train.tsv"), "q1 0 2 1\nq1 0 d1 2\nq1 0 d9 1\n").unwrap();
+        let data = read_beir(d, "train").unwrap();
+        assert_eq!(data.ids, ["d1", "2"]);
+        assert_eq!(data.passages[0], "T\none");
+        assert_eq!(data.queries.len(), 1);
+        assert_eq!(data.queries[0].text, "first");
+        assert_eq!(data.queries[0].positives, [1, 0]); // file order; d9 is not in the corpus
+                                                       // An id eval would refuse is refused here too.
+        std::fs::write(d.join("corpus.jsonl"), "{\"_id\": 1.5, \"text\": \"x\"}\n").unwrap();
+        assert!(matches!(read_beir(d, "train"), Err(Error::Corpus { line: 1, .. })));
     }
 
     #[test]
