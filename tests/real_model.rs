@@ -164,3 +164,47 @@ fn bf16_embeddings_match_f32_on_real_passages() {
     eprintln!("{pooling:?}: min cosine bf16 vs f32 over 100 passages = {worst:.5}");
     assert!(worst >= 0.999, "{pooling:?}: min cosine {worst}");
 }
+
+/// The encoder a new user gets (the default `model.path`): it loads over the fetched base,
+/// says it was trained, gives unit 576-d vectors, and ranks an answering passage above an
+/// unrelated one.
+#[test]
+fn shipped_encoder_is_the_default_and_is_trained() {
+    if model_path().is_none() {
+        return;
+    }
+    let mut config = engine::config::Config::default();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        config.model.path.starts_with("encoders"),
+        "default model.path {} is not the shipped encoder",
+        config.model.path.display()
+    );
+    config.model.path = root.join(&config.model.path);
+    config.model.dtype = "bf16".into();
+    let enc = Encoder::from_config(&config).unwrap();
+    let fp = engine::encoder::Embed::fingerprint(&enc);
+    assert!(fp.trained, "the shipped encoder must record that it was trained");
+    assert_eq!((fp.dim, fp.pooling.as_str()), (576, "llama2vec"));
+    use engine::encoder::{Embed, TextKind};
+    let q = enc
+        .embed(&["Does vitamin D deficiency increase the risk of fractures?"], TextKind::Query)
+        .unwrap();
+    let p = enc
+        .embed(
+            &[
+                "Vitamin D and bone health\nLow serum vitamin D was associated with a higher incidence of hip fractures in older adults.",
+                "Stock market volatility\nEquity prices fluctuated strongly after the central bank announcement.",
+            ],
+            TextKind::Passage,
+        )
+        .unwrap();
+    for v in q.iter().chain(&p) {
+        assert_eq!(v.len(), 576);
+        let n = norm(v);
+        assert!((n - 1.0).abs() < 1e-3, "norm {n}");
+    }
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    let (relevant, unrelated) = (dot(&q[0], &p[0]), dot(&q[0], &p[1]));
+    assert!(relevant > unrelated + 0.05, "relevant {relevant} vs unrelated {unrelated}");
+}
