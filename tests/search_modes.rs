@@ -87,6 +87,25 @@ fn every_mode_puts_the_obvious_document_first() {
     assert!(v["hits"].as_array().unwrap().iter().all(|h| h["id"] != "tides"), "{v}");
 }
 
+/// A search naming no mode over a database with BM25 and a fine-tuned encoder (the test
+/// embedder says it is trained, as the shipped encoder does) is hybrid, the mode that beats
+/// BM25 with the shipped encoder (docs/results.md).
+#[test]
+fn a_search_naming_no_mode_is_hybrid_with_a_trained_encoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_dataset(&data);
+    let db = dir.path().join("db");
+    let mut c = engine(dir.path());
+    c.arg("index").arg(&data).arg("--db").arg(&db);
+    json(c);
+    let mut c = engine(dir.path());
+    c.args(["search", "-k", "2", "--db"]).arg(&db).arg("what makes dough rise");
+    let v = json(c);
+    assert_eq!(v["mode"], "hybrid", "{v}");
+    assert_eq!(v["hits"][0]["id"], "bread", "{v}");
+}
+
 #[test]
 fn lexical_only_database_answers_bm25_and_refuses_dense() {
     let dir = tempfile::tempdir().unwrap();
