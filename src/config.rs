@@ -47,6 +47,7 @@ pub struct IndexConfig {
     pub hnsw_m: usize,
     pub hnsw_ef_construction: usize,
     pub hnsw_ef_search: usize,
+    pub hnsw_parallel_insert: bool,
     pub faiss_factory: String,
     pub faiss_nprobe: usize,
     pub chunk_tokens: usize,

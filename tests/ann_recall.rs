@@ -35,6 +35,7 @@ fn params() -> AnnParams {
         hnsw_m: 16,
         hnsw_ef_construction: 200,
         hnsw_ef_search: 256,
+        hnsw_parallel_insert: false,
         faiss_factory: "HNSW32".into(),
         faiss_nprobe: 16,
     }

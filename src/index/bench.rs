@@ -230,6 +230,7 @@ mod tests {
                 hnsw_m: 16,
                 hnsw_ef_construction: 100,
                 hnsw_ef_search: 64,
+                hnsw_parallel_insert: false,
                 faiss_factory: "HNSW32".into(),
                 faiss_nprobe: 8,
             },

@@ -45,6 +45,7 @@ pub struct HnswIndex {
     m: usize,
     ef_construction: usize,
     ef_search: usize,
+    parallel_insert: bool,
     graph: Graph,
     labels: Vec<u64>,
     live: HashMap<u64, usize>,
@@ -62,6 +63,7 @@ impl HnswIndex {
             m: params.hnsw_m,
             ef_construction: params.hnsw_ef_construction,
             ef_search: params.hnsw_ef_search,
+            parallel_insert: params.hnsw_parallel_insert,
             graph: new_graph(params.hnsw_m, params.hnsw_ef_construction, 0),
             labels: Vec::new(),
             live: HashMap::new(),
@@ -114,6 +116,7 @@ impl HnswIndex {
             m: meta.m,
             ef_construction: meta.ef_construction,
             ef_search: params.hnsw_ef_search,
+            parallel_insert: params.hnsw_parallel_insert,
             graph,
             labels: meta.labels,
             live,
@@ -153,7 +156,15 @@ impl AnnIndex for HnswIndex {
         let first = self.labels.len();
         let batch: Vec<(&[f32], usize)> =
             owned.iter().enumerate().map(|(i, v)| (v.as_slice(), first + i)).collect();
-        self.graph.parallel_insert_slice(&batch);
+        if self.parallel_insert {
+            self.graph.parallel_insert_slice(&batch);
+        } else {
+            // hnsw_rs draws each node's layer from one seeded generator: inserted in order, the
+            // same vectors give the same graph on every build.
+            for item in &batch {
+                self.graph.insert_slice(*item);
+            }
+        }
         for (i, (label, _)) in items.iter().enumerate() {
             self.labels.push(*label);
             self.live.insert(*label, first + i);
@@ -244,6 +255,7 @@ mod tests {
             hnsw_m: 16,
             hnsw_ef_construction: 100,
             hnsw_ef_search: 64,
+            hnsw_parallel_insert: false,
             faiss_factory: "HNSW32".into(),
             faiss_nprobe: 16,
         }
@@ -285,6 +297,29 @@ mod tests {
         exact.add(&[(5, extra[0].as_slice())]).unwrap();
         let r = mean_recall(&back, &exact, &random_unit_vectors(50, 32, 7), 10).unwrap();
         assert!(r > 0.9, "recall {r}");
+    }
+
+    /// Rebuilding the same vectors gives the same graph, so evaluations do not drift between
+    /// builds (parallel inserts race and give a different graph each time).
+    #[test]
+    fn sequential_builds_are_identical() {
+        let vs = crate::index::clustered_unit_vectors(6000, 32, 20, 0.3, 1, 11);
+        let items: Vec<(u64, &[f32])> =
+            vs.iter().enumerate().map(|(i, v)| (i as u64, v.as_slice())).collect();
+        let build = || {
+            let mut idx = HnswIndex::new(32, &params());
+            for chunk in items.chunks(500) {
+                idx.add(chunk).unwrap();
+            }
+            idx
+        };
+        let (a, b) = (build(), build());
+        for q in random_unit_vectors(100, 32, 12) {
+            let (ha, hb) = (a.search(&q, 10).unwrap(), b.search(&q, 10).unwrap());
+            let key =
+                |h: &[AnnHit]| h.iter().map(|h| (h.label, h.score.to_bits())).collect::<Vec<_>>();
+            assert_eq!(key(&ha), key(&hb));
+        }
     }
 
     #[test]

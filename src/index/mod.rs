@@ -80,6 +80,8 @@ pub struct AnnParams {
     pub hnsw_m: usize,
     pub hnsw_ef_construction: usize,
     pub hnsw_ef_search: usize,
+    /// Insert on all cores (faster, but builds of the same vectors then differ).
+    pub hnsw_parallel_insert: bool,
     pub faiss_factory: String,
     pub faiss_nprobe: usize,
 }
@@ -90,6 +92,7 @@ impl AnnParams {
             hnsw_m: c.hnsw_m,
             hnsw_ef_construction: c.hnsw_ef_construction,
             hnsw_ef_search: c.hnsw_ef_search,
+            hnsw_parallel_insert: c.hnsw_parallel_insert,
             faiss_factory: c.faiss_factory.clone(),
             faiss_nprobe: c.faiss_nprobe,
         }
