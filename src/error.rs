@@ -31,6 +31,14 @@ pub enum Error {
     /// The sled store failed or holds data that contradicts the request.
     #[error("store: {0}")]
     Store(String),
+    /// Another process (an `engine serve`, an `engine index` run) has the database open: its
+    /// store allows one process at a time.
+    #[error(
+        "database {} is in use by another process (a running `engine serve` or `engine index`); \
+         query the running server instead (GET /search?q=..., POST /search) or stop it first",
+        .0.display()
+    )]
+    DatabaseInUse(PathBuf),
     /// An existing database was built with another encoder than the one now loaded.
     #[error("encoder mismatch: {0}")]
     EncoderMismatch(String),

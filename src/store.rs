@@ -213,7 +213,7 @@ impl Database {
             )));
         }
         std::fs::create_dir_all(dir)?;
-        let db = sled::open(dir.join(SLED_DIR))?;
+        let db = open_sled(dir)?;
         let tree = db.open_tree("engine")?;
         let manifest = match tree.get(K_MANIFEST)? {
             Some(bytes) => {
@@ -270,16 +270,23 @@ impl Database {
         if !Self::exists(dir) {
             return Err(Error::NotFound(format!("no database at {}", dir.display())));
         }
-        let db = sled::open(dir.join(SLED_DIR))?;
+        let db = open_sled(dir)?;
         let tree = db.open_tree("engine")?;
-        let bytes = tree
-            .get(K_MANIFEST)?
-            .ok_or_else(|| Error::Store(format!("{} has no manifest", dir.display())))?;
-        let manifest: Manifest = serde_json::from_slice(&bytes)?;
+        let manifest = read_manifest_from(dir, &tree)?;
         if let Some(fp) = encoder {
             check_encoder(&manifest, fp)?;
         }
         Self::finish_open(dir, db, tree, manifest)
+    }
+
+    /// Reads the manifest of the database in `dir` without loading its ANN index (what
+    /// `engine info --db` shows, and where commands find the encoder a database was built with).
+    pub fn read_manifest(dir: &Path) -> Result<Manifest> {
+        if !Self::exists(dir) {
+            return Err(Error::NotFound(format!("no database at {}", dir.display())));
+        }
+        let db = open_sled(dir)?;
+        read_manifest_from(dir, &db.open_tree("engine")?)
     }
 
     fn finish_open(dir: &Path, db: sled::Db, tree: sled::Tree, manifest: Manifest) -> Result<Self> {
@@ -762,6 +769,24 @@ impl Database {
         let recall = index::mean_recall(ann.as_ref(), &exact, &qs, k)?;
         Ok(RecallReport { backend: m.backend, queries: qs.len(), k, recall })
     }
+}
+
+/// Opens the sled store of a database. sled holds an exclusive lock on it while open, so a
+/// second process gets [`Error::DatabaseInUse`] instead of sled's raw lock error.
+fn open_sled(dir: &Path) -> Result<sled::Db> {
+    sled::open(dir.join(SLED_DIR)).map_err(|e| match &e {
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            Error::DatabaseInUse(dir.to_path_buf())
+        }
+        _ => e.into(),
+    })
+}
+
+fn read_manifest_from(dir: &Path, tree: &sled::Tree) -> Result<Manifest> {
+    let bytes = tree
+        .get(K_MANIFEST)?
+        .ok_or_else(|| Error::Store(format!("{} has no manifest", dir.display())))?;
+    Ok(serde_json::from_slice(&bytes)?)
 }
 
 fn check_encoder(m: &Manifest, fp: &EncoderFingerprint) -> Result<()> {
