@@ -131,6 +131,8 @@ pub struct LexicalIndex {
     id: Field,
     /// Fields searched: `[body]` or `[title, text]`.
     search_fields: Vec<Field>,
+    /// Stored-only title and text, in an index made by [`LexicalIndex::create_with_text`].
+    stored: Option<(Field, Field)>,
     options: LexicalOptions,
 }
 
@@ -142,6 +144,9 @@ const META_FILE: &str = "meta.json";
 /// Most query terms a BM25 search uses: a query of megabytes would otherwise build a boolean
 /// query of millions of clauses (minutes of CPU) for no better ranking.
 const MAX_QUERY_TERMS: usize = 1024;
+/// Stored-only fields of an index made by [`LexicalIndex::create_with_text`].
+const STORED_TITLE: &str = "stored_title";
+const STORED_TEXT: &str = "stored_text";
 /// Hits fetched beyond `k` so that equal scores at the cut are ordered by id.
 const TIE_MARGIN: usize = 16;
 
@@ -154,6 +159,17 @@ impl LexicalIndex {
     /// Creates a new empty index in `dir` (created if missing). Fails if `dir` already holds
     /// an index, so existing data is never silently replaced.
     pub fn create(dir: &Path, options: LexicalOptions) -> Result<Self> {
+        Self::create_inner(dir, options, false)
+    }
+
+    /// [`LexicalIndex::create`] for an index that is the whole database (`engine index
+    /// --lexical-only`): it also stores each document's title and text, which
+    /// [`LexicalIndex::stored_text`] returns for hits' titles and snippets.
+    pub fn create_with_text(dir: &Path, options: LexicalOptions) -> Result<Self> {
+        Self::create_inner(dir, options, true)
+    }
+
+    fn create_inner(dir: &Path, options: LexicalOptions, store_text: bool) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::Lexical(format!("create {}: {e}", dir.display())))?;
         if Self::exists(dir) {
@@ -174,6 +190,10 @@ impl LexicalIndex {
                 schema.add_text_field("title", text_opts.clone());
                 schema.add_text_field("text", text_opts);
             }
+        }
+        if store_text {
+            schema.add_text_field(STORED_TITLE, STORED);
+            schema.add_text_field(STORED_TEXT, STORED);
         }
         let index = Index::create_in_dir(dir, schema.build()).map_err(lex_err(dir))?;
         Self::from_index(dir, index)
@@ -219,6 +239,7 @@ impl LexicalIndex {
         let analyzer: Analyzer = tokenizer.parse().map_err(|_| {
             Error::Lexical(format!("{}: unknown analyzer {tokenizer:?}", dir.display()))
         })?;
+        let stored = field(STORED_TITLE).zip(field(STORED_TEXT));
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -231,6 +252,7 @@ impl LexicalIndex {
             writer: Mutex::new(None),
             id,
             search_fields,
+            stored,
             options: LexicalOptions { analyzer, layout },
         })
     }
@@ -273,6 +295,10 @@ impl LexicalIndex {
                         doc.add_text(s.search_fields[1], d.text);
                     }
                 }
+                if let Some((title, text)) = s.stored {
+                    doc.add_text(title, d.title);
+                    doc.add_text(text, d.text);
+                }
                 w.add_document(doc).map_err(lex_err(&s.dir))?;
                 n += 1;
             }
@@ -314,6 +340,24 @@ impl LexicalIndex {
         let q = TermQuery::new(Term::from_field_text(self.id, id), IndexRecordOption::Basic);
         let n = self.reader.searcher().search(&q, &Count).map_err(lex_err(&self.dir))?;
         Ok(n > 0)
+    }
+
+    /// Whether this index stores documents' title and text ([`LexicalIndex::create_with_text`]).
+    pub fn stores_text(&self) -> bool {
+        self.stored.is_some()
+    }
+
+    /// The stored `(title, text)` of a document; `None` when the id is not indexed or the index
+    /// does not store text.
+    pub fn stored_text(&self, id: &str) -> Result<Option<(String, String)>> {
+        let Some((title, text)) = self.stored else { return Ok(None) };
+        let q = TermQuery::new(Term::from_field_text(self.id, id), IndexRecordOption::Basic);
+        let searcher = self.reader.searcher();
+        let top = searcher.search(&q, &TopDocs::with_limit(1)).map_err(lex_err(&self.dir))?;
+        let Some((_, addr)) = top.into_iter().next() else { return Ok(None) };
+        let doc: TantivyDocument = searcher.doc(addr).map_err(lex_err(&self.dir))?;
+        let get = |f| doc.get_first(f).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        Ok(Some((get(title), get(text))))
     }
 
     /// The analyzed terms of `text` (what the query turns into).

@@ -262,18 +262,49 @@ fn parse_line(raw: &[u8], opts: &CorpusOptions) -> std::result::Result<Option<Do
     let Value::Object(mut obj) = value else {
         return Err("expected a JSON object".into());
     };
-    let id = match obj.remove(&opts.id_field) {
-        Some(v) => json_id(&v).map_err(|m| format!("field {:?}: {m}", opts.id_field))?,
-        None => return Err(format!("missing id field {:?}", opts.id_field)),
+    // Pyserini's JSONL layout (`id`, `contents`) is read as is when the configured (BEIR
+    // default) fields are absent.
+    let id_field = field_or_pyserini(&obj, &opts.id_field, DEFAULT_ID_FIELD, PYSERINI_ID_FIELD);
+    let text_field =
+        field_or_pyserini(&obj, &opts.text_field, DEFAULT_TEXT_FIELD, PYSERINI_TEXT_FIELD);
+    let id = match obj.remove(id_field) {
+        Some(v) => json_id(&v).map_err(|m| format!("field {id_field:?}: {m}"))?,
+        None => {
+            return Err(format!(
+                "missing id field {:?} (name the record's id field with --id-field or \
+                 index.id_field)",
+                opts.id_field
+            ))
+        }
     };
     let title = take_text(&mut obj, &opts.title_field, false)?;
-    let text = take_text(&mut obj, &opts.text_field, true)?;
+    let text = take_text(&mut obj, text_field, true)?;
     let metadata = match obj.len() {
         0 => Value::Null,
         1 if obj.contains_key("metadata") => obj.remove("metadata").unwrap_or(Value::Null),
         _ => Value::Object(obj),
     };
     Ok(Some(Document { id, title, text, metadata }))
+}
+
+const DEFAULT_ID_FIELD: &str = "_id";
+const DEFAULT_TEXT_FIELD: &str = "text";
+const PYSERINI_ID_FIELD: &str = "id";
+const PYSERINI_TEXT_FIELD: &str = "contents";
+
+/// `configured`, or Pyserini's name for the field when `configured` is the BEIR default and
+/// the record has only Pyserini's.
+fn field_or_pyserini<'a>(
+    obj: &Map<String, Value>,
+    configured: &'a str,
+    default: &str,
+    pyserini: &'a str,
+) -> &'a str {
+    if configured == default && !obj.contains_key(configured) && obj.contains_key(pyserini) {
+        pyserini
+    } else {
+        configured
+    }
 }
 
 fn take_text(
@@ -285,7 +316,10 @@ fn take_text(
         Some(Value::String(s)) => Ok(s),
         Some(Value::Null) => Ok(String::new()),
         Some(other) => Err(format!("field {field:?} must be a string, got {other}")),
-        None if required => Err(format!("missing text field {field:?}")),
+        None if required => Err(format!(
+            "missing text field {field:?} (name the record's text field with --text-field or \
+             index.text_field)"
+        )),
         None => Ok(String::new()),
     }
 }
@@ -417,6 +451,27 @@ mod tests {
             skip_bad,
             update: false,
         }
+    }
+
+    #[test]
+    fn pyserini_id_contents_records_read_as_is_and_missing_fields_name_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.jsonl");
+        std::fs::write(&p, "{\"id\":\"d1\",\"contents\":\"tides and the moon\"}\n").unwrap();
+        let c = read_corpus(&p, &opts(false)).unwrap();
+        assert_eq!(c.docs.len(), 1);
+        assert_eq!((c.docs[0].id.as_str(), c.docs[0].text.as_str()), ("d1", "tides and the moon"));
+        assert_eq!(c.docs[0].metadata, Value::Null);
+        // Named fields win; a record without them names the flag to set.
+        std::fs::write(&p, "{\"docid\":\"d1\",\"body\":\"x\"}\n").unwrap();
+        let err = read_corpus(&p, &opts(false)).unwrap_err().to_string();
+        assert!(err.contains("--id-field"), "{err}");
+        let named =
+            CorpusOptions { id_field: "docid".into(), text_field: "body".into(), ..opts(false) };
+        assert_eq!(read_corpus(&p, &named).unwrap().docs[0].text, "x");
+        std::fs::write(&p, "{\"_id\":\"d1\",\"body\":\"x\"}\n").unwrap();
+        let err = read_corpus(&p, &opts(false)).unwrap_err().to_string();
+        assert!(err.contains("--text-field"), "{err}");
     }
 
     #[test]
