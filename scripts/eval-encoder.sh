@@ -14,6 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:?usage: MODEL OUT_DIR [DATASET:SPLIT ...]}
+# Absolute: a relative model.path in a config file is read relative to the file's folder.
+MODEL=$(realpath "$MODEL")
 OUT=${2:?usage: MODEL OUT_DIR [DATASET:SPLIT ...]}
 shift 2
 SETS=("$@")

@@ -121,6 +121,7 @@ pub struct AnnArgs {
     /// FAISS factory strings to compare (repeatable).
     #[arg(long = "faiss-factory", default_values_t = ["HNSW32".to_string(), "Flat".to_string()])]
     pub faiss_factories: Vec<String>,
+    /// Seed of the random vectors and queries.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
     /// Vectors: random (uniform on the sphere, the worst case) or clustered (around random

@@ -50,21 +50,47 @@ pub struct InfoArgs {
     pub db: Option<PathBuf>,
 }
 
-/// `engine info --db`: the database's manifest, without loading a model.
+/// `engine info --db`: the database's manifest (the encoder it loads, whether it was
+/// trained, the default search mode, counts), without loading a model or the ANN index.
 fn database_info(db: &std::path::Path) -> Result<()> {
-    let d = engine::store::Database::open(db, None)
+    let lexical = lexical_dir(db);
+    if !engine::store::Database::exists(db) && LexicalIndex::exists(&lexical) {
+        let lex = LexicalIndex::open(&lexical)
+            .with_context(|| format!("opening the BM25 index {}", lexical.display()))?;
+        let info = serde_json::json!({
+            "database": db,
+            "lexical_only": true,
+            "documents": lex.count(),
+            "stores_text": lex.stores_text(),
+            "encoder": null,
+            "default_mode": SearchMode::Bm25.as_str(),
+            "modes": [SearchMode::Bm25.as_str()],
+            "note": "built with --lexical-only: BM25 search only, no model is loaded",
+        });
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(());
+    }
+    let m = engine::store::Database::read_manifest(db)
         .with_context(|| format!("opening database {}", db.display()))?;
-    let m = d.manifest();
     let trained = m.encoder.trained;
+    let bm25 = LexicalIndex::exists(&lexical);
+    let mut modes = vec![SearchMode::Dense.as_str()];
+    if bm25 {
+        modes.extend([SearchMode::Bm25.as_str(), SearchMode::Hybrid.as_str()]);
+    }
     let info = serde_json::json!({
         "database": db,
+        "lexical_only": false,
         "documents": m.documents,
         "passages": m.passages,
         "backend": m.backend.as_str(),
         "chunk_tokens": m.chunk_tokens,
+        "chunk_overlap": m.chunk_overlap,
         "encoder": m.encoder,
+        "model_path": m.encoder.model_path,
         "encoder_trained": trained,
-        "default_mode": SearchMode::default_for(trained, LexicalIndex::exists(&lexical_dir(db))).as_str(),
+        "default_mode": SearchMode::default_for(trained, bm25).as_str(),
+        "modes": modes,
         "note": if trained { "" } else {
             "built with an untrained base encoder: dense search is weak, searches default to bm25"
         },

@@ -24,11 +24,14 @@ use super::Ctx;
 
 #[derive(Args)]
 pub struct EvalArgs {
-    #[arg(long)]
+    /// Database folder (made by `engine index` from the dataset's corpus; for --mode bm25 a
+    /// missing BM25 index is built there from the corpus).
+    #[arg(long, value_name = "DIR")]
     pub db: PathBuf,
     /// BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv.
     #[arg(long)]
     pub dataset: PathBuf,
+    /// The qrels split to evaluate (qrels/SPLIT.tsv).
     #[arg(long, default_value = "test")]
     pub split: String,
     /// dense | bm25 | hybrid
@@ -44,12 +47,8 @@ pub struct EvalArgs {
     /// what scripts/paired_test.py compares).
     #[arg(long, value_name = "FILE")]
     pub per_query_out: Option<PathBuf>,
-    /// GGUF file or model folder (default: model.path); must be the db's encoder.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// llama2vec | last | mean (default: encoder.pooling); must be the db's pooling.
-    #[arg(long)]
-    pub pooling: Option<String>,
+    #[command(flatten)]
+    pub encoder: super::resolve::EncoderFlags,
 }
 
 pub fn run(ctx: &Ctx, args: EvalArgs) -> Result<()> {
@@ -88,11 +87,19 @@ fn run_bm25(args: EvalArgs, k: usize) -> Result<()> {
 fn run_dense(ctx: &Ctx, args: EvalArgs, k: usize) -> Result<()> {
     let mode: SearchMode = args.mode.parse()?;
     let dataset = BeirDataset::load(&args.dataset, &args.split)?;
-    let config =
-        super::index::with_overrides(&ctx.config, args.model.as_ref(), args.pooling.as_ref(), None);
-    let embedder = super::index::load_embedder(&config)?;
-    let db = Database::open(&args.db, Some(&embedder.fingerprint()))
+    let db = Database::open(&args.db, None)
         .with_context(|| format!("opening database {}", args.db.display()))?;
+    let manifest = db.manifest();
+    let config = super::resolve::config_for_db(ctx, &args.db, &manifest, &args.encoder)?;
+    let embedder = super::index::load_embedder(&config)?;
+    super::resolve::ensure_same_encoder(
+        ctx,
+        &args.db,
+        &manifest,
+        &args.encoder,
+        &embedder.fingerprint(),
+        &config,
+    )?;
     if db.status()?.documents == 0 {
         anyhow::bail!(
             "database {} is empty: run `engine index` on the corpus first",

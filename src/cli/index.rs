@@ -23,10 +23,11 @@ const ENV_SLOW_BATCH: &str = "ENGINE_TEST_SLOW_BATCH_MS";
 
 #[derive(Args)]
 pub struct IndexArgs {
-    /// BEIR folder (corpus.jsonl), a .jsonl file, or a folder of .txt/.md files.
+    /// BEIR folder (corpus.jsonl), a .jsonl file (BEIR `_id`/`title`/`text` or Pyserini
+    /// `id`/`contents` records), or a folder of .txt/.md files.
     pub corpus: PathBuf,
     /// Database folder (created if missing).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub db: PathBuf,
     /// hnsw | faiss | flat (default: index.backend).
     #[arg(long)]
@@ -50,11 +51,26 @@ pub struct IndexArgs {
     /// After indexing, report recall@10 of the ANN index against an exact scan.
     #[arg(long)]
     pub verify: bool,
+    /// Index only the first N documents of the corpus (a quick trial on a large collection).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// JSONL field holding the document id [default: index.id_field, "_id"; records without
+    /// it may use Pyserini's "id"].
+    #[arg(long, value_name = "NAME")]
+    pub id_field: Option<String>,
+    /// JSONL field holding the title [default: index.title_field, "title"].
+    #[arg(long, value_name = "NAME")]
+    pub title_field: Option<String>,
+    /// JSONL field holding the text [default: index.text_field, "text"; records without it
+    /// may use Pyserini's "contents"].
+    #[arg(long, value_name = "NAME")]
+    pub text_field: Option<String>,
 }
 
 #[derive(Args)]
 pub struct DeleteArgs {
-    #[arg(long)]
+    /// Database folder (made by `engine index`).
+    #[arg(long, value_name = "DIR")]
     pub db: PathBuf,
     /// Document ids to delete.
     #[arg(required = true)]
@@ -63,7 +79,8 @@ pub struct DeleteArgs {
 
 #[derive(Args)]
 pub struct CheckArgs {
-    #[arg(long)]
+    /// Database folder (made by `engine index`, with or without --lexical-only).
+    #[arg(long, value_name = "DIR")]
     pub db: PathBuf,
     /// Number of sampled stored vectors used as queries.
     #[arg(long, default_value_t = 200)]
@@ -99,6 +116,41 @@ pub(super) fn load_embedder(config: &Config) -> Result<Box<dyn Embed>> {
     Ok(Box::new(super::embed::load_encoder(config)?))
 }
 
+/// Reads the corpus `engine index` names, with its field-name flags, `--limit` and a warning
+/// when it holds no document.
+fn read_corpus(config: &Config, args: &IndexArgs) -> Result<pipeline::Corpus> {
+    let mut opts = CorpusOptions::from_config(&config.index, args.skip_bad);
+    opts.update = args.update;
+    for (flag, field) in [
+        (&args.id_field, &mut opts.id_field),
+        (&args.title_field, &mut opts.title_field),
+        (&args.text_field, &mut opts.text_field),
+    ] {
+        if let Some(f) = flag {
+            *field = f.clone();
+        }
+    }
+    let mut corpus = pipeline::read_corpus(&args.corpus, &opts)
+        .with_context(|| format!("reading corpus {}", args.corpus.display()))?;
+    for e in &corpus.skipped {
+        eprintln!("skipped: {e}");
+    }
+    if let Some(n) = args.limit {
+        corpus.docs.truncate(n);
+    }
+    if corpus.docs.is_empty() {
+        let what = match corpus.format {
+            pipeline::CorpusFormat::Files => "no .txt or .md file",
+            _ => "no document",
+        };
+        eprintln!(
+            "warning: the corpus {} holds {what}; nothing was indexed",
+            args.corpus.display()
+        );
+    }
+    Ok(corpus)
+}
+
 fn progress_bar() -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(0);
     let style = indicatif::ProgressStyle::with_template(
@@ -120,13 +172,7 @@ pub fn run_index(ctx: &Ctx, args: IndexArgs) -> Result<()> {
         args.backend.as_ref(),
     );
     let backend: Backend = config.index.backend.parse()?;
-    let mut corpus_opts = CorpusOptions::from_config(&config.index, args.skip_bad);
-    corpus_opts.update = args.update;
-    let corpus = pipeline::read_corpus(&args.corpus, &corpus_opts)
-        .with_context(|| format!("reading corpus {}", args.corpus.display()))?;
-    for e in &corpus.skipped {
-        eprintln!("skipped: {e}");
-    }
+    let corpus = read_corpus(&config, &args)?;
     let embedder = load_embedder(&config)?;
     let db = Database::create_or_open(
         &args.db,
@@ -185,6 +231,21 @@ pub fn run_delete(_ctx: &Ctx, args: DeleteArgs) -> Result<()> {
 }
 
 pub fn run_check(_ctx: &Ctx, args: CheckArgs) -> Result<()> {
+    let lexical = engine::search::lexical_dir(&args.db);
+    if !Database::exists(&args.db) && engine::lexical::LexicalIndex::exists(&lexical) {
+        // A `--lexical-only` database: no vectors to check, only that BM25 opens and answers.
+        let lex = engine::lexical::LexicalIndex::open(&lexical)
+            .with_context(|| format!("opening the BM25 index {}", lexical.display()))?;
+        lex.search("check", 1)?;
+        let out = serde_json::json!({
+            "lexical_only": true,
+            "documents": lex.count(),
+            "stores_text": lex.stores_text(),
+            "recall_at_10": null,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
     let db = Database::open(&args.db, None)
         .with_context(|| format!("opening database {}", args.db.display()))?;
     let r = db.verify_recall(args.queries, 10, 42)?;
@@ -197,23 +258,20 @@ pub fn run_check(_ctx: &Ctx, args: CheckArgs) -> Result<()> {
 fn run_lexical_only(ctx: &Ctx, args: &IndexArgs) -> Result<()> {
     use engine::lexical::{LexicalDoc, LexicalIndex, LexicalOptions};
     let started = std::time::Instant::now();
-    let mut corpus_opts = CorpusOptions::from_config(&ctx.config.index, args.skip_bad);
-    corpus_opts.update = args.update;
-    let corpus = pipeline::read_corpus(&args.corpus, &corpus_opts)
-        .with_context(|| format!("reading corpus {}", args.corpus.display()))?;
-    for e in &corpus.skipped {
-        eprintln!("skipped: {e}");
-    }
+    let corpus = read_corpus(&ctx.config, args)?;
     if engine::store::Database::exists(&args.db) {
         anyhow::bail!(
             "{} is a dense database; its BM25 index is kept up to date by `engine index` without --lexical-only",
             args.db.display()
         );
     }
-    let lex = LexicalIndex::open_or_create(
-        &engine::search::lexical_dir(&args.db),
-        LexicalOptions::default(),
-    )?;
+    // The BM25 index is the whole database here: it also stores titles and texts, for hits.
+    let dir = engine::search::lexical_dir(&args.db);
+    let lex = if LexicalIndex::exists(&dir) {
+        LexicalIndex::open(&dir)?
+    } else {
+        LexicalIndex::create_with_text(&dir, LexicalOptions::default())?
+    };
     let docs: Vec<_> = corpus
         .docs
         .iter()

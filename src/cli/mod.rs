@@ -11,6 +11,7 @@ mod bench;
 mod embed;
 mod eval;
 mod index;
+mod resolve;
 mod search;
 mod serve;
 
@@ -66,6 +67,8 @@ enum Command {
 /// Shared handle the subcommands get: the resolved configuration.
 pub struct Ctx {
     pub config: engine::config::Config,
+    /// Which encoder settings the `--config` file chose (a database's manifest fills the rest).
+    pub choices: resolve::ConfigChoices,
 }
 
 pub fn run() -> Result<()> {
@@ -75,8 +78,9 @@ pub fn run() -> Result<()> {
     if let Some(t) = cli.threads {
         config.model.threads = t;
     }
+    let choices = resolve::ConfigChoices::from_file(cli.config.as_deref(), &mut config)?;
     init_threads(config.model.threads);
-    let ctx = Ctx { config };
+    let ctx = Ctx { config, choices };
     match cli.command {
         Command::Embed(a) => embed::run_embed(&ctx, a),
         Command::Info(a) => embed::run_info(&ctx, a),
@@ -113,4 +117,28 @@ fn init_threads(threads: usize) {
         threads
     };
     let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every flag and argument of every subcommand says what it is in `--help`.
+    #[test]
+    fn every_flag_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "engine", &mut missing);
+        assert!(missing.is_empty(), "flags without help text: {missing:?}");
+    }
 }

@@ -1,106 +1,347 @@
-//! `engine search`.
+//! `engine search`: one query, or a queries file in one batch (`--queries`), printed as JSON
+//! (hits shaped like the server's), JSON lines, a table or a TREC run, and optionally written
+//! to a TREC run file (`--run-out`) that needs no qrels.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use engine::encoder::TextKind;
+use engine::eval::run::Run;
 use engine::fusion::Fusion;
 use engine::lexical::LexicalIndex;
 use engine::search::{lexical_dir, SearchIndex, SearchMode};
+use engine::server::routes::search::{snippet, Hit};
 use engine::store::Database;
 
+use super::resolve::{self, EncoderFlags};
 use super::Ctx;
 
 #[derive(Args)]
 pub struct SearchArgs {
-    #[arg(long)]
+    /// Database folder (made by `engine index`, with or without --lexical-only).
+    #[arg(long, value_name = "DIR")]
     pub db: PathBuf,
-    /// Number of hits.
+    /// Number of hits per query.
     #[arg(short, default_value_t = 10)]
     pub k: usize,
-    /// dense | bm25 | hybrid (default: dense when the database's encoder was fine-tuned for
-    /// retrieval, bm25 when it is an untrained base).
+    /// dense | bm25 | hybrid [default: hybrid when the database's encoder was fine-tuned for
+    /// retrieval, bm25 when it is an untrained base or the database is lexical-only, dense
+    /// without a BM25 index].
     #[arg(long)]
     pub mode: Option<String>,
-    /// GGUF file or model folder (default: model.path).
+    #[command(flatten)]
+    pub encoder: EncoderFlags,
+    /// Run every query of this file in one batch: BEIR queries.jsonl (`_id`, `text`; or `id`,
+    /// `contents`) or TSV (`qid<TAB>query` per line, Pyserini's topics format).
+    #[arg(long, value_name = "FILE", conflicts_with = "query")]
+    pub queries: Option<PathBuf>,
+    /// Write the hits as a TREC run (`qid Q0 docid rank score tag`, tag engine-MODE, the same
+    /// as `engine eval --run-out`); no qrels needed.
+    #[arg(long, value_name = "FILE")]
+    pub run_out: Option<PathBuf>,
+    /// json | jsonl | table | trec [default: json for one query; jsonl for --queries, nothing
+    /// when --run-out is given].
     #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// llama2vec | last | mean (default: encoder.pooling).
-    #[arg(long)]
-    pub pooling: Option<String>,
-    /// The query text.
-    pub query: String,
+    pub format: Option<String>,
+    /// The query text (or use --queries).
+    #[arg(required_unless_present = "queries")]
+    pub query: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Jsonl,
+    Table,
+    Trec,
+}
+
+impl std::str::FromStr for Format {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "json" => Format::Json,
+            "jsonl" => Format::Jsonl,
+            "table" => Format::Table,
+            "trec" => Format::Trec,
+            other => bail!("--format must be json, jsonl, table or trec, got {other:?}"),
+        })
+    }
+}
+
+/// What answers the queries: a database (with its encoder when the mode needs one), or a
+/// `--lexical-only` database's BM25 index alone.
+enum Searcher {
+    Full {
+        index: Box<SearchIndex>,
+        embedder: Option<Box<dyn engine::encoder::Embed>>,
+        name: String,
+    },
+    Lexical(Box<LexicalIndex>),
+}
+
+/// One query's answer.
+struct Answer {
+    qid: String,
+    query: String,
+    hits: Vec<Hit>,
+    took_ms: f64,
 }
 
 pub fn run(ctx: &Ctx, args: SearchArgs) -> Result<()> {
     let requested: Option<SearchMode> = args.mode.as_deref().map(str::parse).transpose()?;
-    if args.query.trim().is_empty() {
-        anyhow::bail!("the query is empty");
+    let format: Option<Format> = args.format.as_deref().map(str::parse).transpose()?;
+    if args.k == 0 {
+        bail!("-k must be at least 1");
     }
-    let config =
-        super::index::with_overrides(&ctx.config, args.model.as_ref(), args.pooling.as_ref(), None);
-    let fusion = Fusion::from_config(&config.eval)?;
-    let lexical_only = !Database::exists(&args.db) && LexicalIndex::exists(&lexical_dir(&args.db));
-    if lexical_only {
-        // A `--lexical-only` database: BM25 alone, ids and scores.
-        let mode = requested.unwrap_or(SearchMode::Bm25);
-        if mode != SearchMode::Bm25 {
-            anyhow::bail!(
-                "{} was built with --lexical-only: only --mode bm25 works",
-                args.db.display()
-            );
-        }
-        let lex = LexicalIndex::open(&lexical_dir(&args.db))?;
-        let hits: Vec<serde_json::Value> = lex
-            .search(&args.query, args.k)?
-            .into_iter()
-            .enumerate()
-            .map(|(i, (id, score))| serde_json::json!({"rank": i + 1, "id": id, "score": score}))
-            .collect();
-        let out = serde_json::json!({ "query": args.query, "mode": mode.as_str(), "hits": hits });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
-    }
-    let embedder = super::index::load_embedder(&config)?;
-    let db = Database::open(&args.db, Some(&embedder.fingerprint()))
-        .with_context(|| format!("opening database {}", args.db.display()))?;
-    let index = SearchIndex::open(db, false)?;
-    let mode = requested.unwrap_or_else(|| {
-        SearchMode::default_for(index.db().manifest().encoder.trained, index.lexical().is_some())
-    });
-    let q = if mode.needs_vector() {
-        let q = embedder.embed(&[args.query.as_str()], TextKind::Query)?;
-        Some(q.into_iter().next().context("encoder returned no vector")?)
-    } else {
-        None
+    let queries: Vec<(String, String)> = match (&args.queries, &args.query) {
+        (Some(file), _) => read_queries(file)?,
+        (None, Some(q)) => vec![("1".to_string(), q.clone())],
+        (None, None) => bail!("give a QUERY or --queries FILE"),
     };
-    let hits = index.search(mode, &args.query, q.as_deref(), args.k, &fusion)?;
-    let hits: Vec<serde_json::Value> = hits
-        .into_iter()
-        .enumerate()
-        .map(|(i, h)| {
-            serde_json::json!({
-                "rank": i + 1,
-                "id": h.id,
-                "score": h.score,
-                "title": h.title,
-                "snippet": snippet(&h.passage, config.server.snippet_chars),
-            })
-        })
-        .collect();
-    let out = serde_json::json!({ "query": args.query, "mode": mode.as_str(), "hits": hits });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    if let [(_, q)] = queries.as_slice() {
+        if args.queries.is_none() && q.trim().is_empty() {
+            bail!("the query is empty");
+        }
+    }
+    let format = format.unwrap_or(match (&args.queries, &args.run_out) {
+        (None, _) => Format::Json,
+        (Some(_), None) => Format::Jsonl,
+        (Some(_), Some(_)) => Format::Jsonl, // printed only when asked for, see below
+    });
+    let print = args.format.is_some() || args.run_out.is_none() || args.queries.is_none();
+
+    let (searcher, mode) = open(ctx, &args, requested)?;
+    let fusion = Fusion::from_config(&ctx.config.eval)?;
+    let snippet_chars = ctx.config.server.snippet_chars;
+    let started = std::time::Instant::now();
+    // All queries in one call, as `engine eval` does: the encoder sorts them by length into
+    // full batches (and a run's scores then equal eval's).
+    let vectors: Vec<Option<Vec<f32>>> = match &searcher {
+        Searcher::Full { embedder: Some(e), .. } if mode.needs_vector() => {
+            let texts: Vec<&str> = queries.iter().map(|(_, t)| t.as_str()).collect();
+            e.embed(&texts, TextKind::Query)?.into_iter().map(Some).collect()
+        }
+        _ => vec![None; queries.len()],
+    };
+    let encode_ms = started.elapsed().as_secs_f64() * 1000.0 / queries.len().max(1) as f64;
+    let mut answers = Vec::with_capacity(queries.len());
+    for ((qid, query), vector) in queries.into_iter().zip(vectors) {
+        let t = std::time::Instant::now();
+        let hits = match &searcher {
+            Searcher::Full { index, .. } => index
+                .search(mode, &query, vector.as_deref(), args.k, &fusion)?
+                .into_iter()
+                .map(|h| Hit {
+                    snippet: snippet(&h.passage, snippet_chars),
+                    id: h.id,
+                    score: h.score,
+                    title: h.title,
+                    text: None,
+                })
+                .collect(),
+            Searcher::Lexical(lex) => lexical_hits(lex, &query, args.k, snippet_chars)?,
+        };
+        let took_ms = t.elapsed().as_secs_f64() * 1000.0 + encode_ms;
+        answers.push(Answer { qid, query, hits, took_ms });
+    }
+    let encoder = match &searcher {
+        Searcher::Full { name, .. } => name.clone(),
+        Searcher::Lexical(_) => "none".into(),
+    };
+    let tag = format!("engine-{}", mode.as_str());
+    if let Some(path) = &args.run_out {
+        to_run(&answers)
+            .write_trec_file(path, &tag)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {} queries to {}", answers.len(), path.display());
+    }
+    if print {
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        write_answers(&mut out, format, &answers, mode, &encoder, &tag)?;
+        out.flush()?;
+    }
     Ok(())
 }
 
-/// First `max` characters of `text` with whitespace collapsed, "…" when cut.
-fn snippet(text: &str, max: usize) -> String {
-    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() <= max {
-        return flat;
+/// Opens what `--db` names and settles the mode.
+fn open(
+    ctx: &Ctx,
+    args: &SearchArgs,
+    requested: Option<SearchMode>,
+) -> Result<(Searcher, SearchMode)> {
+    let db_dir = &args.db;
+    if !Database::exists(db_dir) && LexicalIndex::exists(&lexical_dir(db_dir)) {
+        // A `--lexical-only` database: BM25 alone, no model.
+        let mode = requested.unwrap_or(SearchMode::Bm25);
+        if mode != SearchMode::Bm25 {
+            bail!(
+                "{} was built with --lexical-only: only --mode bm25 works (it has no vectors)",
+                db_dir.display()
+            );
+        }
+        return Ok((Searcher::Lexical(Box::new(LexicalIndex::open(&lexical_dir(db_dir))?)), mode));
     }
-    let mut s: String = flat.chars().take(max).collect();
-    s.push('…');
-    s
+    let db = Database::open(db_dir, None)
+        .with_context(|| format!("opening database {}", db_dir.display()))?;
+    let manifest = db.manifest();
+    let index = SearchIndex::open(db, false)?;
+    let mode = requested.unwrap_or_else(|| {
+        SearchMode::default_for(manifest.encoder.trained, index.lexical().is_some())
+    });
+    // Settings that contradict the database are refused in every mode.
+    let config = resolve::config_for_db(ctx, db_dir, &manifest, &args.encoder)?;
+    if !mode.needs_vector() {
+        return Ok((
+            Searcher::Full { index: Box::new(index), embedder: None, name: "none".into() },
+            mode,
+        ));
+    }
+    let embedder = super::index::load_embedder(&config)?;
+    resolve::ensure_same_encoder(
+        ctx,
+        db_dir,
+        &manifest,
+        &args.encoder,
+        &embedder.fingerprint(),
+        &config,
+    )?;
+    let name = engine::server::state::encoder_name(&config.model.path);
+    Ok((Searcher::Full { index: Box::new(index), embedder: Some(embedder), name }, mode))
+}
+
+/// BM25 hits of a `--lexical-only` database, with the title and text it stores.
+fn lexical_hits(lex: &LexicalIndex, query: &str, k: usize, chars: usize) -> Result<Vec<Hit>> {
+    let mut hits = Vec::new();
+    for (id, score) in lex.search(query, k)? {
+        let (title, text) = lex.stored_text(&id)?.unwrap_or_default();
+        hits.push(Hit { snippet: snippet(&text, chars), id, score, title, text: None });
+    }
+    Ok(hits)
+}
+
+fn to_run(answers: &[Answer]) -> Run {
+    let mut run = Run::new();
+    for a in answers {
+        run.queries.insert(a.qid.clone(), a.hits.iter().map(|h| (h.id.clone(), h.score)).collect());
+    }
+    run
+}
+
+fn write_answers(
+    out: &mut impl Write,
+    format: Format,
+    answers: &[Answer],
+    mode: SearchMode,
+    encoder: &str,
+    tag: &str,
+) -> Result<()> {
+    let json = |a: &Answer| {
+        serde_json::json!({
+            "query_id": a.qid,
+            "query": a.query,
+            "hits": a.hits,
+            "took_ms": a.took_ms,
+            "encoder": encoder,
+            "mode": mode,
+        })
+    };
+    match format {
+        Format::Json if answers.len() == 1 => {
+            let mut v = json(&answers[0]);
+            if let Some(o) = v.as_object_mut() {
+                o.remove("query_id");
+            }
+            writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        }
+        Format::Json => {
+            let all: Vec<_> = answers.iter().map(json).collect();
+            writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?;
+        }
+        Format::Jsonl => {
+            for a in answers {
+                writeln!(out, "{}", serde_json::to_string(&json(a))?)?;
+            }
+        }
+        Format::Trec => to_run(answers).write_trec(out, tag)?,
+        Format::Table => {
+            for a in answers {
+                writeln!(out, "query {}: {}", a.qid, a.query)?;
+                writeln!(out, "{:>4}  {:>10}  {:<24}  title", "rank", "score", "id")?;
+                for (i, h) in a.hits.iter().enumerate() {
+                    let title: String = h.title.chars().take(60).collect();
+                    writeln!(out, "{:>4}  {:>10.4}  {:<24}  {title}", i + 1, h.score, h.id)?;
+                }
+                if a.hits.is_empty() {
+                    writeln!(out, "      (no hits)")?;
+                }
+                writeln!(out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads a queries file: JSONL (BEIR `_id`/`text`, or `id`/`contents`) when its first
+/// non-blank line starts with `{`, else TSV `qid<TAB>query`. Order is the file's; a repeated
+/// query id is an error (a TREC run holds one ranking per id).
+fn read_queries(path: &Path) -> Result<Vec<(String, String)>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not valid UTF-8 (byte {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    let text = text.trim_start_matches('\u{feff}');
+    let jsonl = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .is_some_and(|l| l.trim_start().starts_with('{'));
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{}:{}", path.display(), i + 1);
+        let (qid, query) = if jsonl {
+            let v: serde_json::Value =
+                serde_json::from_str(line).with_context(|| format!("{}: malformed JSON", at()))?;
+            let field =
+                |names: &[&str]| names.iter().find_map(|n| v.get(*n).filter(|x| !x.is_null()));
+            let id = field(&["_id", "id"])
+                .with_context(|| format!("{}: no \"_id\" or \"id\" field", at()))?;
+            let id = engine::pipeline::corpus::json_id(id)
+                .map_err(|m| anyhow::anyhow!("{}: {m}", at()))?;
+            let query = field(&["text", "contents"])
+                .and_then(|t| t.as_str())
+                .with_context(|| format!("{}: no \"text\" or \"contents\" string field", at()))?;
+            (id, query.to_string())
+        } else {
+            let Some((id, query)) = line.split_once('\t') else {
+                bail!("{}: expected `qid<TAB>query` (or a JSONL queries file)", at());
+            };
+            (id.trim().to_string(), query.to_string())
+        };
+        if qid.is_empty() || qid.chars().any(char::is_whitespace) {
+            bail!(
+                "{}: query id {qid:?} is empty or has whitespace (a TREC run cannot hold it)",
+                at()
+            );
+        }
+        if !seen.insert(qid.clone()) {
+            bail!("{}: query id {qid:?} appears twice", at());
+        }
+        out.push((qid, query));
+    }
+    if out.is_empty() {
+        bail!("{} holds no queries", path.display());
+    }
+    Ok(out)
 }

@@ -49,7 +49,10 @@ impl std::str::FromStr for TextKind {
 
 /// Identifies an encoder exactly enough that vectors from two encoders with equal fingerprints
 /// are comparable. Stored in every index manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Equality compares the identity (hash, pooling, template, dim, trained), not
+/// [`EncoderFingerprint::model_path`]: the same model copied elsewhere is the same encoder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EncoderFingerprint {
     /// Hash of the model files (see `fingerprint::model_hash`).
     pub model_hash: String,
@@ -60,7 +63,24 @@ pub struct EncoderFingerprint {
     /// searches default to BM25).
     #[serde(default)]
     pub trained: bool,
+    /// Where the model was loaded from (absolute) when the fingerprint was taken, so that a
+    /// database can load its encoder again without flags. Absent for in-memory and test
+    /// encoders and in databases written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_path: Option<std::path::PathBuf>,
 }
+
+impl PartialEq for EncoderFingerprint {
+    fn eq(&self, other: &Self) -> bool {
+        self.model_hash == other.model_hash
+            && self.pooling == other.pooling
+            && self.template == other.template
+            && self.dim == other.dim
+            && self.trained == other.trained
+    }
+}
+
+impl Eq for EncoderFingerprint {}
 
 /// What the indexing pipeline, the server and evaluation need from an embedder. The real
 /// implementation is [`Encoder`]; tests may use smaller ones.

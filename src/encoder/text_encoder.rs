@@ -130,7 +130,8 @@ impl Encoder {
         if !path.exists() {
             return Err(Error::model(
                 path,
-                "not found (run `scripts/fetch-model.sh` to fetch the default model, or pass --model)",
+                "not found (run `scripts/fetch-model.sh` to fetch the default model, or set \
+                 another with --model or model.path in a --config file)",
             ));
         }
         // On CPUs with AVX-512 BF16, bf16 means f32 weights plus bf16-packed projections for
@@ -280,6 +281,7 @@ impl Embed for Encoder {
             template: self.options.template.as_str().into(),
             dim: self.dim(),
             trained: self.trained,
+            model_path: std::fs::canonicalize(&self.source).ok(),
         }
     }
 

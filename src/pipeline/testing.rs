@@ -49,6 +49,7 @@ impl Embed for HashEmbedder {
             dim: self.dim,
             // Its bag-of-words vectors rank by word overlap: treat it as a real retriever.
             trained: true,
+            model_path: None,
         }
     }
     fn embed(&self, texts: &[&str], _kind: TextKind) -> Result<Vec<Vec<f32>>> {

@@ -1,0 +1,185 @@
+//! Which encoder a command over an existing database uses. A database records the encoder it
+//! was built with (model path, pooling, template: its manifest), so `search`, `eval` and
+//! `serve` load that one unless the user names another; a flag or `--config` value that
+//! contradicts the database is an error naming both values rather than a silent mismatch.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use clap::Args;
+use engine::config::Config;
+use engine::encoder::EncoderFingerprint;
+use engine::store::Manifest;
+
+use super::Ctx;
+
+/// The flags that name an encoder, on commands that read a database.
+#[derive(Args, Clone, Debug, Default)]
+pub struct EncoderFlags {
+    /// GGUF file or model folder [default: the one the database was built with, else
+    /// model.path]; must be the database's encoder.
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// llama2vec | last | mean [default: the database's, else encoder.pooling]; must be the
+    /// database's pooling.
+    #[arg(long)]
+    pub pooling: Option<String>,
+    /// llama2vec | none [default: the database's, else encoder.template]; must be the
+    /// database's template.
+    #[arg(long)]
+    pub template: Option<String>,
+}
+
+/// Encoder settings the `--config` file sets explicitly (the rest are defaults, which a
+/// database's manifest overrides).
+#[derive(Clone, Debug, Default)]
+pub struct ConfigChoices {
+    /// The `--config` file, for messages.
+    pub file: Option<PathBuf>,
+    pub model_path: bool,
+    pub pooling: bool,
+    pub template: bool,
+}
+
+impl ConfigChoices {
+    /// Reads which keys `file` sets. A relative `model.path` in it is made relative to the
+    /// file's folder (so a config works from any working directory) and written back into
+    /// `config`.
+    pub fn from_file(file: Option<&Path>, config: &mut Config) -> Result<Self> {
+        let Some(file) = file else { return Ok(Self::default()) };
+        // Config::load already read and validated the file; read the raw table again to see
+        // which keys it names.
+        let text = std::fs::read_to_string(file)?;
+        let table: toml::Table = toml::from_str(&text)?;
+        let has = |section: &str, key: &str| {
+            table.get(section).and_then(|s| s.as_table()).is_some_and(|s| s.contains_key(key))
+        };
+        let choices = Self {
+            file: Some(file.to_path_buf()),
+            model_path: has("model", "path"),
+            pooling: has("encoder", "pooling"),
+            template: has("encoder", "template"),
+        };
+        if choices.model_path && config.model.path.is_relative() {
+            let base = file.parent().unwrap_or(Path::new(""));
+            config.model.path = base.join(&config.model.path);
+        }
+        Ok(choices)
+    }
+
+    fn origin(&self, key: &str) -> String {
+        match &self.file {
+            Some(f) => format!("{key} in {}", f.display()),
+            None => key.to_string(),
+        }
+    }
+}
+
+/// One encoder setting the user chose, and where.
+struct Choice {
+    origin: String,
+    value: String,
+}
+
+fn choice(
+    flag: Option<&str>,
+    flag_name: &str,
+    in_config: bool,
+    key: &str,
+    config_value: &str,
+    ctx: &Ctx,
+) -> Option<Choice> {
+    match flag {
+        Some(v) => Some(Choice { origin: flag_name.into(), value: v.into() }),
+        None if in_config => {
+            Some(Choice { origin: ctx.choices.origin(key), value: config_value.into() })
+        }
+        None => None,
+    }
+}
+
+/// The configuration to load `db`'s encoder with: the flags and config, with the model path,
+/// pooling and template the user did not choose taken from the database's manifest. A chosen
+/// pooling or template that differs from the database's is an error naming both.
+pub fn config_for_db(ctx: &Ctx, db: &Path, m: &Manifest, flags: &EncoderFlags) -> Result<Config> {
+    let mut config = ctx.config.clone();
+    let recorded = [("pooling", &m.encoder.pooling), ("template", &m.encoder.template)];
+    for (name, db_value) in recorded {
+        let (flag, in_config, current) = match name {
+            "pooling" => (&flags.pooling, ctx.choices.pooling, &mut config.encoder.pooling),
+            _ => (&flags.template, ctx.choices.template, &mut config.encoder.template),
+        };
+        let key = format!("encoder.{name}");
+        let flag_name = format!("--{name}");
+        match choice(flag.as_deref(), &flag_name, in_config, &key, current, ctx) {
+            Some(c) if &c.value != db_value => bail!(
+                "encoder mismatch: {} is {:?} but the database {} was built with {name} {:?}; \
+                 leave {name} unset \
+                 (the database's is used) or index into a new database",
+                c.origin,
+                c.value,
+                db.display(),
+                db_value
+            ),
+            _ => *current = db_value.clone(),
+        }
+    }
+    let chosen_model = flags.model.is_some() || ctx.choices.model_path;
+    if let Some(m) = &flags.model {
+        config.model.path = m.clone();
+    }
+    if !chosen_model {
+        if let Some(path) = &m.encoder.model_path {
+            if !path.exists() {
+                bail!(
+                    "the database {} was built with the encoder at {}, which no longer exists; \
+                     pass --model with that encoder's new location",
+                    db.display(),
+                    path.display()
+                );
+            }
+            config.model.path = path.clone();
+        }
+    }
+    Ok(config)
+}
+
+/// Refuses an encoder whose fingerprint differs from the database's, naming both.
+pub fn ensure_same_encoder(
+    ctx: &Ctx,
+    db: &Path,
+    m: &Manifest,
+    flags: &EncoderFlags,
+    loaded: &EncoderFingerprint,
+    config: &Config,
+) -> Result<()> {
+    if &m.encoder == loaded {
+        return Ok(());
+    }
+    let origin = if flags.model.is_some() {
+        "--model".to_string()
+    } else if ctx.choices.model_path {
+        ctx.choices.origin("model.path")
+    } else {
+        "model.path".to_string()
+    };
+    let describe = |fp: &EncoderFingerprint| {
+        format!(
+            "{} (hash {}, pooling {}, template {}, dim {}{})",
+            fp.model_path.as_deref().map(|p| p.display().to_string()).unwrap_or("?".into()),
+            fp.model_hash.get(..12).unwrap_or(&fp.model_hash),
+            fp.pooling,
+            fp.template,
+            fp.dim,
+            if fp.trained { ", trained" } else { "" }
+        )
+    };
+    bail!(
+        "encoder mismatch: the database {} was built with {}, but {origin} ({}) is {}; \
+         leave the model unset (the database's is used) or index into a new database",
+        db.display(),
+        describe(&m.encoder),
+        config.model.path.display(),
+        describe(loaded)
+    )
+}
