@@ -421,3 +421,21 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
     let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
+
+#[test]
+fn eval_prints_a_table_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_dataset(&data);
+    let mut c = hashed(dir.path());
+    c.args(["eval", "--mode", "bm25", "--format", "table", "--dataset"]).arg(&data);
+    c.arg("--db").arg(dir.path().join("db"));
+    let text = String::from_utf8(ok(c).stdout).unwrap();
+    let first_metric = text.lines().nth(1).unwrap_or_default();
+    assert!(first_metric.trim_start().starts_with("ndcg@10"), "{text}");
+    assert!(text.contains("queries") && text.contains("1.0000"), "{text}");
+    let mut c = hashed(dir.path());
+    c.args(["eval", "--mode", "bm25", "--format", "csv", "--dataset"]).arg(&data);
+    c.arg("--db").arg(dir.path().join("db"));
+    assert!(fails(c).contains("--format"));
+}

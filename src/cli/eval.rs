@@ -49,10 +49,16 @@ pub struct EvalArgs {
     pub per_query_out: Option<PathBuf>,
     #[command(flatten)]
     pub encoder: super::resolve::EncoderFlags,
+    /// json (the report as JSON) | table (metrics and counts as aligned text).
+    #[arg(long, default_value = "json")]
+    pub format: String,
 }
 
 pub fn run(ctx: &Ctx, args: EvalArgs) -> Result<()> {
     let k = args.k.unwrap_or(ctx.config.eval.k);
+    if !matches!(args.format.as_str(), "json" | "table") {
+        anyhow::bail!("--format must be json or table, got {:?}", args.format);
+    }
     match args.mode.as_str() {
         "bm25" => run_bm25(args, k),
         "dense" | "hybrid" => run_dense(ctx, args, k),
@@ -79,8 +85,9 @@ fn run_bm25(args: EvalArgs, k: usize) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     write_per_query(&args, &report)?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(())
+    let mut out = serde_json::to_value(&report)?;
+    out["mode"] = "bm25".into();
+    print_report(&args, &out)
 }
 
 /// Dense or hybrid evaluation over a database built by `engine index`.
@@ -143,7 +150,34 @@ fn run_dense(ctx: &Ctx, args: EvalArgs, k: usize) -> Result<()> {
     let mut out = serde_json::to_value(&report)?;
     out["mode"] = mode.as_str().into();
     out["query_encode_seconds"] = encode_seconds.into();
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    print_report(&args, &out)
+}
+
+/// Prints the report as `--format` asks: JSON, or a table of the metrics and then the counts.
+fn print_report(args: &EvalArgs, out: &serde_json::Value) -> Result<()> {
+    if args.format == "json" {
+        println!("{}", serde_json::to_string_pretty(out)?);
+        return Ok(());
+    }
+    let Some(obj) = out.as_object() else { anyhow::bail!("report is not a JSON object") };
+    println!(
+        "{} {} split {} ({} mode)",
+        args.db.display(),
+        args.dataset.display(),
+        args.split,
+        out["mode"].as_str().unwrap_or("?")
+    );
+    let (mut metrics, rest): (Vec<_>, Vec<_>) = obj.iter().partition(|(k, _)| k.contains('@'));
+    const ORDER: [&str; 5] = ["ndcg@10", "mrr@10", "recall@10", "recall@100", "map@100"];
+    metrics.sort_by_key(|(k, _)| ORDER.iter().position(|o| o == k).unwrap_or(ORDER.len()));
+    for (k, v) in metrics {
+        println!("  {k:<12} {:.4}", v.as_f64().unwrap_or(f64::NAN));
+    }
+    for (k, v) in rest {
+        if k != "mode" {
+            println!("  {k:<30} {v}");
+        }
+    }
     Ok(())
 }
 
