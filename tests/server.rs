@@ -1,192 +1,19 @@
 //! `engine serve` end to end: a real server on an ephemeral loopback port, with the tiny random
-//! test model and a small corpus indexed by the same encoder.
-//!
-//! The tiny model is random, so dense retrieval is not semantic. The tests use
-//! `encoder.template = "none"` and `pooling = "mean"`: a query equal to a passage's embedded text
-//! ("title\ntext") then gets exactly that passage's vector and ranks its document first.
+//! test model and a small corpus indexed by the same encoder (the fixture in
+//! tests/common/server.rs).
 
-use std::path::{Path, PathBuf};
+#[path = "common/server.rs"]
+mod fixture;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine::config::Config;
-use engine::encoder::testing::write_tiny_model;
 use engine::encoder::{Embed, Encoder};
-use engine::index::{AnnParams, Backend};
-use engine::pipeline::{self, Document, IndexOptions, Silent};
 use engine::server::{self, ServeOptions};
-use engine::store::{Database, DbOptions};
+use engine::store::Database;
+use fixture::*;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
-
-/// Corpus ids contain '/' and other characters that need percent-encoding.
-fn corpus() -> Vec<Document> {
-    let docs = [
-        ("wiki/Rust_(programming_language)", "Rust (programming language)", "Rust is a general-purpose programming language emphasizing performance, type safety and concurrency."),
-        ("wiki/Dense_retrieval", "Dense retrieval", "Dense retrieval encodes queries and passages as vectors and ranks passages by inner product."),
-        ("wiki/Okapi_BM25", "Okapi BM25", "BM25 is a bag-of-words ranking function used by search engines."),
-        ("wiki/HNSW", "Hierarchical navigable small world", "HNSW is a graph-based approximate nearest neighbour search algorithm."),
-        ("wiki/LLM", "Large language model", "A large language model is trained with self-supervised learning on vast amounts of text."),
-        ("wiki/Inverted_index", "Inverted index", "An inverted index maps words to their locations in a set of documents."),
-        ("wiki/Vector_database", "Vector database", "A vector database stores embeddings and supports similarity search over them."),
-        ("wiki/Garbage_collection", "Garbage collection", "Garbage collection is a form of automatic memory management."),
-        ("wiki/Concurrency", "Concurrency", "Concurrency is the ability of parts of a program to run out of order."),
-        ("wiki/Mozilla", "Mozilla", "Mozilla is a free software community founded in 1998."),
-        ("wiki/Type_safety", "Type safety", "Type safety is the extent to which a language prevents type errors."),
-        ("wiki/WebAssembly", "WebAssembly", "WebAssembly is a portable binary instruction format."),
-        ("notes/odd id?&=#%", "Odd id", "A document whose id needs percent-encoding in a URL path."),
-        ("notes/untitled", "", "rust programming language"),
-    ];
-    docs.iter()
-        .map(|(id, title, text)| Document {
-            id: id.to_string(),
-            title: title.to_string(),
-            text: text.to_string(),
-            metadata: json!({ "source": "test", "len": text.len() }),
-        })
-        .collect()
-}
-
-/// The text a passage was embedded from: a query equal to it finds the document first.
-fn query_for(d: &Document) -> String {
-    pipeline::passage_text(&d.title, &d.text)
-}
-
-fn enc(id: &str) -> String {
-    // encodeURIComponent's set, enough for these ids.
-    let mut out = String::new();
-    for b in id.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'(' | b')' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-fn base_config(model: &Path) -> Config {
-    let mut c = Config::default();
-    c.model.path = model.to_path_buf();
-    c.model.device = "cpu".into();
-    c.encoder.template = "none".into();
-    c.encoder.pooling = "mean".into();
-    c.encoder.batch_size = 8;
-    // The tiny tokenizer is byte-level (a token per byte): whole passages as queries need room.
-    c.encoder.max_query_tokens = 512;
-    c.server.max_query_tokens = 512;
-    c.index.backend = "flat".into();
-    c.index.chunk_tokens = 512;
-    c.index.chunk_overlap = 32;
-    c
-}
-
-/// A model folder and a database indexed with it.
-struct Fixture {
-    dir: tempfile::TempDir,
-    model: PathBuf,
-    db: PathBuf,
-}
-
-fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let model = write_tiny_model(&dir.path().join("tiny-llama"), 7).unwrap();
-    let db = dir.path().join("db");
-    let config = base_config(&model);
-    let encoder = Encoder::from_config(&config).unwrap();
-    let opts = DbOptions {
-        backend: Backend::Flat,
-        params: AnnParams::from_config(&config.index),
-        chunk_tokens: config.index.chunk_tokens,
-        chunk_overlap: config.index.chunk_overlap,
-    };
-    let database = Database::create_or_open(&db, &encoder.fingerprint(), &opts).unwrap();
-    let iopts = IndexOptions::from_config(&config);
-    pipeline::index_documents(&database, &encoder, corpus(), &iopts, &Silent).unwrap();
-    drop(database);
-    Fixture { dir, model, db }
-}
-
-struct TestServer {
-    base: String,
-    client: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<engine::Result<()>>>,
-}
-
-impl TestServer {
-    async fn start(fx: &Fixture, tweak: impl FnOnce(&mut Config), api_key: Option<&str>) -> Self {
-        let mut config = base_config(&fx.model);
-        tweak(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, rx) = oneshot::channel::<()>();
-        let opts = ServeOptions { config, db: fx.db.clone(), api_key: api_key.map(str::to_string) };
-        let task = tokio::spawn(server::serve(listener, opts, async {
-            let _ = rx.await;
-        }));
-        let s =
-            TestServer { base, client: reqwest::Client::new(), stop: Some(stop), task: Some(task) };
-        s.wait_ready().await;
-        s
-    }
-
-    async fn wait_ready(&self) {
-        let t = Instant::now();
-        loop {
-            if let Ok(r) = self.client.get(self.url("/readyz")).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-                assert_eq!(r.status(), 503, "readyz before ready");
-            }
-            assert!(t.elapsed() < Duration::from_secs(60), "server not ready after 60 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.client.get(self.url(path)).send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let r = self.client.post(self.url(path)).json(body).send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn post_with_key(&self, path: &str, body: &Value, key: &str) -> (u16, Value) {
-        let r = self.client.post(self.url(path)).bearer_auth(key).json(body).send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn stop(mut self) -> engine::Result<()> {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        self.task.take().unwrap().await.unwrap()
-    }
-}
-
-/// Asserts the API's error shape and returns its code.
-fn error_code(status: u16, body: &Value, expected_status: u16) -> String {
-    assert_eq!(status, expected_status, "{body}");
-    let code = body["error"]["code"].as_str().unwrap_or_else(|| panic!("no error.code: {body}"));
-    assert!(body["error"]["message"].is_string(), "{body}");
-    code.to_string()
-}
-
-fn hit_ids(body: &Value) -> Vec<String> {
-    body["hits"].as_array().unwrap().iter().map(|h| h["id"].as_str().unwrap().to_string()).collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn search_documents_embed_status_and_metadata_endpoints() {
@@ -852,6 +679,7 @@ async fn load_failures_stop_the_server_with_the_error() {
         config: base_config(&fx.model),
         db: fx.dir.path().join("missing-db"),
         api_key: None,
+        read_api_key: None,
     };
     let err = server::serve(listener, opts, std::future::pending()).await.unwrap_err();
     assert!(matches!(err, engine::Error::NotFound(_)), "{err}");
@@ -859,7 +687,7 @@ async fn load_failures_stop_the_server_with_the_error() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = base_config(&fx.model);
     config.encoder.pooling = "last".into();
-    let opts = ServeOptions { config, db: fx.db.clone(), api_key: None };
+    let opts = ServeOptions { config, db: fx.db.clone(), api_key: None, read_api_key: None };
     let err = server::serve(listener, opts, std::future::pending()).await.unwrap_err();
     assert!(matches!(err, engine::Error::EncoderMismatch(_)), "{err}");
 }

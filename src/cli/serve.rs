@@ -18,9 +18,18 @@ pub struct ServeArgs {
     /// Listen address (default: server.addr).
     #[arg(long)]
     pub addr: Option<String>,
-    /// Key required (as `Authorization: Bearer KEY` or `x-api-key`) on write endpoints.
+    /// Print one line per request on stderr: method, path, status, milliseconds
+    /// (server.log_requests).
+    #[arg(long)]
+    pub log_requests: bool,
+    /// Admin key: required (as `Authorization: Bearer KEY`, `api-key` or `x-api-key`) on
+    /// writes and the embedding routes.
     #[arg(long, env = "ENGINE_API_KEY")]
     pub api_key: Option<String>,
+    /// Read key: when set (needs --api-key too), searches, document reads and the embedding
+    /// routes need this key or the admin key; writes still need the admin key (403 with this).
+    #[arg(long, env = "ENGINE_READ_API_KEY")]
+    pub read_api_key: Option<String>,
 }
 
 pub fn run(ctx: &Ctx, args: ServeArgs) -> Result<()> {
@@ -40,11 +49,15 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> Result<()> {
     // be the same: the server's load refuses another fingerprint).
     let manifest = engine::store::Database::read_manifest(&args.db)
         .with_context(|| format!("opening database {}", args.db.display()))?;
-    let config = super::resolve::config_for_db(ctx, &args.db, &manifest, &args.encoder)?;
+    let mut config = super::resolve::config_for_db(ctx, &args.db, &manifest, &args.encoder)?;
+    if args.log_requests {
+        config.server.log_requests = true;
+    }
     let opts = engine::server::ServeOptions {
         config,
         db: args.db,
         api_key: args.api_key,
+        read_api_key: args.read_api_key,
     };
     engine::server::run_blocking(&addr, opts).context("serve")
 }

@@ -169,7 +169,12 @@ fn run_in(
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?.to_string();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let serve_opts = ServeOptions { config: config.clone(), db: db_dir.clone(), api_key: None };
+        let serve_opts = ServeOptions {
+            config: config.clone(),
+            db: db_dir.clone(),
+            api_key: None,
+            read_api_key: None,
+        };
         let server = tokio::spawn(super::serve(listener, serve_opts, async {
             let _ = stopped.await;
         }));

@@ -1,6 +1,8 @@
 //! [`ApiError`]: every failure the HTTP API reports, always as
-//! `{"error": {"code": "...", "message": "..."}}` with a matching status, so clients (and the web
-//! UI) can rely on one shape whatever went wrong: bad JSON, a missing document, a full queue.
+//! `{"error": {"code": "...", "message": "...", "type": "..."}}` with a matching status, so
+//! clients (and the web UI) can rely on one shape whatever went wrong: bad JSON, a missing
+//! document, a full queue. It is OpenAI's error shape too (`type` is one of OpenAI's error
+//! types), so OpenAI clients of `/v1/embeddings` read these errors as their own.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -54,7 +56,7 @@ impl ApiError {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "this endpoint needs an API key (Authorization: Bearer KEY or x-api-key: KEY)",
+            "missing or wrong API key (send Authorization: Bearer KEY, api-key: KEY or x-api-key: KEY)",
         )
     }
 
@@ -66,12 +68,24 @@ impl ApiError {
 
     /// The `{"error": {...}}` body of this error.
     pub fn body(&self) -> serde_json::Value {
-        error_body(self.code, &self.message)
+        error_body(self.status, self.code, &self.message)
     }
 }
 
-pub fn error_body(code: &str, message: &str) -> serde_json::Value {
-    serde_json::json!({ "error": { "code": code, "message": message } })
+/// The error body: the engine's `code` and `message`, plus OpenAI's error `type` for `status`.
+pub fn error_body(status: StatusCode, code: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({ "error": { "code": code, "message": message, "type": error_type(status) } })
+}
+
+/// OpenAI's error type for a status.
+pub fn error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        429 => "rate_limit_error",
+        s if s >= 500 => "server_error",
+        _ => "invalid_request_error",
+    }
 }
 
 impl std::fmt::Display for ApiError {

@@ -48,8 +48,10 @@ pub struct ServeOptions {
     pub config: Config,
     /// Database folder (made by `engine index`).
     pub db: PathBuf,
-    /// When set, `POST /documents` and `DELETE /documents/{id}` require it.
+    /// The admin key: when set, writes and the embedding routes require it (see `auth`).
     pub api_key: Option<String>,
+    /// The read key: when set (with `api_key`), reads need one of the two keys.
+    pub read_api_key: Option<String>,
 }
 
 /// Every route, as (method, path template): the router below and the OpenAPI document must
@@ -61,6 +63,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/documents"),
     ("delete", "/documents/{id}"),
     ("post", "/embed"),
+    ("post", "/v1/embeddings"),
+    ("get", "/v1/models"),
+    ("get", "/info"),
+    ("get", "/health"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -78,7 +84,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/documents/{*id}",
             get(routes::documents::get_document).delete(routes::documents::delete_document),
         )
-        .route("/embed", post(routes::embed))
+        .route("/embed", post(routes::embed::embed))
+        .route("/v1/embeddings", post(routes::openai::embeddings))
+        .route("/v1/models", get(routes::openai::models))
+        .route("/info", get(routes::embed::info))
+        .route("/health", get(routes::embed::health))
         .route("/status", get(routes::status))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
@@ -112,6 +122,7 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
         .get::<MatchedPath>()
         .map(|m| m.as_str().replace("{*id}", "{id}"))
         .unwrap_or_else(|| "unmatched".into());
+    let path = state.config.server.log_requests.then(|| req.uri().path().to_string());
     let mut res = next.run(req).await;
     let status = res.status();
     let is_json = res
@@ -123,6 +134,12 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
         res = json_error_for(res).await;
     }
     state.metrics.observe_request(&method, &route, status.as_u16(), started.elapsed());
+    if let Some(path) = path {
+        // The request log (`server.log_requests`, `engine serve --log-requests`): the path
+        // without its query string, so query texts stay out of the log.
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        eprintln!("{method} {path} {} {ms:.1} ms", status.as_u16());
+    }
     res
 }
 
@@ -147,7 +164,7 @@ async fn json_error_for(res: Response) -> Response {
     } else {
         text
     };
-    let body = serde_json::to_vec(&error_body(code, &message)).unwrap_or_default();
+    let body = serde_json::to_vec(&error_body(status, code, &message)).unwrap_or_default();
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, axum::body::Body::from(body))
@@ -175,6 +192,25 @@ pub fn load(opts: &ServeOptions, metrics: Arc<Metrics>) -> Result<Loaded> {
     Ok(Loaded { batcher, encoder_name: encoder_name(&opts.config.model.path), index, fusion })
 }
 
+/// The line `engine serve` prints once loaded: where it listens and what it loaded.
+pub fn ready_line(addr: Option<std::net::SocketAddr>, loaded: &Loaded, seconds: f64) -> String {
+    let addr = addr.map(|a| format!("http://{a}/")).unwrap_or_else(|| "?".into());
+    let (documents, passages, backend) = match loaded.db().status() {
+        Ok(s) => (s.documents, s.passages, s.backend.to_string()),
+        Err(_) => (0, 0, "?".into()),
+    };
+    let modes: Vec<&str> = loaded.modes().iter().map(|m| m.as_str()).collect();
+    format!(
+        "engine serve: ready at {addr} after {seconds:.1} s: {} ({documents} documents, \
+         {passages} passages, {backend} index), encoder {} ({}), modes {} (default {})",
+        loaded.db().path().display(),
+        loaded.encoder_name,
+        if loaded.encoder_trained() { "trained for retrieval" } else { "untrained base" },
+        modes.join(", "),
+        loaded.default_mode().as_str()
+    )
+}
+
 /// Serves on `listener` until `shutdown` completes, then lets in-flight requests finish, stops
 /// the encoder thread and saves the index. The model and database load in the background;
 /// a load failure stops the server and is returned.
@@ -184,9 +220,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let state = Arc::new(AppState::new(opts.config.clone(), opts.api_key.clone(), metrics.clone()));
+    let keys = auth::ApiKeys::new(opts.api_key.as_deref(), opts.read_api_key.as_deref())?;
+    let state = Arc::new(AppState::new(opts.config.clone(), keys, metrics.clone()));
     let (fail_tx, fail_rx) = tokio::sync::oneshot::channel::<Error>();
     let loader_state = state.clone();
+    let local = listener.local_addr().ok();
     let loader = tokio::task::spawn_blocking(move || {
         let t = Instant::now();
         match load(&opts, metrics) {
@@ -195,6 +233,7 @@ pub async fn serve(
                     seconds = t.elapsed().as_secs_f64(),
                     "model and index loaded; ready"
                 );
+                eprintln!("{}", ready_line(local, &loaded, t.elapsed().as_secs_f64()));
                 let _ = loader_state.loaded.set(Arc::new(loaded));
             }
             Err(e) => {

@@ -33,6 +33,13 @@ fn busy_response() -> Value {
     r
 }
 
+/// A JSON body of one of several schemas.
+fn json_body_one_of(schemas: &[&str]) -> Value {
+    let refs: Vec<Value> =
+        schemas.iter().map(|s| json!({ "$ref": format!("#/components/schemas/{s}") })).collect();
+    json!({ "required": true, "content": { "application/json": { "schema": { "oneOf": refs } } } })
+}
+
 fn id_param() -> Value {
     json!({
         "name": "id", "in": "path", "required": true,
@@ -46,29 +53,48 @@ pub fn spec() -> Value {
     let search_responses = json!({
         "200": json_response("Hits, best first, one per document.", "SearchResponse"),
         "400": error_response("Invalid input: empty query, k out of range, unknown or unavailable mode, malformed JSON."),
+        "401": error_response("A read key is configured and no valid key was sent."),
         "413": error_response("Query longer than server.max_query_tokens, or body over server.max_body_bytes."),
         "415": error_response("POST body without Content-Type: application/json."),
         "422": error_response("JSON of the wrong shape."),
         "429": busy_response(),
         "503": error_response("Model and index still loading.")
     });
-    let write_security = json!([{ "bearer": [] }, { "apiKey": [] }]);
-    json!({
+    // Writes need the admin key once one is set; reads need a key once a read key is set,
+    // embedding once any key is set (an empty requirement: open when no key is configured).
+    let write_security = json!([{ "bearer": [] }, { "azureApiKey": [] }, { "apiKey": [] }]);
+    let read_security = json!([{}, { "bearer": [] }, { "azureApiKey": [] }, { "apiKey": [] }]);
+    let embed_errors = |ok: Value| {
+        json!({
+            "200": ok,
+            "400": error_response("Invalid input: an empty text list or text, token ids instead of text, an unsupported option value (dimensions, encoding_format, normalize: false, prompt_name, input_type, truncation_direction), malformed JSON."),
+            "401": error_response("A key is configured and no valid key was sent."),
+            "404": error_response("/v1/embeddings: model is not the served encoder's name (code model_not_found)."),
+            "413": error_response("More than server.max_embed_texts texts or server.max_request_tokens tokens, a query over server.max_query_tokens, a text over its kind's limit where it is refused rather than cut, or a body over server.max_body_bytes."),
+            "415": error_response("Body without Content-Type: application/json."),
+            "422": error_response("JSON of the wrong shape (unknown fields, wrong types)."),
+            "429": busy_response(),
+            "503": error_response("Model and index still loading.")
+        })
+    };
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "engine",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Dense retrieval with a Llama2Vec LLM encoder. Every error is {\"error\": {\"code\", \"message\"}}."
+            "description": "Dense retrieval with a Llama2Vec LLM encoder. Every error is {\"error\": {\"code\", \"message\", \"type\"}}, OpenAI's error shape (type: invalid_request_error, authentication_error, permission_error, rate_limit_error or server_error). Keys (engine serve --api-key, --read-api-key) travel as Authorization: Bearer KEY, api-key: KEY or x-api-key: KEY: writes need the admin key (401 without, 403 with the read key); /embed and /v1/embeddings need a key once any is set; searches and document reads need one once a read key is set; health, info, status, metrics and this document are open."
         },
         "paths": {
             "/search": {
                 "post": {
                     "summary": "Search",
+                    "security": read_security.clone(),
                     "requestBody": json_body("SearchRequest"),
                     "responses": search_responses.clone()
                 },
                 "get": {
                     "summary": "Search (query string form, used by the web UI)",
+                    "security": read_security.clone(),
                     "parameters": [
                         { "name": "q", "in": "query", "required": true, "schema": { "type": "string" } },
                         { "name": "k", "in": "query", "schema": { "type": "integer", "minimum": 1 }, "description": "Default server.default_k, at most server.max_k." },
@@ -88,6 +114,7 @@ pub fn spec() -> Value {
                         "200": json_response("What was done.", "AddDocumentsResponse"),
                         "400": error_response("Invalid documents (empty id, duplicate id, empty text and title)."),
                         "401": error_response("Missing or wrong API key."),
+                        "403": error_response("The read key was sent: writes need the admin key."),
                         "413": error_response("More than server.max_documents_per_request documents, or body too large."),
                         "429": busy_response(),
                         "503": error_response("Still loading.")
@@ -97,9 +124,11 @@ pub fn spec() -> Value {
             "/documents/{id}": {
                 "get": {
                     "summary": "One stored document",
+                    "security": read_security.clone(),
                     "parameters": [id_param()],
                     "responses": {
                         "200": json_response("The document.", "Document"),
+                        "401": error_response("A read key is configured and no valid key was sent."),
                         "404": error_response("No document with this id.")
                     }
                 },
@@ -110,25 +139,23 @@ pub fn spec() -> Value {
                     "responses": {
                         "200": json_response("Deleted.", "DeleteResponse"),
                         "401": error_response("Missing or wrong API key."),
+                        "403": error_response("The read key was sent: deletes need the admin key."),
                         "404": error_response("No document with this id.")
                     }
                 }
             },
             "/embed": {
                 "post": {
-                    "summary": "Embed texts (like text-embeddings-inference's /embed); needs the API key when one is set",
-                    "security": write_security.clone(),
-                    "requestBody": json_body("EmbedRequest"),
-                    "responses": {
-                        "200": json_response("One L2-normalised vector per text, in order.", "EmbedResponse"),
-                        "400": error_response("Empty text list or empty text."),
-                        "401": error_response("Missing or wrong API key."),
-                        "413": error_response("More than server.max_embed_texts texts or server.max_request_tokens tokens, or a query over server.max_query_tokens."),
-                        "415": error_response("Body without Content-Type: application/json."),
-                        "422": error_response("JSON of the wrong shape."),
-                        "429": busy_response(),
-                        "503": error_response("Model and index still loading.")
-                    }
+                    "summary": "Embed texts: the engine's shape ({texts, kind}) or text-embeddings-inference's ({inputs, prompt_name, normalize, truncate}, answered with a bare list of vectors)",
+                    "security": read_security.clone(),
+                    "requestBody": json_body_one_of(&["EmbedRequest", "TeiEmbedRequest"]),
+                    "responses": embed_errors(json!({
+                        "description": "One L2-normalised vector per text, in order: an EmbedResponse for the engine's shape, a bare [[number]] for TEI's.",
+                        "content": { "application/json": { "schema": { "oneOf": [
+                            { "$ref": "#/components/schemas/EmbedResponse" },
+                            { "type": "array", "items": { "type": "array", "items": { "type": "number" } } }
+                        ] } } }
+                    }))
                 }
             },
             "/healthz": { "get": { "summary": "Liveness", "responses": { "200": { "description": "The process is up." } } } },
@@ -149,15 +176,17 @@ pub fn spec() -> Value {
         "components": {
             "securitySchemes": {
                 "bearer": { "type": "http", "scheme": "bearer" },
-                "apiKey": { "type": "apiKey", "in": "header", "name": "x-api-key" }
+                "apiKey": { "type": "apiKey", "in": "header", "name": "x-api-key" },
+                "azureApiKey": { "type": "apiKey", "in": "header", "name": "api-key" }
             },
             "schemas": {
                 "Mode": { "type": "string", "enum": ["dense", "bm25", "hybrid"] },
                 "Error": {
                     "type": "object", "required": ["error"],
-                    "properties": { "error": { "type": "object", "required": ["code", "message"], "properties": {
-                        "code": { "type": "string", "examples": ["bad_request", "invalid_json", "unsupported_media_type", "payload_too_large", "query_too_long", "not_found", "unauthorized", "overloaded", "too_many_texts", "too_many_tokens", "too_many_documents", "not_ready", "internal"] },
-                        "message": { "type": "string" }
+                    "properties": { "error": { "type": "object", "required": ["code", "message", "type"], "properties": {
+                        "code": { "type": "string", "examples": ["bad_request", "invalid_json", "invalid_request", "unsupported_media_type", "payload_too_large", "query_too_long", "text_too_long", "not_found", "model_not_found", "unauthorized", "forbidden", "overloaded", "too_many_texts", "too_many_tokens", "too_many_documents", "not_ready", "timeout", "internal"] },
+                        "message": { "type": "string" },
+                        "type": { "type": "string", "enum": ["invalid_request_error", "authentication_error", "permission_error", "rate_limit_error", "server_error"], "description": "OpenAI's error type for the status." }
                     } } }
                 },
                 "SearchRequest": {
@@ -247,5 +276,98 @@ pub fn spec() -> Value {
                 }
             }
         }
+    });
+    // Added in parts: one json! of the whole document exceeds the macro recursion limit.
+    merge(&mut doc["paths"], compat_paths(&read_security, &embed_errors));
+    merge(&mut doc["components"]["schemas"], compat_schemas());
+    doc
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let (Some(into), Value::Object(from)) = (into.as_object_mut(), from) {
+        into.extend(from);
+    }
+}
+
+/// The OpenAI and text-embeddings-inference routes besides `/embed`.
+fn compat_paths(read_security: &Value, embed_errors: &dyn Fn(Value) -> Value) -> Value {
+    json!({
+            "/v1/embeddings": {
+                "post": {
+                    "summary": "OpenAI-compatible embeddings (point an OpenAI client's base_url at http://HOST/v1)",
+                    "security": read_security,
+                    "requestBody": json_body("OpenAiEmbeddingsRequest"),
+                    "responses": embed_errors(json_response("One vector per input, in order.", "OpenAiEmbeddingsResponse"))
+                }
+            },
+            "/v1/models": { "get": { "summary": "OpenAI-compatible model list: the one served encoder", "responses": {
+                "200": { "description": "{\"object\": \"list\", \"data\": [{\"id\": ENCODER, \"object\": \"model\", \"created\": 0, \"owned_by\": \"engine\"}]}", "content": { "application/json": { "schema": { "type": "object" } } } },
+                "503": error_response("Still loading.")
+            } } },
+            "/info": { "get": { "summary": "text-embeddings-inference's model description", "responses": {
+                "200": json_response("The served model and its limits.", "Info"),
+                "503": error_response("Still loading.")
+            } } },
+            "/health": { "get": { "summary": "text-embeddings-inference's health check", "responses": {
+                "200": { "description": "Model and index loaded." },
+                "503": error_response("Still loading.")
+            } } }
+    })
+}
+
+/// Schemas of the OpenAI and text-embeddings-inference shapes.
+fn compat_schemas() -> Value {
+    json!({
+                "TeiEmbedRequest": {
+                    "type": "object", "required": ["inputs"],
+                    "description": "text-embeddings-inference's /embed body; told from EmbedRequest by its inputs field.",
+                    "properties": {
+                        "inputs": { "oneOf": [ { "type": "string" }, { "type": "array", "items": { "type": "string" } } ], "description": "One text or a list (at most server.max_embed_texts). Token ids are refused (400)." },
+                        "prompt_name": { "type": "string", "enum": ["query", "passage", "document"], "default": "query", "description": "The Llama2Vec template: query (NEXT) or passage (SELF; document is an alias)." },
+                        "normalize": { "type": "boolean", "default": true, "description": "Vectors are always L2-normalised: false is refused (400)." },
+                        "truncate": { "type": "boolean", "default": false, "description": "Cut texts over their kind's token limit (encoder.max_passage_tokens; server.max_query_tokens for queries) instead of refusing them (413)." },
+                        "truncation_direction": { "type": "string", "enum": ["right", "Right"], "description": "Texts are cut at the end; left is refused (400)." }
+                    }
+                },
+                "OpenAiEmbeddingsRequest": {
+                    "type": "object", "required": ["input"],
+                    "properties": {
+                        "input": { "oneOf": [ { "type": "string" }, { "type": "array", "items": { "type": "string" } } ], "description": "One text or a list (at most server.max_embed_texts). Token-id arrays are refused (400). Texts over their kind's token limit are refused (413)." },
+                        "model": { "type": "string", "description": "Optional; when sent, the served encoder's name (/v1/models, /info model_id, /status encoder: the model file or folder name), else 404 model_not_found." },
+                        "encoding_format": { "type": "string", "enum": ["float", "base64"], "default": "float", "description": "base64: the little-endian f32 bytes of each vector, base64-encoded (what OpenAI's clients ask for by default)." },
+                        "dimensions": { "type": "integer", "description": "Refused (400) unless equal to the model's dimension (/info dim)." },
+                        "input_type": { "type": "string", "enum": ["passage", "document", "query"], "default": "passage", "description": "Extension (NVIDIA NIM's name; send it with the OpenAI client's extra_body): the Llama2Vec template." },
+                        "user": { "type": "string", "description": "Accepted and ignored." }
+                    }
+                },
+                "OpenAiEmbeddingsResponse": {
+                    "type": "object", "required": ["object", "data", "model", "usage"],
+                    "properties": {
+                        "object": { "const": "list" },
+                        "data": { "type": "array", "items": { "type": "object", "required": ["object", "index", "embedding"], "properties": {
+                            "object": { "const": "embedding" },
+                            "index": { "type": "integer" },
+                            "embedding": { "oneOf": [ { "type": "array", "items": { "type": "number" } }, { "type": "string", "contentEncoding": "base64" } ] }
+                        } } },
+                        "model": { "type": "string" },
+                        "usage": { "type": "object", "properties": {
+                            "prompt_tokens": { "type": "integer", "description": "Tokens the encoder ran, prompt template included." },
+                            "total_tokens": { "type": "integer" }
+                        } }
+                    }
+                },
+                "Info": {
+                    "type": "object",
+                    "description": "TEI's /info fields (model_sha, tokenization_workers, sha and docker_label are null), plus dim, prompts and template.",
+                    "properties": {
+                        "model_id": { "type": "string" }, "model_dtype": { "type": "string" },
+                        "model_type": { "type": "object" },
+                        "max_concurrent_requests": { "type": "integer" }, "max_input_length": { "type": "integer" },
+                        "max_batch_tokens": { "type": "integer" }, "max_batch_requests": { "type": "integer" },
+                        "max_client_batch_size": { "type": "integer" }, "auto_truncate": { "type": "boolean" },
+                        "version": { "type": "string" }, "dim": { "type": "integer" },
+                        "prompts": { "type": "array", "items": { "type": "string" } }, "template": { "type": "string" }
+                    }
+                }
     })
 }

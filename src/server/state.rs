@@ -5,6 +5,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use super::auth::ApiKeys;
 use super::batching::Batcher;
 use super::error::ApiError;
 use super::metrics::{Gauges, Metrics};
@@ -57,22 +58,16 @@ impl Loaded {
 
 pub struct AppState {
     pub config: Config,
-    /// Required on write endpoints when set.
-    pub api_key: Option<String>,
+    /// The admin and read keys (see `auth`).
+    pub keys: ApiKeys,
     pub metrics: Arc<Metrics>,
     pub loaded: OnceLock<Arc<Loaded>>,
     pub started: Instant,
 }
 
 impl AppState {
-    pub fn new(config: Config, api_key: Option<String>, metrics: Arc<Metrics>) -> Self {
-        AppState {
-            config,
-            api_key: api_key.filter(|k| !k.is_empty()),
-            metrics,
-            loaded: OnceLock::new(),
-            started: Instant::now(),
-        }
+    pub fn new(config: Config, keys: ApiKeys, metrics: Arc<Metrics>) -> Self {
+        AppState { config, keys, metrics, loaded: OnceLock::new(), started: Instant::now() }
     }
 
     /// The loaded engine, or 503 while loading.

@@ -1,4 +1,4 @@
-//! `GET`, `POST` and `DELETE /documents`. Writes need the API key when one is configured, embed
+//! `GET`, `POST` and `DELETE /documents`. Writes need the admin key when one is configured, embed
 //! their passages through the batching queue (sharing forward passes with queries) and are
 //! flushed to sled before the reply, so an acknowledged write survives a crash; the ANN index is
 //! derived data, reconciled from sled on open, and saved at intervals and on shutdown.
@@ -15,7 +15,7 @@ use serde_json::json;
 use super::{blocking, AppStateRef};
 use crate::encoder::{Embed, TextKind};
 use crate::pipeline::{chunk, content_hash, passage_text, Document};
-use crate::server::auth::ApiKeyAccess;
+use crate::server::auth::{ApiKeyAccess, ReadAccess};
 use crate::server::error::{ApiError, ApiJson, ApiPath};
 use crate::store::{NewDocument, NewPassage};
 
@@ -24,6 +24,7 @@ const SAVE_INDEX_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn get_document(
     State(state): AppStateRef,
+    _auth: ReadAccess,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let loaded = state.ready()?;

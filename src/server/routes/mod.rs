@@ -8,15 +8,15 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::ApiKeyAccess;
-use super::error::{ApiError, ApiJson};
+use super::error::ApiError;
 use super::state::AppState;
 use crate::encoder::{Encoder, Prepared, TextKind};
 
 pub mod documents;
+pub mod embed;
+pub mod openai;
 pub mod search;
 
 pub type AppStateRef = State<Arc<AppState>>;
@@ -90,78 +90,4 @@ pub fn prepare_query(
         return Err(too_long(n.to_string()));
     }
     encoder.prepare(text, TextKind::Query).map_err(ApiError::from)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmbedRequest {
-    pub texts: Vec<String>,
-    #[serde(default = "default_kind")]
-    pub kind: TextKind,
-}
-
-fn default_kind() -> TextKind {
-    TextKind::Query
-}
-
-/// `POST /embed` (API key required when set): vectors for up to `server.max_embed_texts` texts
-/// and `server.max_request_tokens` tokens, batched with everything
-/// else the encoder is doing. Queries over the token limit are refused; passages are truncated
-/// to `encoder.max_passage_tokens` like at indexing time.
-pub async fn embed(
-    State(state): AppStateRef,
-    _auth: ApiKeyAccess,
-    ApiJson(req): ApiJson<EmbedRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let loaded = state.ready()?;
-    let max = state.config.server.max_embed_texts;
-    if req.texts.is_empty() {
-        return Err(ApiError::bad_request("texts must not be empty"));
-    }
-    if req.texts.len() > max {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_texts",
-            format!(
-                "{} texts, at most {max} per request (server.max_embed_texts)",
-                req.texts.len()
-            ),
-        ));
-    }
-    if let Some(i) = req.texts.iter().position(|t| t.trim().is_empty()) {
-        return Err(ApiError::bad_request(format!("texts[{i}] is empty")));
-    }
-    let encoder = loaded.encoder().clone();
-    let max_tokens = state.config.server.max_query_tokens;
-    let kind = req.kind;
-    let texts = req.texts;
-    let items = blocking(move || {
-        texts
-            .iter()
-            .map(|t| match kind {
-                TextKind::Query => prepare_query(&encoder, t, max_tokens),
-                TextKind::Passage => encoder.prepare(t, kind).map_err(ApiError::from),
-            })
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await?;
-    let tokens: usize = items.iter().map(|p| p.ids.len()).sum();
-    let max_tokens = state.config.server.max_request_tokens;
-    if tokens > max_tokens {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_tokens",
-            format!(
-                "the texts come to {tokens} tokens, at most {max_tokens} per request \
-                 (server.max_request_tokens)"
-            ),
-        ));
-    }
-    let embeddings = loaded.batcher.embed_prepared(items, kind).await?;
-    Ok(Json(json!({
-        "embeddings": embeddings,
-        "dim": loaded.dim(),
-        "encoder": loaded.encoder_name,
-        "kind": kind,
-    })))
 }

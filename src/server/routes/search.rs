@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{blocking, prepare_query, AppStateRef};
 use crate::encoder::TextKind;
 use crate::search::SearchMode;
+use crate::server::auth::ReadAccess;
 use crate::server::error::{ApiError, ApiJson, ApiQuery};
 use crate::server::state::AppState;
 
@@ -66,6 +67,7 @@ pub struct SearchResponse {
 
 pub async fn post_search(
     State(state): AppStateRef,
+    _auth: ReadAccess,
     ApiJson(req): ApiJson<SearchRequest>,
 ) -> Result<Json<SearchResponse>, ApiError> {
     search(state, req).await.map(Json)
@@ -73,6 +75,7 @@ pub async fn post_search(
 
 pub async fn get_search(
     State(state): AppStateRef,
+    _auth: ReadAccess,
     ApiQuery(p): ApiQuery<SearchParams>,
 ) -> Result<Json<SearchResponse>, ApiError> {
     let req = SearchRequest {
