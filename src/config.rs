@@ -78,6 +78,8 @@ pub struct ServerConfig {
     pub max_documents_per_request: usize,
     pub max_embed_texts: usize,
     pub snippet_chars: usize,
+    /// Print one line per request (method, path, status, milliseconds) on stderr.
+    pub log_requests: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -212,6 +212,11 @@ fn lexical_only_database_searches_and_checks_with_titles_and_snippets_without_a_
     let v = json(c);
     assert_eq!(v["lexical_only"], true);
     assert_eq!(v["default_mode"], "bm25");
+    // The server does not serve it (yet): a clear error pointing to `engine search`.
+    let mut c = engine();
+    c.args(["serve", "--addr", "127.0.0.1:0", "--db"]).arg(&db);
+    let err = fails(c);
+    assert!(err.contains("--lexical-only") && err.contains("engine search"), "{err}");
 }
 
 #[test]
@@ -378,7 +383,7 @@ fn a_database_loads_the_encoder_it_records_and_refuses_a_contradicting_one() {
     assert!(err.contains("--template") && err.contains("\"llama2vec\""), "{err}");
     // serve with no config and no flags loads the database's encoder and answers.
     let mut child = bare(elsewhere.path())
-        .args(["serve", "--addr", "127.0.0.1:0", "--db"])
+        .args(["serve", "--log-requests", "--addr", "127.0.0.1:0", "--db"])
         .arg(&db)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -409,6 +414,14 @@ fn a_database_loads_the_encoder_it_records_and_refuses_a_contradicting_one() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["hits"].as_array().unwrap().len(), 2, "{v}");
     assert_eq!(v["encoder"], "model", "{v}");
+    // A ready line says where it listens and what it loaded; --log-requests logs each request.
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let ready = rest.lines().find(|l| l.contains("ready at")).unwrap_or_else(|| panic!("{rest}"));
+    assert!(ready.contains(&format!("http://{addr}/")), "{ready}");
+    assert!(ready.contains("4 documents") && ready.contains("encoder model"), "{ready}");
+    assert!(rest.lines().any(|l| l.starts_with("GET /search 200 ")), "{rest}");
+    assert!(!rest.contains("moon+tides"), "the request log leaves out query strings: {rest}");
 }
 
 /// A minimal HTTP/1.1 GET (status, body).
