@@ -80,6 +80,9 @@ pub struct ServerConfig {
     pub snippet_chars: usize,
     /// Print one line per request (method, path, status, milliseconds) on stderr.
     pub log_requests: bool,
+    /// Origins browsers may call the API from (CORS); empty: none. See `server::cors`.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -482,3 +482,115 @@ async fn the_official_openai_client_gets_engine_embed_vectors() {
         .collect();
     assert!(close(&vectors(&report["openai_query"]), &cli_q), "input_type=query vs engine embed");
 }
+
+fn header(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers().get(name).map(|v| v.to_str().unwrap().to_string())
+}
+
+/// `server.cors_origins`: preflights answered for listed origins, every response (errors
+/// included) carries the headers, other origins and the default get none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cors_allows_the_listed_origins_only() {
+    let fx = fixture();
+    let s = TestServer::start(
+        &fx,
+        |c| c.server.cors_origins = vec!["https://app.example/".into()],
+        Some("adm"),
+    )
+    .await;
+    let preflight = |origin: &'static str| {
+        s.client
+            .request(reqwest::Method::OPTIONS, s.url("/v1/embeddings"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization, content-type")
+            .send()
+    };
+    let r = preflight("https://app.example").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "access-control-allow-origin").as_deref(), Some("https://app.example"));
+    let allowed = header(&r, "access-control-allow-headers").unwrap().to_ascii_lowercase();
+    assert!(allowed.contains("authorization") && allowed.contains("api-key"), "{allowed}");
+    assert!(header(&r, "access-control-allow-methods").unwrap().contains("POST"));
+    let r = preflight("https://evil.example").await.unwrap();
+    assert_eq!(header(&r, "access-control-allow-origin"), None);
+    // A keyed request, a 401 and a 404 from an allowed origin carry the headers.
+    for (path, key, status) in
+        [("/v1/embeddings", Some("adm"), 200), ("/v1/embeddings", None, 401), ("/nope", None, 404)]
+    {
+        let mut req = s
+            .client
+            .post(s.url(path))
+            .header("origin", "https://app.example")
+            .json(&json!({ "input": "x" }));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        assert_eq!(
+            header(&r, "access-control-allow-origin").as_deref(),
+            Some("https://app.example"),
+            "{path} {status}"
+        );
+        assert!(header(&r, "access-control-expose-headers").unwrap().contains("retry-after"));
+    }
+    s.stop().await.unwrap();
+    // Default: no CORS headers at all.
+    let s = TestServer::start(&fx, |_| {}, None).await;
+    let r = s.client.get(s.url("/healthz")).header("origin", "https://app.example").send();
+    assert_eq!(header(&r.await.unwrap(), "access-control-allow-origin"), None);
+    s.stop().await.unwrap();
+    // A malformed origin stops the server at start.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = base_config(&fx.model);
+    config.server.cors_origins = vec!["https://app.example/path".into()];
+    let opts = engine::server::ServeOptions {
+        config,
+        db: fx.db.clone(),
+        api_key: None,
+        read_api_key: None,
+    };
+    let err = engine::server::serve(listener, opts, std::future::pending()).await.unwrap_err();
+    assert!(err.to_string().contains("CORS origin"), "{err}");
+}
+
+/// The flags through the binary: `--read-api-key` from `ENGINE_READ_API_KEY`, `--api-key`,
+/// `--cors-origin`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn engine_serve_takes_the_key_and_cors_flags() {
+    use tokio::io::AsyncBufReadExt;
+    let fx = fixture();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--api-key", "adm"])
+        .args(["--cors-origin", "http://localhost:3000", "--db"])
+        .arg(&fx.db)
+        .env("ENGINE_READ_API_KEY", "rd")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if let Some(rest) = l.split("engine serve: ready at ").nth(1) {
+                return rest.split('/').take(3).collect::<Vec<_>>().join("/");
+            }
+        }
+        panic!("engine serve exited before it was ready");
+    })
+    .await
+    .expect("engine serve not ready after 120 s");
+    let c = reqwest::Client::new();
+    let search = format!("{base}/search?q=rust&k=2");
+    assert_eq!(c.get(&search).send().await.unwrap().status(), 401, "the read key is set");
+    let r = c.get(&search).bearer_auth("rd").header("origin", "http://localhost:3000");
+    let r = r.send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "access-control-allow-origin").as_deref(), Some("http://localhost:3000"));
+    let doc = json!({ "documents": [{ "id": "f/1", "text": "via the binary" }] });
+    let post = |key: &'static str| c.post(format!("{base}/documents")).bearer_auth(key).json(&doc);
+    assert_eq!(post("rd").send().await.unwrap().status(), 403);
+    assert_eq!(post("adm").send().await.unwrap().status(), 200);
+    child.kill().await.unwrap();
+}

@@ -30,6 +30,10 @@ pub struct ServeArgs {
     /// routes need this key or the admin key; writes still need the admin key (403 with this).
     #[arg(long, env = "ENGINE_READ_API_KEY")]
     pub read_api_key: Option<String>,
+    /// Origin (scheme://host[:port], or *) whose pages may call the API from a browser (CORS);
+    /// repeatable; replaces server.cors_origins.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
 }
 
 pub fn run(ctx: &Ctx, args: ServeArgs) -> Result<()> {
@@ -50,6 +54,9 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> Result<()> {
     let manifest = engine::store::Database::read_manifest(&args.db)
         .with_context(|| format!("opening database {}", args.db.display()))?;
     let mut config = super::resolve::config_for_db(ctx, &args.db, &manifest, &args.encoder)?;
+    if !args.cors_origins.is_empty() {
+        config.server.cors_origins = args.cors_origins;
+    }
     if args.log_requests {
         config.server.log_requests = true;
     }

@@ -9,6 +9,7 @@ pub mod assets;
 pub mod auth;
 pub mod batching;
 pub mod bench;
+pub mod cors;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
@@ -97,7 +98,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     for &(path, file) in assets::FILES {
         app = app.route(path, get(move || async move { assets::serve(file) }));
     }
-    app.fallback(|| async { ApiError::not_found("no such route") })
+    let app = app
+        .fallback(|| async { ApiError::not_found("no such route") })
         // axum's own 2 MB default would cut in before the configured limit.
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(max_body))
@@ -105,7 +107,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             StatusCode::GATEWAY_TIMEOUT,
             Duration::from_secs(state.config.server.request_timeout_secs.max(1)),
         ))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn_with_state(state.clone(), observe));
+    // Outside `observe`, so every response, JSON errors included, carries the CORS headers;
+    // the origins were checked when serving began.
+    let app = match cors::layer(&state.config.server.cors_origins) {
+        Ok(Some(cors)) => app.layer(cors),
+        _ => app,
+    };
+    app
         // Failures worth an error line are logged where they happen (ApiError::internal); a 503
         // from /readyz while loading is not one.
         .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
@@ -221,6 +230,7 @@ pub async fn serve(
 ) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
     let keys = auth::ApiKeys::new(opts.api_key.as_deref(), opts.read_api_key.as_deref())?;
+    cors::layer(&opts.config.server.cors_origins)?;
     let state = Arc::new(AppState::new(opts.config.clone(), keys, metrics.clone()));
     let (fail_tx, fail_rx) = tokio::sync::oneshot::channel::<Error>();
     let loader_state = state.clone();
