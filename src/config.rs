@@ -135,9 +135,31 @@ impl Default for Config {
     }
 }
 
+/// Prefix of the environment variables that set config keys: `ENGINE__SECTION__KEY=value`
+/// (e.g. `ENGINE__SERVER__ADDR=0.0.0.0:8080`), see [`apply_env`].
+pub const ENV_PREFIX: &str = "ENGINE__";
+
 impl Config {
-    /// Defaults, overlaid with `path` when given.
+    /// Defaults, overlaid with `path` when given, then with `ENGINE__SECTION__KEY` environment
+    /// variables: precedence is flags (applied by the commands) > environment > file > defaults.
     pub fn load(path: Option<&Path>) -> Result<Self> {
+        let vars = std::env::vars_os()
+            .filter(|(k, _)| k.to_str().is_some_and(|k| k.starts_with(ENV_PREFIX)))
+            .map(|(k, v)| {
+                let name = k.to_string_lossy().into_owned();
+                v.into_string()
+                    .map(|v| (name.clone(), v))
+                    .map_err(|_| Error::Config(format!("{name}: the value is not UTF-8")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::load_with_env(path, vars)
+    }
+
+    /// [`Config::load`] with the given environment variables instead of the process's.
+    pub fn load_with_env(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self> {
         let mut base: toml::Value =
             toml::from_str(DEFAULT_TOML).map_err(|e| Error::Config(e.to_string()))?;
         if let Some(path) = path {
@@ -147,7 +169,67 @@ impl Config {
                 .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
             merge(&mut base, overlay);
         }
+        apply_env(&mut base, vars)?;
         base.try_into().map_err(|e: toml::de::Error| Error::Config(e.to_string()))
+    }
+}
+
+/// Sets the keys that `ENGINE__SECTION__KEY` variables name (section and key in any case;
+/// other variables are ignored). A value is read as the key's type: strings as given, numbers
+/// and booleans parsed, lists as a TOML array (`["a", "b"]`) or comma-separated strings. A
+/// name that is no config key, or a value that does not parse, is an error naming the
+/// variable.
+pub fn apply_env(
+    base: &mut toml::Value,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<()> {
+    for (name, raw) in vars {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+        let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        let err = |why: String| Error::Config(format!("environment variable {name}: {why}"));
+        if path.len() < 2 || path.iter().any(|p| p.is_empty()) {
+            return Err(err(format!("expected {ENV_PREFIX}SECTION__KEY")));
+        }
+        let mut slot = &mut *base;
+        for part in &path {
+            slot = slot
+                .get_mut(part.as_str())
+                .ok_or_else(|| err(format!("there is no config key {}", path.join("."))))?;
+        }
+        *slot = env_value(slot, &raw).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// `raw` read as a value of `like`'s type.
+fn env_value(like: &toml::Value, raw: &str) -> std::result::Result<toml::Value, String> {
+    use toml::Value as V;
+    let t = raw.trim();
+    match like {
+        V::String(_) => Ok(V::String(raw.to_string())),
+        V::Integer(_) => {
+            t.parse().map(V::Integer).map_err(|_| format!("expected an integer, got {raw:?}"))
+        }
+        V::Float(_) => {
+            t.parse().map(V::Float).map_err(|_| format!("expected a number, got {raw:?}"))
+        }
+        V::Boolean(_) => match t.to_ascii_lowercase().as_str() {
+            "true" | "1" => Ok(V::Boolean(true)),
+            "false" | "0" => Ok(V::Boolean(false)),
+            _ => Err(format!("expected true or false, got {raw:?}")),
+        },
+        V::Array(_) if t.starts_with('[') => toml::from_str::<toml::Table>(&format!("v = {t}"))
+            .ok()
+            .and_then(|mut table| table.remove("v"))
+            .ok_or_else(|| format!("expected a TOML array, got {raw:?}")),
+        V::Array(_) => Ok(V::Array(
+            t.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| V::String(s.into()))
+                .collect(),
+        )),
+        _ => Err("this key cannot be set from the environment".into()),
     }
 }
 
@@ -182,6 +264,47 @@ mod tests {
         let c = Config::load(Some(&p)).unwrap();
         assert_eq!(c.index.backend, "flat");
         assert_eq!(c.index.hnsw_m, d.index.hnsw_m);
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_names_bad_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[server]\naddr = \"1.2.3.4:1\"\nmax_k = 7\n").unwrap();
+        let env = |pairs: &[(&str, &str)]| {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>()
+        };
+        let c = Config::load_with_env(
+            Some(&p),
+            env(&[
+                ("ENGINE__SERVER__ADDR", "0.0.0.0:9000"),
+                ("ENGINE__server__Max_Queue_Seconds", "2"),
+                ("ENGINE__SERVER__LOG_REQUESTS", "true"),
+                ("ENGINE__SERVER__CORS_ORIGINS", "https://a.example, https://b.example"),
+                ("ENGINE__MODEL__PATH", "/models/x"),
+                ("ENGINE_API_KEY", "not a config key"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.addr, "0.0.0.0:9000", "env over file");
+        assert_eq!(c.server.max_k, 7, "file over defaults");
+        assert_eq!(c.server.max_queue_seconds, 2.0);
+        assert!(c.server.log_requests);
+        assert_eq!(c.server.cors_origins, vec!["https://a.example", "https://b.example"]);
+        assert_eq!(c.model.path, PathBuf::from("/models/x"));
+        let c = Config::load_with_env(None, env(&[("ENGINE__SERVER__CORS_ORIGINS", "[\"*\"]")]))
+            .unwrap();
+        assert_eq!(c.server.cors_origins, vec!["*"]);
+        for (k, v, needle) in [
+            ("ENGINE__SERVER__MAX_K", "many", "expected an integer"),
+            ("ENGINE__SERVER__NOPE", "1", "no config key server.nope"),
+            ("ENGINE__SERVER", "1", "SECTION__KEY"),
+            ("ENGINE__SERVER__LOG_REQUESTS", "yes please", "true or false"),
+            ("ENGINE__EVAL__HYBRID_ALPHA", "x", "expected a number"),
+        ] {
+            let err = Config::load_with_env(None, env(&[(k, v)])).unwrap_err().to_string();
+            assert!(err.contains(k) && err.contains(needle), "{k}: {err}");
+        }
     }
 
     #[test]
