@@ -39,6 +39,19 @@ pub enum Error {
         .0.display()
     )]
     DatabaseInUse(PathBuf),
+    /// The database's folder cannot be written: its store (sled) opens read-write even to
+    /// search.
+    #[error(
+        "database {} cannot be opened: {reason}; its store needs write access even to search, so \
+         make the folder writable or search a writable copy (cp -r)",
+        path.display()
+    )]
+    DatabaseReadOnly {
+        /// The database folder.
+        path: PathBuf,
+        /// What the file system answered.
+        reason: String,
+    },
     /// An existing database was built with another encoder than the one now loaded.
     #[error("encoder mismatch: {0}")]
     EncoderMismatch(String),

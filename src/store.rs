@@ -774,12 +774,25 @@ impl Database {
 /// Opens the sled store of a database. sled holds an exclusive lock on it while open, so a
 /// second process gets [`Error::DatabaseInUse`] instead of sled's raw lock error.
 fn open_sled(dir: &Path) -> Result<sled::Db> {
-    sled::open(dir.join(SLED_DIR)).map_err(|e| match &e {
+    sled::open(dir.join(SLED_DIR)).map_err(|e| open_error(dir, e))
+}
+
+/// An error opening the store, naming the database: in use, not writable, or sled's own.
+fn open_error(dir: &Path, e: sled::Error) -> Error {
+    /// `EROFS`: the folder is on a read-only file system.
+    const READ_ONLY_FILE_SYSTEM: i32 = 30;
+    match &e {
         sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
             Error::DatabaseInUse(dir.to_path_buf())
         }
-        _ => e.into(),
-    })
+        sled::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::PermissionDenied
+                || io.raw_os_error() == Some(READ_ONLY_FILE_SYSTEM) =>
+        {
+            Error::DatabaseReadOnly { path: dir.to_path_buf(), reason: io.to_string() }
+        }
+        _ => Error::Store(format!("opening {}: {e}", dir.display())),
+    }
 }
 
 fn read_manifest_from(dir: &Path, tree: &sled::Tree) -> Result<Manifest> {
@@ -805,4 +818,24 @@ fn check_encoder(m: &Manifest, fp: &EncoderFingerprint) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store the process may not write (read-only mount, foreign permissions) is an error
+    /// naming the database and the way out, not sled's bare io error.
+    #[test]
+    fn unwritable_and_failed_opens_name_the_database() {
+        let dir = Path::new("/data/corpus.db");
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let e = open_error(dir, sled::Error::Io(denied));
+        assert!(matches!(&e, Error::DatabaseReadOnly { path, .. } if path == dir), "{e}");
+        assert!(e.to_string().contains("/data/corpus.db") && e.to_string().contains("writable"));
+        let rofs = std::io::Error::from_raw_os_error(30);
+        assert!(matches!(open_error(dir, sled::Error::Io(rofs)), Error::DatabaseReadOnly { .. }));
+        let other = open_error(dir, sled::Error::Unsupported("x".into()));
+        assert!(other.to_string().contains("/data/corpus.db"), "{other}");
+    }
 }
