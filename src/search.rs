@@ -2,13 +2,15 @@
 //! index in `DB/lexical/`) or hybrid (both rankings fused). One implementation serves
 //! `engine search`, `engine eval` and the server, so the three always agree.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
 use crate::fusion::Fusion;
 use crate::lexical::{LexicalDoc, LexicalIndex, LexicalOptions};
-use crate::store::{Database, DocHit, NewDocument};
+use crate::store::{
+    lexical_dir, Database, DocHit, NewDocument, LEXICAL_PENDING, LEXICAL_REBUILD_DIRS,
+};
 
 /// How a query is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -63,15 +65,6 @@ impl FromStr for SearchMode {
 /// Candidates taken from each ranking before fusion: fusing two top-k lists would drop
 /// documents ranked just below k by both.
 const FUSION_DEPTH: usize = 100;
-
-/// Where a database keeps its BM25 index.
-pub fn lexical_dir(db_dir: &Path) -> PathBuf {
-    db_dir.join("lexical")
-}
-
-/// Present in the database folder while a write has reached the store but maybe not yet BM25:
-/// an open that finds it rebuilds BM25 from the store (the store is the source of truth).
-pub const LEXICAL_PENDING: &str = "lexical.pending";
 
 /// A database and its BM25 index, written together.
 pub struct SearchIndex {
@@ -261,7 +254,7 @@ fn remove_if_present(path: &Path) -> Result<()> {
 /// negligible beside embedding them). Built in a temporary folder and swapped in.
 pub fn sync_lexical(db: &Database) -> Result<LexicalIndex> {
     let dir = lexical_dir(db.path());
-    let tmp = db.path().join("lexical.tmp");
+    let [tmp, old] = LEXICAL_REBUILD_DIRS.map(|name| db.path().join(name));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)?;
     }
@@ -279,7 +272,6 @@ pub fn sync_lexical(db: &Database) -> Result<LexicalIndex> {
         }
         lex.commit()?;
     }
-    let old = db.path().join("lexical.old");
     if old.exists() {
         std::fs::remove_dir_all(&old)?;
     }

@@ -35,8 +35,25 @@ use crate::error::{Error, Result};
 use crate::index::{self, persist::Snapshots, AnnIndex, AnnParams, Backend};
 
 const FORMAT_VERSION: u32 = 1;
-/// The sled folder inside a database directory.
-const SLED_DIR: &str = "sled";
+
+// The database folder's layout: every name the engine writes inside `DB/` is one of these.
+/// sled's folder: documents, passages, vectors and the manifest (the source of truth).
+pub const SLED_DIR: &str = "sled";
+/// ANN snapshots, derived from the vectors in sled (rebuilt when damaged).
+pub const ANN_DIR: &str = "ann";
+/// The BM25 index, derived from the documents in sled; the whole database of a
+/// `--lexical-only` one.
+pub const LEXICAL_DIR: &str = "lexical";
+/// Present while a write has reached sled but maybe not yet BM25: an open that finds it
+/// rebuilds BM25 from sled.
+pub const LEXICAL_PENDING: &str = "lexical.pending";
+/// Where a BM25 rebuild is written before it is swapped in, and where the old one waits.
+pub const LEXICAL_REBUILD_DIRS: [&str; 2] = ["lexical.tmp", "lexical.old"];
+
+/// The BM25 index folder of the database at `db_dir`.
+pub fn lexical_dir(db_dir: &Path) -> PathBuf {
+    db_dir.join(LEXICAL_DIR)
+}
 const K_MANIFEST: &[u8] = b"mmanifest";
 const K_NEXT_LABEL: &[u8] = b"mnext_label";
 /// Below this many tombstones compaction is never worth a rebuild.
@@ -297,7 +314,7 @@ impl Database {
             )));
         }
         let dim = manifest.encoder.dim;
-        let snaps = Snapshots::new(dir.join("ann"));
+        let snaps = Snapshots::new(dir.join(ANN_DIR));
         let loaded = match snaps.current() {
             Ok(Some(snap)) => match index::load_index(manifest.backend, &snap, &manifest.params) {
                 Ok(idx) if idx.dim() == dim && idx.backend() == manifest.backend => Some(idx),
@@ -675,7 +692,7 @@ impl Database {
             ann.flush()?;
         }
         let ann = self.ann.read().map_err(poisoned)?;
-        Snapshots::new(self.dir.join("ann")).save(|dir| ann.save_into(dir))?;
+        Snapshots::new(self.dir.join(ANN_DIR)).save(|dir| ann.save_into(dir))?;
         *self.last_save.lock().map_err(poisoned)? = Instant::now();
         Ok(())
     }

@@ -153,7 +153,7 @@ fn bad_lines_duplicates_and_empty_documents() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("c.jsonl:2"), "{err}");
     assert!(
-        !db.join("sled").exists()
+        !db.join(engine::store::SLED_DIR).exists()
             || Database::open(&db, None).unwrap().status().unwrap().documents == 0
     );
 

@@ -342,7 +342,7 @@ fn stale_or_corrupt_index_snapshot_is_caught_up_from_the_store() {
     drop(db);
     // Corrupt every file of the current snapshot: open still works, rebuilding from vectors.
     let cur = std::fs::read_to_string(dir.path().join("ann/CURRENT")).unwrap();
-    for f in std::fs::read_dir(dir.path().join("ann").join(cur.trim())).unwrap() {
+    for f in std::fs::read_dir(dir.path().join(engine::store::ANN_DIR).join(cur.trim())).unwrap() {
         std::fs::write(f.unwrap().path(), b"garbage").unwrap();
     }
     let db = Database::open(dir.path(), Some(&e.fingerprint())).unwrap();
@@ -353,7 +353,7 @@ fn stale_or_corrupt_index_snapshot_is_caught_up_from_the_store() {
     // byte in the graph (it aborts on a huge allocation). Both are caught before loading.
     let snap = || {
         let cur = std::fs::read_to_string(dir.path().join("ann/CURRENT")).unwrap();
-        dir.path().join("ann").join(cur.trim())
+        dir.path().join(engine::store::ANN_DIR).join(cur.trim())
     };
     let data = snap().join("graph.hnsw.data");
     let bytes = std::fs::read(&data).unwrap();
@@ -432,7 +432,8 @@ fn mostly_deleted_graph_is_compacted_on_save() {
 /// counting cannot see it) is repaired on the next open, through the write-ahead marker.
 #[test]
 fn bm25_is_repaired_after_a_write_interrupted_before_it_reached_bm25() {
-    use engine::search::{SearchIndex, LEXICAL_PENDING};
+    use engine::search::SearchIndex;
+    use engine::store::LEXICAL_PENDING;
     let dir = tempfile::tempdir().unwrap();
     let e = HashEmbedder::new(DIM);
     let db =
@@ -461,7 +462,7 @@ fn bm25_is_repaired_after_a_write_interrupted_before_it_reached_bm25() {
     assert!(!dir.path().join(LEXICAL_PENDING).exists());
     drop(index);
     // A BM25 folder that cannot be opened is rebuilt too; dense search never depends on it.
-    for f in std::fs::read_dir(dir.path().join("lexical")).unwrap() {
+    for f in std::fs::read_dir(engine::store::lexical_dir(dir.path())).unwrap() {
         let p = f.unwrap().path();
         if p.is_file() {
             std::fs::write(&p, b"garbage").unwrap();

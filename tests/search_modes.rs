@@ -87,6 +87,55 @@ fn every_mode_puts_the_obvious_document_first() {
     assert!(v["hits"].as_array().unwrap().iter().all(|h| h["id"] != "tides"), "{v}");
 }
 
+/// `engine eval` opens a database as the server does: BM25 that disagrees with the store (here
+/// a stale copy from before a delete, or none at all) is rebuilt from the store, never from the
+/// dataset's corpus, so eval scores the documents a user's searches see.
+#[test]
+fn eval_rebuilds_stale_or_missing_bm25_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_dataset(&data);
+    let db = dir.path().join("db");
+    let mut c = engine(dir.path());
+    c.arg("index").arg(&data).arg("--db").arg(&db);
+    json(c);
+    let lexical = engine::store::lexical_dir(&db);
+    let stale = dir.path().join("stale-lexical");
+    copy_dir(&lexical, &stale);
+    let mut c = engine(dir.path());
+    c.args(["delete", "--db"]).arg(&db).arg("tides");
+    json(c);
+    for (mode, bm25) in [("bm25", "stale"), ("hybrid", "stale"), ("bm25", "missing")] {
+        std::fs::remove_dir_all(&lexical).unwrap();
+        if bm25 == "stale" {
+            copy_dir(&stale, &lexical);
+        }
+        let run = dir.path().join(format!("{mode}-{bm25}.run"));
+        let mut c = engine(dir.path());
+        c.args(["eval", "--mode", mode, "--dataset"]).arg(&data).arg("--db").arg(&db);
+        c.arg("--run-out").arg(&run);
+        let r = json(c);
+        let run = std::fs::read_to_string(&run).unwrap();
+        assert!(
+            !run.contains("tides"),
+            "{mode} with {bm25} BM25 ranked a deleted document:\n{run}"
+        );
+        assert_eq!(r["recall@10"], 0.5, "{mode} with {bm25} BM25: {r}");
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
 /// A search naming no mode over a database with BM25 and a fine-tuned encoder (the test
 /// embedder says it is trained, as the shipped encoder does) is hybrid, the mode that beats
 /// BM25 with the shipped encoder (docs/results.md).

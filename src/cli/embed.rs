@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use engine::encoder::{Embed, Encoder, TextKind};
 use engine::lexical::LexicalIndex;
-use engine::search::{lexical_dir, SearchMode};
+use engine::search::SearchMode;
+use engine::store::lexical_dir;
 
 use super::Ctx;
 

@@ -1,10 +1,10 @@
 //! `engine eval`.
 //!
-//! `--mode bm25` needs only the lexical index, at `DB/lexical/` (a tantivy folder). If the
-//! database has none yet it is built from the dataset's `corpus.jsonl` first, so
-//! `engine eval --mode bm25 --db DB --dataset D` works on a fresh folder. Dense and hybrid
-//! modes need a database made by `engine index` from the same corpus; queries are embedded
-//! with the encoder that built it (NEXT template), in length-sorted batches.
+//! On a database made by `engine index`, every mode searches it exactly as `engine search` and
+//! the server do (`SearchIndex::open`, then `SearchIndex::search`); queries are embedded with
+//! the encoder that built it (NEXT template), in length-sorted batches. `--mode bm25` also
+//! works on a folder with no store: a `--lexical-only` database, or a fresh folder, where the
+//! BM25 index is first built from the dataset's `corpus.jsonl`.
 
 use std::path::PathBuf;
 
@@ -59,16 +59,26 @@ pub fn run(ctx: &Ctx, args: EvalArgs) -> Result<()> {
     if !matches!(args.format.as_str(), "json" | "table") {
         anyhow::bail!("--format must be json or table, got {:?}", args.format);
     }
-    match args.mode.as_str() {
-        "bm25" => run_bm25(args, k),
-        "dense" | "hybrid" => run_dense(ctx, args, k),
-        other => anyhow::bail!("--mode must be dense, bm25 or hybrid, got {other:?}"),
+    let mode: SearchMode = args.mode.parse()?;
+    let dataset = BeirDataset::load(&args.dataset, &args.split)?;
+    if Database::exists(&args.db) {
+        run_on_database(ctx, &args, &dataset, mode, k)
+    } else if mode == SearchMode::Bm25 {
+        run_bm25_without_store(&args, &dataset, k)
+    } else {
+        anyhow::bail!(
+            "no database at {}: run `engine index {} --db {}` first (only --mode bm25 works without one)",
+            args.db.display(),
+            args.dataset.display(),
+            args.db.display()
+        )
     }
 }
 
-fn run_bm25(args: EvalArgs, k: usize) -> Result<()> {
-    let dataset = BeirDataset::load(&args.dataset, &args.split)?;
-    let lexical = engine::search::lexical_dir(&args.db);
+/// BM25 over a folder with no store: a `--lexical-only` database, or a fresh folder, where the
+/// BM25 index is first built from the dataset's corpus.
+fn run_bm25_without_store(args: &EvalArgs, dataset: &BeirDataset, k: usize) -> Result<()> {
+    let lexical = engine::store::lexical_dir(&args.db);
     if !engine::lexical::LexicalIndex::exists(&lexical) {
         eprintln!(
             "no BM25 index at {}; building it from {}",
@@ -79,34 +89,25 @@ fn run_bm25(args: EvalArgs, k: usize) -> Result<()> {
             build_lexical_index(&dataset.corpus_path(), &lexical, LexicalOptions::default())?;
         eprintln!("indexed {} documents in {:.1} s", stats.documents, stats.seconds);
     }
-    let (report, run) = run_bm25_eval(&lexical, &dataset, k)?;
-    if let Some(path) = &args.run_out {
-        run.write_trec_file(path, "engine-bm25")
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    write_per_query(&args, &report)?;
-    let mut out = serde_json::to_value(&report)?;
-    out["mode"] = "bm25".into();
-    print_report(&args, &out)
+    let (report, run) = run_bm25_eval(&lexical, dataset, k)?;
+    finish(args, SearchMode::Bm25, report, run, serde_json::Map::new())
 }
 
-/// Dense or hybrid evaluation over a database built by `engine index`.
-fn run_dense(ctx: &Ctx, args: EvalArgs, k: usize) -> Result<()> {
-    let mode: SearchMode = args.mode.parse()?;
-    let dataset = BeirDataset::load(&args.dataset, &args.split)?;
+/// Any mode over a database built by `engine index`, opened as the server and `engine search`
+/// open it (`SearchIndex::open`: BM25 is built from the store when missing and repaired when it
+/// disagrees with it), so the three score the same documents alike.
+fn run_on_database(
+    ctx: &Ctx,
+    args: &EvalArgs,
+    dataset: &BeirDataset,
+    mode: SearchMode,
+    k: usize,
+) -> Result<()> {
     let db = Database::open(&args.db, None)
         .with_context(|| format!("opening database {}", args.db.display()))?;
     let manifest = db.manifest();
+    // Settings that contradict the database are refused in every mode, as in `engine search`.
     let config = super::resolve::config_for_db(ctx, &args.db, &manifest, &args.encoder)?;
-    let embedder = super::index::load_embedder(&config)?;
-    super::resolve::ensure_same_encoder(
-        ctx,
-        &args.db,
-        &manifest,
-        &args.encoder,
-        &embedder.fingerprint(),
-        &config,
-    )?;
     if db.status()?.documents == 0 {
         anyhow::bail!(
             "database {} is empty: run `engine index` on the corpus first",
@@ -118,22 +119,32 @@ fn run_dense(ctx: &Ctx, args: EvalArgs, k: usize) -> Result<()> {
     if unknown > 0 {
         eprintln!("warning: {unknown} judged documents are not in the database (indexed from another corpus?)");
     }
-    if mode == SearchMode::Hybrid
-        && !engine::lexical::LexicalIndex::exists(&engine::search::lexical_dir(&args.db))
-    {
-        eprintln!("building the BM25 index of {} from its documents", args.db.display());
-        engine::search::sync_lexical(&db)?;
+    let index = SearchIndex::open(db, mode != SearchMode::Dense)?;
+    if mode != SearchMode::Dense && index.lexical().is_none() {
+        anyhow::bail!("the BM25 index of {} could not be built", args.db.display());
     }
-    let index = SearchIndex::new(db)?;
+    let mut extra = serde_json::Map::new();
+    let mut by_text: HashMap<&str, Vec<f32>> = HashMap::new();
+    if mode.needs_vector() {
+        let embedder = super::index::load_embedder(&config)?;
+        super::resolve::ensure_same_encoder(
+            ctx,
+            &args.db,
+            &manifest,
+            &args.encoder,
+            &embedder.fingerprint(),
+            &config,
+        )?;
+        // All queries in one call: the encoder sorts them by length into full batches.
+        let texts: Vec<&str> = dataset.queries.iter().map(|(_, t)| t.as_str()).collect();
+        let started = std::time::Instant::now();
+        let vectors = embedder.embed(&texts, TextKind::Query)?;
+        extra.insert("query_encode_seconds".into(), started.elapsed().as_secs_f64().into());
+        by_text = texts.into_iter().zip(vectors).collect();
+    }
     let fusion = Fusion::from_config(&ctx.config.eval)?;
-    // All queries in one call: the encoder sorts them by length into full batches.
-    let texts: Vec<&str> = dataset.queries.iter().map(|(_, t)| t.as_str()).collect();
-    let started = std::time::Instant::now();
-    let vectors = embedder.embed(&texts, TextKind::Query)?;
-    let encode_seconds = started.elapsed().as_secs_f64();
-    let by_text: HashMap<&str, &Vec<f32>> = texts.iter().copied().zip(vectors.iter()).collect();
     let (mut report, run) = evaluate(
-        &dataset,
+        dataset,
         |text, k| {
             let v = by_text.get(text).map(|v| v.as_slice());
             let hits = index.search(mode, text, v, k, &fusion)?;
@@ -142,15 +153,28 @@ fn run_dense(ctx: &Ctx, args: EvalArgs, k: usize) -> Result<()> {
         k,
     )?;
     report.unknown_judged_docs = Some(unknown);
+    finish(args, mode, report, run, extra)
+}
+
+/// Writes `--run-out` and `--per-query-out`, then prints the report with `extra` fields.
+fn finish(
+    args: &EvalArgs,
+    mode: SearchMode,
+    report: engine::eval::Report,
+    run: engine::eval::Run,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
     if let Some(path) = &args.run_out {
         run.write_trec_file(path, &format!("engine-{}", mode.as_str()))
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    write_per_query(&args, &report)?;
+    write_per_query(args, &report)?;
     let mut out = serde_json::to_value(&report)?;
     out["mode"] = mode.as_str().into();
-    out["query_encode_seconds"] = encode_seconds.into();
-    print_report(&args, &out)
+    if let Some(obj) = out.as_object_mut() {
+        obj.extend(extra);
+    }
+    print_report(args, &out)
 }
 
 /// Prints the report as `--format` asks: JSON, or a table of the metrics and then the counts.

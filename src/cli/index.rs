@@ -231,7 +231,7 @@ pub fn run_delete(_ctx: &Ctx, args: DeleteArgs) -> Result<()> {
 }
 
 pub fn run_check(_ctx: &Ctx, args: CheckArgs) -> Result<()> {
-    let lexical = engine::search::lexical_dir(&args.db);
+    let lexical = engine::store::lexical_dir(&args.db);
     if !Database::exists(&args.db) && engine::lexical::LexicalIndex::exists(&lexical) {
         // A `--lexical-only` database: no vectors to check, only that BM25 opens and answers.
         let lex = engine::lexical::LexicalIndex::open(&lexical)
@@ -266,7 +266,7 @@ fn run_lexical_only(ctx: &Ctx, args: &IndexArgs) -> Result<()> {
         );
     }
     // The BM25 index is the whole database here: it also stores titles and texts, for hits.
-    let dir = engine::search::lexical_dir(&args.db);
+    let dir = engine::store::lexical_dir(&args.db);
     let lex = if LexicalIndex::exists(&dir) {
         LexicalIndex::open(&dir)?
     } else {

@@ -11,9 +11,9 @@ use engine::encoder::TextKind;
 use engine::eval::run::Run;
 use engine::fusion::Fusion;
 use engine::lexical::LexicalIndex;
-use engine::search::{lexical_dir, SearchIndex, SearchMode};
+use engine::search::{SearchIndex, SearchMode};
 use engine::server::routes::search::{snippet, Hit};
-use engine::store::Database;
+use engine::store::{lexical_dir, Database};
 
 use super::resolve::{self, EncoderFlags};
 use super::Ctx;

@@ -39,7 +39,7 @@ pub struct ServeArgs {
 pub fn run(ctx: &Ctx, args: ServeArgs) -> Result<()> {
     let addr = args.addr.unwrap_or_else(|| ctx.config.server.addr.clone());
     if !engine::store::Database::exists(&args.db)
-        && engine::lexical::LexicalIndex::exists(&engine::search::lexical_dir(&args.db))
+        && engine::lexical::LexicalIndex::exists(&engine::store::lexical_dir(&args.db))
     {
         anyhow::bail!(
             "{} was built with --lexical-only; the server needs a database with vectors \
