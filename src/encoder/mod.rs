@@ -93,4 +93,9 @@ pub trait Embed: Send + Sync {
     /// Byte spans `(start, end)` of the tokens of `text` (no template), used to split long
     /// documents into passages of a bounded number of tokens.
     fn token_spans(&self, text: &str) -> Result<Vec<(usize, usize)>>;
+    /// Most content tokens of a passage the embedder reads before truncating (no limit by
+    /// default): passages are cut to fit it with their title.
+    fn max_passage_tokens(&self) -> usize {
+        usize::MAX
+    }
 }

@@ -301,6 +301,10 @@ impl Embed for Encoder {
     fn token_spans(&self, text: &str) -> Result<Vec<(usize, usize)>> {
         Ok(self.tokenizer.encode_with_offsets(text)?.1)
     }
+
+    fn max_passage_tokens(&self) -> usize {
+        self.options.max_passage_tokens
+    }
 }
 
 /// A stable identity for model files. Files of many GB would take minutes to hash, so each

@@ -108,6 +108,31 @@ pub fn content_hash(doc: &Document) -> String {
     hex::encode(h.finalize())
 }
 
+/// Splits a document's text into passages of at most `chunk_tokens` tokens overlapping by
+/// `overlap`, shortened where needed so that each passage with its title ([`passage_text`])
+/// fits the embedder's passage limit: otherwise every full passage would lose its last tokens
+/// to truncation (as it did when `encoder.max_passage_tokens` equalled `index.chunk_tokens`),
+/// and the first passage would differ from the truncated "title, text" a model is fine-tuned
+/// on. A window never shrinks below half of `chunk_tokens`, so a very long title costs
+/// truncation rather than thousands of tiny passages.
+pub fn split_passages(
+    embedder: &dyn Embed,
+    title: &str,
+    text: &str,
+    chunk_tokens: usize,
+    overlap: usize,
+) -> Result<Vec<chunk::Chunk>> {
+    let spans = embedder.token_spans(text)?;
+    let limit = embedder.max_passage_tokens();
+    let mut window = chunk_tokens;
+    if limit < usize::MAX && !title.trim().is_empty() {
+        // The title's tokens plus one for the line break between title and text.
+        let title_tokens = embedder.token_spans(title)?.len() + 1;
+        window = window.min(limit.saturating_sub(title_tokens)).max(chunk_tokens / 2);
+    }
+    Ok(chunk::split(text, &spans, window, overlap))
+}
+
 /// The text embedded for a passage: the title gives context to every passage of a document.
 pub fn passage_text(title: &str, passage: &str) -> String {
     match (title.trim().is_empty(), passage.trim().is_empty()) {
@@ -153,8 +178,13 @@ pub fn index_documents(
     let mut chunks = Vec::with_capacity(plan.len());
     let mut total = 0u64;
     for p in &plan {
-        let spans = embedder.token_spans(&p.doc.text)?;
-        let c = chunk::split(&p.doc.text, &spans, opts.chunk_tokens, opts.chunk_overlap);
+        let c = split_passages(
+            embedder,
+            &p.doc.title,
+            &p.doc.text,
+            opts.chunk_tokens,
+            opts.chunk_overlap,
+        )?;
         total += c.len() as u64;
         chunks.push(c);
     }
@@ -326,4 +356,38 @@ fn process_window(
         });
     }
     db.put_documents(new_docs)
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::testing::HashEmbedder;
+    use super::*;
+
+    /// Every passage, with its title, fits the embedder's limit, and no word of the text is lost.
+    #[test]
+    fn passages_leave_room_for_their_title_under_the_encoder_limit() {
+        let text: String = (0..100).map(|i| format!("w{i} ")).collect();
+        let limited = HashEmbedder::new(8).with_passage_limit(20);
+        for title in ["", "Alpha beta", &"long ".repeat(30)] {
+            let chunks = split_passages(&limited, title, &text, 20, 4).unwrap();
+            let title_tokens = limited.token_spans(title).unwrap().len();
+            for c in &chunks {
+                let tokens = limited.token_spans(&passage_text(title, &text[c.start..c.end]));
+                let tokens = tokens.unwrap().len() + usize::from(title_tokens > 0);
+                // A title too long to leave half a window is the one case truncation remains.
+                let bound = if title_tokens > 10 { title_tokens + 1 + 10 } else { 20 };
+                assert!(tokens <= bound, "{title:?}: {tokens} tokens > {bound}");
+            }
+            assert_eq!(chunks.first().unwrap().start, 0);
+            assert_eq!(chunks.last().unwrap().end, text.len());
+            for w in text.split_whitespace() {
+                assert!(chunks.iter().any(|c| text[c.start..c.end].contains(w)), "{w} lost");
+            }
+        }
+        // Without a limit, the window is index.chunk_tokens as before.
+        let free = split_passages(&HashEmbedder::new(8), "Alpha beta", &text, 20, 4).unwrap();
+        assert!(free.iter().all(|c| c.tokens <= 20) && free[0].tokens == 20);
+        let fitted = split_passages(&limited, "Alpha beta", &text, 20, 4).unwrap();
+        assert_eq!(fitted[0].tokens, 17);
+    }
 }

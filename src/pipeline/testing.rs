@@ -10,11 +10,19 @@ use crate::error::Result;
 
 pub struct HashEmbedder {
     dim: usize,
+    max_passage_tokens: usize,
 }
 
 impl HashEmbedder {
+    /// A `dim`-dimensional embedder with no passage length limit.
     pub fn new(dim: usize) -> Self {
-        HashEmbedder { dim: dim.max(2) }
+        HashEmbedder { dim: dim.max(2), max_passage_tokens: usize::MAX }
+    }
+
+    /// Reports `tokens` as its passage limit, as a real encoder's `encoder.max_passage_tokens`.
+    pub fn with_passage_limit(mut self, tokens: usize) -> Self {
+        self.max_passage_tokens = tokens;
+        self
     }
 
     fn one(&self, text: &str) -> Vec<f32> {
@@ -54,6 +62,9 @@ impl Embed for HashEmbedder {
     }
     fn embed(&self, texts: &[&str], _kind: TextKind) -> Result<Vec<Vec<f32>>> {
         Ok(texts.iter().map(|t| self.one(t)).collect())
+    }
+    fn max_passage_tokens(&self) -> usize {
+        self.max_passage_tokens
     }
     fn token_spans(&self, text: &str) -> Result<Vec<(usize, usize)>> {
         let mut spans = Vec::new();

@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{blocking, AppStateRef};
-use crate::encoder::{Embed, TextKind};
-use crate::pipeline::{chunk, content_hash, passage_text, Document};
+use crate::encoder::TextKind;
+use crate::pipeline::{content_hash, passage_text, split_passages, Document};
 use crate::server::auth::{ApiKeyAccess, ReadAccess};
 use crate::server::error::{ApiError, ApiJson, ApiPath};
 use crate::store::{NewDocument, NewPassage};
@@ -119,8 +119,13 @@ pub async fn add_documents(
                 Some(_) => updated += 1,
                 None => {}
             }
-            let spans = encoder.token_spans(&doc.text)?;
-            let chunks = chunk::split(&doc.text, &spans, chunk_tokens, chunk_overlap);
+            let chunks = split_passages(
+                encoder.as_ref(),
+                &doc.title,
+                &doc.text,
+                chunk_tokens,
+                chunk_overlap,
+            )?;
             let prepared = chunks
                 .iter()
                 .map(|c| {
