@@ -34,11 +34,17 @@ pub enum Error {
     /// Another process (an `engine serve`, an `engine index` run) has the database open: its
     /// store allows one process at a time.
     #[error(
-        "database {} is in use by another process (a running `engine serve` or `engine index`); \
+        "database {} is in use by another process{} (a running `engine serve` or `engine index`); \
          query the running server instead (GET /search?q=..., POST /search) or stop it first",
-        .0.display()
+        path.display(),
+        pid.map(|p| format!(", pid {p}")).unwrap_or_default()
     )]
-    DatabaseInUse(PathBuf),
+    DatabaseInUse {
+        /// The database folder.
+        path: PathBuf,
+        /// The process holding the store's lock, where the system says (Linux `/proc/locks`).
+        pid: Option<u32>,
+    },
     /// The database's folder cannot be written: its store (sled) opens read-write even to
     /// search.
     #[error(

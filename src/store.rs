@@ -800,7 +800,7 @@ fn open_error(dir: &Path, e: sled::Error) -> Error {
     const READ_ONLY_FILE_SYSTEM: i32 = 30;
     match &e {
         sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-            Error::DatabaseInUse(dir.to_path_buf())
+            Error::DatabaseInUse { path: dir.to_path_buf(), pid: lock_holder(dir) }
         }
         sled::Error::Io(io)
             if io.kind() == std::io::ErrorKind::PermissionDenied
@@ -810,6 +810,40 @@ fn open_error(dir: &Path, e: sled::Error) -> Error {
         }
         _ => Error::Store(format!("opening {}: {e}", dir.display())),
     }
+}
+
+/// The file in the sled folder that sled locks (`flock`) while a process has it open.
+const SLED_LOCKED_FILE: &str = "db";
+
+/// The process holding the lock on the store of `dir`, read from `/proc/locks` (Linux; `None`
+/// elsewhere or when it cannot be told).
+fn lock_holder(dir: &Path) -> Option<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let inode = std::fs::metadata(dir.join(SLED_DIR).join(SLED_LOCKED_FILE)).ok()?.ino();
+        parse_lock_holder(&std::fs::read_to_string("/proc/locks").ok()?, inode)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
+/// The pid of the `FLOCK` in `/proc/locks` text on file `inode`. Lines read
+/// `1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234567 0 EOF`; waiters (`1: -> FLOCK ...`) hold
+/// nothing and are skipped.
+fn parse_lock_holder(locks: &str, inode: u64) -> Option<u32> {
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&"FLOCK") {
+            return None;
+        }
+        let pid = fields.get(4)?.parse().ok()?;
+        let file_inode: u64 = fields.get(5)?.rsplit(':').next()?.parse().ok()?;
+        (file_inode == inode).then_some(pid)
+    })
 }
 
 fn read_manifest_from(dir: &Path, tree: &sled::Tree) -> Result<Manifest> {
@@ -854,5 +888,33 @@ mod tests {
         assert!(matches!(open_error(dir, sled::Error::Io(rofs)), Error::DatabaseReadOnly { .. }));
         let other = open_error(dir, sled::Error::Unsupported("x".into()));
         assert!(other.to_string().contains("/data/corpus.db"), "{other}");
+    }
+
+    /// The lock holder is read from `/proc/locks`: flocks only, on the store's inode.
+    #[test]
+    fn lock_holder_is_parsed_from_proc_locks() {
+        let locks = "1: POSIX  ADVISORY  WRITE 11 fd:01:77 0 EOF\n\
+                     2: FLOCK  ADVISORY  WRITE 4242 fd:01:1234567 0 EOF\n\
+                     2: -> FLOCK  ADVISORY  WRITE 5151 fd:01:1234567 0 EOF\n";
+        assert_eq!(parse_lock_holder(locks, 1234567), Some(4242));
+        assert_eq!(parse_lock_holder(locks, 77), None);
+        assert_eq!(parse_lock_holder(locks, 9), None);
+    }
+
+    /// A database already open (here by this very process) names the holder's pid.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_database_in_use_names_the_process_holding_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = open_sled(dir.path()).unwrap();
+        let e = open_sled(dir.path()).unwrap_err();
+        match &e {
+            Error::DatabaseInUse { path, pid } => {
+                assert_eq!(path, dir.path());
+                assert_eq!(*pid, Some(std::process::id()), "{e}");
+            }
+            other => panic!("expected DatabaseInUse, got {other}"),
+        }
+        assert!(e.to_string().contains(&format!("pid {}", std::process::id())), "{e}");
     }
 }

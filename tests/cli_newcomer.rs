@@ -238,6 +238,10 @@ fn a_database_in_use_names_itself_and_the_server() {
         }
         let err = fails(c);
         assert!(err.contains("in use by another process"), "{args:?}: {err}");
+        // The holder is this test process; Linux says which one (`/proc/locks`).
+        if cfg!(target_os = "linux") {
+            assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+        }
         assert!(err.contains(&db.display().to_string()), "{err}");
         assert!(err.contains("query the running server"), "{err}");
         assert!(!err.contains("WouldBlock"), "{err}");
