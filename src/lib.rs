@@ -10,6 +10,7 @@ pub mod config;
 pub mod encoder;
 pub mod error;
 pub mod eval;
+pub mod filter;
 pub mod fusion;
 pub mod index;
 pub mod lexical;

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
+use crate::filter::Filter;
 use crate::fusion::Fusion;
 use crate::lexical::{LexicalDoc, LexicalIndex, LexicalOptions};
 use crate::store::{
@@ -187,26 +188,75 @@ impl SearchIndex {
         k: usize,
         fusion: &Fusion,
     ) -> Result<Vec<DocHit>> {
+        self.search_filtered(mode, text, vector, k, fusion, None)
+    }
+
+    /// Top `k` documents passing `filter` in any mode. BM25 candidates are fetched with a
+    /// growing depth until `k` pass or the lexical index is exhausted; dense goes through
+    /// [`Database::search_dense_filtered`] (ANN, then an exact scan of the matching set); hybrid
+    /// fuses the two filtered lists, so every fused hit matches.
+    pub fn search_filtered(
+        &self,
+        mode: SearchMode,
+        text: &str,
+        vector: Option<&[f32]>,
+        k: usize,
+        fusion: &Fusion,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<DocHit>> {
+        let filter = filter.filter(|f| !f.is_empty());
         let need_vector = || {
             vector.ok_or_else(|| {
                 Error::InvalidInput(format!("{} search needs a query vector", mode.as_str()))
             })
         };
         match mode {
-            SearchMode::Dense => self.db.search_dense(need_vector()?, k),
+            SearchMode::Dense => self.db.search_dense_filtered(need_vector()?, k, filter),
             SearchMode::Bm25 => {
-                let hits = self.lexical_or_err()?.search(text, k)?;
+                let hits = self.bm25_filtered(text, k, filter)?;
                 self.hydrate(&hits, &[])
             }
             SearchMode::Hybrid => {
                 let depth = k.max(FUSION_DEPTH);
-                let dense = self.db.search_dense(need_vector()?, depth)?;
-                let bm25 = self.lexical_or_err()?.search(text, depth)?;
+                let dense = self.db.search_dense_filtered(need_vector()?, depth, filter)?;
+                let bm25 = self.bm25_filtered(text, depth, filter)?;
                 let dense_ranked: Vec<(String, f32)> =
                     dense.iter().map(|h| (h.id.clone(), h.score)).collect();
                 let fused = fusion.fuse(&dense_ranked, &bm25, k);
                 self.hydrate(&fused, &dense)
             }
+        }
+    }
+
+    /// BM25 top `k` among documents passing `filter`: the depth grows fourfold until `k`
+    /// pass or fewer than asked come back (the lexical index has no more matches).
+    fn bm25_filtered(
+        &self,
+        text: &str,
+        k: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<(String, f32)>> {
+        let lex = self.lexical_or_err()?;
+        let Some(f) = filter else { return lex.search(text, k) };
+        let mut depth = (k * 4).max(16);
+        loop {
+            let hits = lex.search(text, depth)?;
+            let exhausted = hits.len() < depth;
+            let mut out = Vec::with_capacity(k);
+            for (id, score) in hits {
+                let ok = self.db.get_document(&id)?.is_some_and(|d| f.matches_str(&d.metadata));
+                if ok {
+                    out.push((id, score));
+                    if out.len() == k {
+                        return Ok(out);
+                    }
+                }
+            }
+            // Past the number of documents a deeper search finds nothing new.
+            if exhausted || depth as u64 >= self.db.manifest().documents {
+                return Ok(out);
+            }
+            depth = depth.saturating_mul(4);
         }
     }
 

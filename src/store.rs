@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::encoder::EncoderFingerprint;
 use crate::error::{Error, Result};
+use crate::filter::Filter;
 use crate::index::{self, persist::Snapshots, AnnIndex, AnnParams, Backend};
 
 const FORMAT_VERSION: u32 = 1;
@@ -170,6 +171,9 @@ pub struct Database {
     writer: Mutex<()>,
     last_save: Mutex<Instant>,
 }
+
+/// ANN over-fetch rounds a filtered dense search tries before scanning the matching set exactly.
+pub const FILTER_ANN_ROUNDS: usize = 3;
 
 fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -624,6 +628,22 @@ impl Database {
     /// Dense search: the `k` documents whose best passage is closest to `query` (inner product
     /// after normalisation), best first.
     pub fn search_dense(&self, query: &[f32], k: usize) -> Result<Vec<DocHit>> {
+        self.search_dense_filtered(query, k, None)
+    }
+
+    /// Top `k` documents whose metadata passes `filter` (all documents when `None`).
+    ///
+    /// Adaptive: the ANN index is searched with a growing over-fetch, dropping non-matching
+    /// documents, for at most [`FILTER_ANN_ROUNDS`] rounds; a selective filter that still has
+    /// fewer than `k` matches then falls back to an exact scan over the matching documents,
+    /// so k filtered hits come back whenever k documents match.
+    pub fn search_dense_filtered(
+        &self,
+        query: &[f32],
+        k: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<DocHit>> {
+        let filter = filter.filter(|f| !f.is_empty());
         let dim = self.dim();
         index::check_vector(query, dim)?;
         if k == 0 {
@@ -636,11 +656,30 @@ impl Database {
         // Several passages may belong to one document: over-fetch until k documents are found
         // or the index is exhausted.
         let mut fetch = (k * 4).max(16);
-        let best: HashMap<String, (f32, u64)> = loop {
+        // Verdicts of the filter per document, so each document's metadata is read once.
+        let mut verdicts: HashMap<String, bool> = HashMap::new();
+        let mut rounds = 0;
+        let mut best: HashMap<String, (f32, u64)> = loop {
+            rounds += 1;
             let hits = ann.search(&q, fetch)?;
             let mut best: HashMap<String, (f32, u64)> = HashMap::new();
             for h in &hits {
                 let Some(p) = self.get_passage(h.label)? else { continue };
+                if let Some(f) = filter {
+                    let ok = match verdicts.get(&p.doc_id) {
+                        Some(ok) => *ok,
+                        None => {
+                            let ok = self
+                                .get_document(&p.doc_id)?
+                                .is_some_and(|d| f.matches_str(&d.metadata));
+                            verdicts.insert(p.doc_id.clone(), ok);
+                            ok
+                        }
+                    };
+                    if !ok {
+                        continue;
+                    }
+                }
                 let e = best.entry(p.doc_id).or_insert((h.score, h.label));
                 if h.score > e.0 {
                     *e = (h.score, h.label);
@@ -649,9 +688,19 @@ impl Database {
             if best.len() >= k || hits.len() < fetch || fetch >= total {
                 break best;
             }
+            if filter.is_some() && rounds >= FILTER_ANN_ROUNDS {
+                break HashMap::new();
+            }
             fetch = (fetch * 4).min(total.max(1));
         };
         drop(ann);
+        if let Some(f) = filter {
+            // An approximate index searched to exhaustion can still miss matches; short of k,
+            // the exact scan over the matching set is the answer.
+            if best.len() < k {
+                best = self.exact_filtered(&q, f)?;
+            }
+        }
         let mut ranked: Vec<(String, f32, u64)> =
             best.into_iter().map(|(id, (s, l))| (id, s, l)).collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -670,6 +719,31 @@ impl Database {
             out.push(DocHit { id, score, title: doc.title, passage, passage_ordinal: ordinal });
         }
         Ok(out)
+    }
+
+    /// Best passage (score, label) of every document passing `filter`, by exact dot product
+    /// with the stored vectors (which are unit length, as the index's are).
+    fn exact_filtered(&self, q: &[f32], filter: &Filter) -> Result<HashMap<String, (f32, u64)>> {
+        let mut best = HashMap::new();
+        for item in self.tree.scan_prefix([b'd']) {
+            let (k, v) = item?;
+            let doc: DocRecord = dec(&v, "document")?;
+            if !filter.matches_str(&doc.metadata) {
+                continue;
+            }
+            let mut top: Option<(f32, u64)> = None;
+            for &label in &doc.passages {
+                let v = self.vector(label)?;
+                let s: f32 = v.iter().zip(q).map(|(a, b)| a * b).sum();
+                if top.is_none_or(|(t, _)| s > t) {
+                    top = Some((s, label));
+                }
+            }
+            if let Some(t) = top {
+                best.insert(String::from_utf8_lossy(&k[1..]).into_owned(), t);
+            }
+        }
+        Ok(best)
     }
 
     /// Writes the ANN index atomically (after making sled durable, so the snapshot never
