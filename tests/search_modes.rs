@@ -55,6 +55,18 @@ fn write_dataset(dir: &Path) {
     .unwrap();
 }
 
+/// A temporary folder with the test dataset in `data/`, indexed into `db/`.
+fn indexed_dataset() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_dataset(&data);
+    let db = dir.path().join("db");
+    let mut c = engine(dir.path());
+    c.arg("index").arg(&data).arg("--db").arg(&db);
+    json(c);
+    (dir, data, db)
+}
+
 #[test]
 fn every_mode_puts_the_obvious_document_first() {
     let dir = tempfile::tempdir().unwrap();
@@ -92,13 +104,7 @@ fn every_mode_puts_the_obvious_document_first() {
 /// dataset's corpus, so eval scores the documents a user's searches see.
 #[test]
 fn eval_rebuilds_stale_or_missing_bm25_from_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    write_dataset(&data);
-    let db = dir.path().join("db");
-    let mut c = engine(dir.path());
-    c.arg("index").arg(&data).arg("--db").arg(&db);
-    json(c);
+    let (dir, data, db) = indexed_dataset();
     let lexical = engine::store::lexical_dir(&db);
     let stale = dir.path().join("stale-lexical");
     copy_dir(&lexical, &stale);
@@ -141,13 +147,7 @@ fn copy_dir(from: &Path, to: &Path) {
 /// BM25 with the shipped encoder (docs/results.md).
 #[test]
 fn a_search_naming_no_mode_is_hybrid_with_a_trained_encoder() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    write_dataset(&data);
-    let db = dir.path().join("db");
-    let mut c = engine(dir.path());
-    c.arg("index").arg(&data).arg("--db").arg(&db);
-    json(c);
+    let (dir, _, db) = indexed_dataset();
     let mut c = engine(dir.path());
     c.args(["search", "-k", "2", "--db"]).arg(&db).arg("what makes dough rise");
     let v = json(c);
