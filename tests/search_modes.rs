@@ -142,6 +142,53 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// `engine search --filter` (Qdrant filter JSON) returns only matching documents, with their
+/// metadata, in every mode; a bad filter is a clear error.
+#[test]
+fn search_filter_keeps_only_matching_documents_in_every_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let docs = [
+        ("tides", "The moon pulls the oceans and causes the tides.", "sea", 2001),
+        ("waves", "Wind over the ocean raises waves; the moon does not.", "sea", 2015),
+        ("bread", "Yeast makes dough rise; the moon has nothing to do with it.", "food", 1999),
+    ];
+    let corpus: String = docs
+        .iter()
+        .map(|(id, text, topic, year)| {
+            serde_json::json!({"_id": id, "title": "", "text": text, "topic": topic, "year": year})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(data.join("corpus.jsonl"), corpus).unwrap();
+    let db = dir.path().join("db");
+    let mut c = engine(dir.path());
+    c.arg("index").arg(&data).arg("--db").arg(&db);
+    json(c);
+    let food = r#"{"must": [{"key": "topic", "match": {"value": "food"}}]}"#;
+    let late_sea = r#"{"must": [{"key": "topic", "match": {"any": ["sea"]}}],
+                       "must_not": [{"key": "year", "range": {"lt": 2010}}]}"#;
+    for mode in ["dense", "bm25", "hybrid"] {
+        for (filter, want) in [(food, "bread"), (late_sea, "waves")] {
+            let mut c = engine(dir.path());
+            c.args(["search", "--mode", mode, "-k", "3", "--filter", filter, "--db"]).arg(&db);
+            c.arg("the moon and the tides");
+            let v = json(c);
+            let hits = v["hits"].as_array().unwrap();
+            assert_eq!(hits.len(), 1, "{mode} {filter}: {v}");
+            assert_eq!(hits[0]["id"], want, "{mode}: {v}");
+            assert!(hits[0]["metadata"]["topic"].is_string(), "{mode}: {v}");
+        }
+    }
+    let mut c = engine(dir.path());
+    c.args(["search", "--filter", r#"{"must": [{"key": "year", "range": {}}]}"#, "--db"]);
+    let out = c.arg(&db).arg("moon").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("range"), "{out:?}");
+}
+
 /// A search naming no mode over a database with BM25 and a fine-tuned encoder (the test
 /// embedder says it is trained, as the shipped encoder does) is hybrid, the mode that beats
 /// BM25 with the shipped encoder (docs/results.md).

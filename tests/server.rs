@@ -126,6 +126,28 @@ async fn search_documents_embed_status_and_metadata_endpoints() {
     assert_eq!(r["hits"][0]["title"], "Fresh");
     let (_, got) = s.get("/documents/new%2Fone").await;
     assert_eq!(got["metadata"], json!({ "k": [1, 2] }));
+    // A filter keeps only matching documents, in every mode, and hits carry their metadata.
+    let only_new = json!({ "must": [{ "key": "k", "match": { "any": [2] } }] });
+    for mode in ["dense", "bm25", "hybrid"] {
+        let body = json!({ "query": "a document about sled", "k": 5, "mode": mode,
+                           "filter": only_new, "with_metadata": true });
+        let (st, r) = s.post("/search", &body).await;
+        assert_eq!(st, 200, "{r}");
+        assert_eq!(r["hits"].as_array().map(Vec::len), Some(1), "{mode}: {r}");
+        assert_eq!(r["hits"][0]["id"], "new/one", "{mode}: {r}");
+        assert_eq!(r["hits"][0]["metadata"], json!({ "k": [1, 2] }), "{mode}: {r}");
+    }
+    let (st, r) = s
+        .get("/search?q=sled&mode=bm25&filter=%7B%22must_not%22%3A%5B%7B%22key%22%3A%22source%22%2C%22match%22%3A%7B%22value%22%3A%22test%22%7D%7D%5D%7D")
+        .await;
+    assert_eq!(st, 200, "{r}");
+    assert!(
+        r["hits"].as_array().unwrap().iter().all(|h| h["id"].as_str().unwrap().starts_with("new/")),
+        "{r}"
+    );
+    let bad = json!({ "query": "sled", "filter": { "must": [{ "key": "k", "range": { "gt": "soon" } }] } });
+    let (st, r) = s.post("/search", &bad).await;
+    assert_eq!(st, 400, "{r}");
     let changed = json!({ "documents": [{ "id": "new/one", "title": "Fresh", "text": "Changed text now." }] });
     let (st, r) = s.post("/documents", &changed).await;
     assert_eq!((st, r["updated"].as_u64()), (200, Some(1)), "{r}");

@@ -45,6 +45,11 @@ pub struct SearchArgs {
     /// when --run-out is given].
     #[arg(long)]
     pub format: Option<String>,
+    /// Only documents whose metadata passes this filter, in Qdrant's filter JSON, e.g.
+    /// '{"must": [{"key": "topic", "match": {"value": "ocean"}}]}' (`match.any`, `range`,
+    /// `is_empty`, `should`, `must_not`). Hits then carry their metadata.
+    #[arg(long, value_name = "JSON")]
+    pub filter: Option<String>,
     /// The query text (or use --queries).
     #[arg(required_unless_present = "queries")]
     pub query: Option<String>,
@@ -113,7 +118,11 @@ pub fn run(ctx: &Ctx, args: SearchArgs) -> Result<()> {
     });
     let print = args.format.is_some() || args.run_out.is_none() || args.queries.is_none();
 
+    let filter = args.filter.as_deref().map(engine::filter::Filter::parse_str).transpose()?;
     let (searcher, mode) = open(ctx, &args, requested)?;
+    if filter.is_some() && matches!(searcher, Searcher::Lexical(_)) {
+        bail!("--filter needs a database with metadata; a --lexical-only database has none");
+    }
     let fusion = Fusion::from_config(&ctx.config.eval)?;
     let snippet_chars = ctx.config.server.snippet_chars;
     let started = std::time::Instant::now();
@@ -132,16 +141,25 @@ pub fn run(ctx: &Ctx, args: SearchArgs) -> Result<()> {
         let t = std::time::Instant::now();
         let hits = match &searcher {
             Searcher::Full { index, .. } => index
-                .search(mode, &query, vector.as_deref(), args.k, &fusion)?
+                .search_filtered(mode, &query, vector.as_deref(), args.k, &fusion, filter.as_ref())?
                 .into_iter()
-                .map(|h| Hit {
-                    snippet: snippet(&h.passage, snippet_chars),
-                    id: h.id,
-                    score: h.score,
-                    title: h.title,
-                    text: None,
+                .map(|h| {
+                    let metadata = match &filter {
+                        Some(_) => index.db().get_document(&h.id)?.map(|d| {
+                            serde_json::from_str(&d.metadata).unwrap_or(serde_json::Value::Null)
+                        }),
+                        None => None,
+                    };
+                    Ok(Hit {
+                        snippet: snippet(&h.passage, snippet_chars),
+                        id: h.id,
+                        score: h.score,
+                        title: h.title,
+                        text: None,
+                        metadata,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_>>()?,
             Searcher::Lexical(lex) => lexical_hits(lex, &query, args.k, snippet_chars)?,
         };
         let took_ms = t.elapsed().as_secs_f64() * 1000.0 + encode_ms;
@@ -218,7 +236,14 @@ fn lexical_hits(lex: &LexicalIndex, query: &str, k: usize, chars: usize) -> Resu
     let mut hits = Vec::new();
     for (id, score) in lex.search(query, k)? {
         let (title, text) = lex.stored_text(&id)?.unwrap_or_default();
-        hits.push(Hit { snippet: snippet(&text, chars), id, score, title, text: None });
+        hits.push(Hit {
+            snippet: snippet(&text, chars),
+            id,
+            score,
+            title,
+            text: None,
+            metadata: None,
+        });
     }
     Ok(hits)
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{blocking, prepare_query, AppStateRef};
 use crate::encoder::TextKind;
+use crate::filter::Filter;
 use crate::search::SearchMode;
 use crate::server::auth::ReadAccess;
 use crate::server::error::{ApiError, ApiJson, ApiQuery};
@@ -34,6 +35,11 @@ pub struct SearchRequest {
     pub mode: Option<String>,
     #[serde(default)]
     pub offset: usize,
+    /// Only documents whose metadata passes this Qdrant-style filter (`crate::filter`).
+    pub filter: Option<serde_json::Value>,
+    /// Return each hit's metadata.
+    #[serde(default)]
+    pub with_metadata: bool,
 }
 
 /// Query-string form: `?q=...&k=...&mode=...&offset=...&with_text=...`.
@@ -44,6 +50,9 @@ pub struct SearchParams {
     pub mode: Option<String>,
     pub offset: Option<usize>,
     pub with_text: Option<bool>,
+    /// The filter as JSON text.
+    pub filter: Option<String>,
+    pub with_metadata: Option<bool>,
 }
 
 #[derive(Debug, Serialize)]
@@ -54,6 +63,8 @@ pub struct Hit {
     pub snippet: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -84,6 +95,12 @@ pub async fn get_search(
         with_text: p.with_text.unwrap_or(false),
         mode: p.mode,
         offset: p.offset.unwrap_or(0),
+        filter: p
+            .filter
+            .map(|f| serde_json::from_str(&f))
+            .transpose()
+            .map_err(|e| ApiError::bad_request(format!("filter is not valid JSON: {e}")))?,
+        with_metadata: p.with_metadata.unwrap_or(false),
     };
     search(state, req).await.map(Json)
 }
@@ -114,6 +131,7 @@ async fn search(state: Arc<AppState>, req: SearchRequest) -> Result<SearchRespon
             cfg.max_offset, req.offset
         )));
     }
+    let filter = req.filter.as_ref().map(Filter::parse).transpose()?;
     let mode = parse_mode(req.mode.as_deref(), loaded.default_mode())?;
     if !loaded.modes().contains(&mode) {
         return Err(ApiError::bad_request(format!(
@@ -141,18 +159,31 @@ async fn search(state: Arc<AppState>, req: SearchRequest) -> Result<SearchRespon
         None
     };
     let (offset, with_text, snippet_chars) = (req.offset, req.with_text, cfg.snippet_chars);
+    let with_metadata = req.with_metadata;
     let l = loaded.clone();
     let hits = blocking(move || {
-        let found = l.index.search(mode, &query, vector.as_deref(), offset + k, &l.fusion)?;
+        let found = l.index.search_filtered(
+            mode,
+            &query,
+            vector.as_deref(),
+            offset + k,
+            &l.fusion,
+            filter.as_ref(),
+        )?;
         let mut hits = Vec::with_capacity(k);
         for h in found.into_iter().skip(offset) {
-            let text = if with_text { l.db().get_document(&h.id)?.map(|d| d.text) } else { None };
+            let doc = if with_text || with_metadata { l.db().get_document(&h.id)? } else { None };
+            let text = doc.as_ref().filter(|_| with_text).map(|d| d.text.clone());
+            let metadata = doc
+                .filter(|_| with_metadata)
+                .map(|d| serde_json::from_str(&d.metadata).unwrap_or(serde_json::Value::Null));
             hits.push(Hit {
                 snippet: snippet(&h.passage, snippet_chars),
                 id: h.id,
                 score: h.score,
                 title: h.title,
                 text,
+                metadata,
             });
         }
         Ok(hits)
