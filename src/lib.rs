@@ -1,10 +1,37 @@
 //! engine: a dense-retrieval search engine whose encoder is a decoder-only LLM adapted for
 //! retrieval by the Llama2Vec method.
 //!
-//! Data flow: [`pipeline`] reads a corpus and batches passages through the [`encoder`]; vectors
-//! and documents go to the [`store`] (sled) and an ANN [`index`]; [`lexical`] keeps a BM25
-//! index beside them and [`fusion`] merges the two rankings; [`server`] answers HTTP; [`train`]
-//! adapts and fine-tunes the encoder; [`eval`] measures retrieval quality.
+//! # Code map
+//!
+//! Data flows down this list; no module imports one above it except through the types it is
+//! handed.
+//!
+//! | stage | module | what lives there |
+//! |---|---|---|
+//! | settings | [`config`] | `configs/default.toml` overlaid by `--config` and `ENGINE__SECTION__KEY` |
+//! | text → vector | [`encoder`] | GGUF / HF / delta loading, the Llama forward (CPU bf16 kernels, candle elsewhere), Llama2Vec templates and pooling |
+//! | corpus → passages | [`pipeline`] | corpus readers (BEIR, JSONL, folders), chunking, `passage_text`, the resumable indexing loop |
+//! | storage | [`store`] | the database folder: sled documents and vectors, the manifest, the folder names |
+//! | vectors → neighbours | [`index`] | the [`index::AnnIndex`] trait and its HNSW, FAISS and flat backends |
+//! | words → BM25 | [`lexical`] | the tantivy index beside the store |
+//! | retrieval | [`search`], [`fusion`], [`filter`] | dense / BM25 / hybrid over one database, score fusion, Qdrant-style metadata filters |
+//! | HTTP | [`server`] | axum routes, the batching encoder queue, keys, limits, metrics, the UI assets |
+//! | training | [`train`] | Llama2Vec adaptation (EBAE + EBAR) and contrastive fine-tuning |
+//! | measurement | [`eval`] | qrels, runs, trec_eval-equal metrics |
+//!
+//! The command line (`src/cli/`, the binary) parses flags once into these modules' types.
+//!
+//! # How to add …
+//!
+//! * **an ANN backend**: implement [`index::AnnIndex`] in a file under `src/index/`, add a
+//!   variant to [`index::Backend`] and its arms in [`index::new_index`] and
+//!   [`index::load_index`], and run the shared recall test (`tests/ann_recall.rs`) over it.
+//! * **an HTTP endpoint**: a handler in `src/server/routes/`, its route in `server::router`,
+//!   its request and response in `server::openapi`; errors are [`server::error::ApiError`]
+//!   (JSON with a 4xx status) and a test in `tests/server.rs` through `tests/common/server.rs`.
+//! * **a config key**: a field in the section's struct in [`config`] and its default in
+//!   `configs/default.toml` (every key must have one: the file is the list of keys); it is then
+//!   settable as `ENGINE__SECTION__KEY` with no further code.
 
 pub mod config;
 pub mod encoder;

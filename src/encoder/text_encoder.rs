@@ -78,17 +78,43 @@ pub fn load_weights(
     }
 }
 
-/// `cpu`, `cuda` (needs the `cuda` feature) or `auto` (cuda when available).
+/// `cpu`, `cuda` (needs the `cuda` feature and an NVIDIA driver) or `auto` (the GPU when one
+/// can be opened, else the CPU).
 pub fn parse_device(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(0).map_err(|e| {
+        "cuda" => open_cuda().map_err(|why| {
             Error::InvalidInput(format!(
-                "cannot use cuda ({e}); build with `--features cuda` on a machine with nvcc"
+                "cannot use --device cuda: {why} (device cpu or auto runs on the CPU)"
             ))
         }),
-        "auto" => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+        "auto" => Ok(open_cuda().unwrap_or(Device::Cpu)),
         other => Err(Error::InvalidInput(format!("device must be cpu|cuda|auto, got {other:?}"))),
+    }
+}
+
+/// GPU 0, or why not. A build without the `cuda` feature says so; with it, cudarc panics
+/// when the driver library (libcuda) cannot be loaded, so that panic is caught and turned into
+/// the reason rather than ending the process.
+fn open_cuda() -> std::result::Result<Device, String> {
+    if !cfg!(feature = "cuda") {
+        return Err("this binary was built without CUDA (scripts/cuda-build.sh builds one)".into());
+    }
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let opened = std::panic::catch_unwind(|| Device::new_cuda(0));
+    std::panic::set_hook(quiet);
+    match opened {
+        Ok(Ok(device)) => Ok(device),
+        Ok(Err(e)) => Err(format!("no usable GPU ({e})")),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the CUDA driver could not be loaded".into());
+            Err(format!("no NVIDIA driver found ({})", why.lines().next().unwrap_or_default()))
+        }
     }
 }
 
@@ -360,6 +386,20 @@ mod tests {
             max_passage_tokens: 64,
             batch_size: 8,
         }
+    }
+
+    /// Without a GPU, `cuda` is an error that names the way out and `auto` is the CPU, in the
+    /// CPU build and in the CUDA build alike (where cudarc panics on a missing libcuda).
+    #[test]
+    fn cuda_without_a_gpu_is_a_clear_error_and_auto_falls_back_to_the_cpu() {
+        if std::path::Path::new("/dev/nvidiactl").exists() {
+            eprintln!("skipped: this machine has an NVIDIA GPU");
+            return;
+        }
+        let err = parse_device("cuda").unwrap_err().to_string();
+        assert!(err.contains("cannot use --device cuda") && err.contains("cpu or auto"), "{err}");
+        assert!(parse_device("auto").unwrap().is_cpu());
+        assert!(parse_device("gpu").unwrap_err().to_string().contains("cpu|cuda|auto"));
     }
 
     fn tiny(pooling: Pooling, padding: Padding) -> (tempfile::TempDir, Encoder) {
