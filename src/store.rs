@@ -209,7 +209,7 @@ fn dec<T: for<'de> Deserialize<'de>>(b: &[u8], what: &str) -> Result<T> {
     bincode::deserialize(b).map_err(|e| Error::Store(format!("corrupt {what}: {e}")))
 }
 
-fn poisoned<T>(_: T) -> Error {
+pub(crate) fn poisoned<T>(_: T) -> Error {
     Error::Store("internal lock poisoned by an earlier panic".into())
 }
 
