@@ -45,11 +45,12 @@ pub enum Error {
         /// The process holding the store's lock, where the system says (Linux `/proc/locks`).
         pid: Option<u32>,
     },
-    /// The database's folder cannot be written: its store (sled) opens read-write even to
-    /// search.
+    /// The database's folder cannot be written, and the command writes (its store, sled, opens
+    /// read-write; `engine search`, `eval` and `check` read such a database through a copy).
     #[error(
-        "database {} cannot be opened: {reason}; its store needs write access even to search, so \
-         make the folder writable or search a writable copy (cp -r)",
+        "database {} cannot be written: {reason}; `engine serve`, `index` and `delete` need \
+         write access to its folder (`engine search`, `eval` and `check` read it through a \
+         temporary copy)",
         path.display()
     )]
     DatabaseReadOnly {

@@ -170,6 +170,47 @@ pub struct Database {
     ann: RwLock<Box<dyn AnnIndex>>,
     writer: Mutex<()>,
     last_save: Mutex<Instant>,
+    /// Set when this is a private copy of a database the process cannot write (see
+    /// [`Database::open_to_read`]); declared last so the store closes before the copy goes.
+    scratch: Option<ScratchCopy>,
+}
+
+/// A temporary copy of a database folder, removed when dropped.
+struct ScratchCopy {
+    dir: PathBuf,
+    /// The database it copies.
+    origin: PathBuf,
+}
+
+impl Drop for ScratchCopy {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            tracing::warn!("could not remove the temporary copy {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// Copies the database folder `from` into a fresh temporary folder; returns it and the bytes
+/// copied.
+fn scratch_copy(from: &Path) -> Result<(ScratchCopy, u64)> {
+    let base = std::env::temp_dir();
+    let dir = (0u32..1000)
+        .map(|n| base.join(format!("engine-read-copy-{}-{n}", std::process::id())))
+        .find(|d| std::fs::create_dir(d).is_ok())
+        .ok_or_else(|| Error::Store(format!("no free temporary folder in {}", base.display())))?;
+    let copy = ScratchCopy { dir, origin: from.to_path_buf() };
+    let mut bytes = 0;
+    for entry in walkdir::WalkDir::new(from).follow_links(true).min_depth(1) {
+        let entry = entry.map_err(|e| Error::Store(format!("copying {}: {e}", from.display())))?;
+        let rel = entry.path().strip_prefix(from).map_err(|e| Error::Store(e.to_string()))?;
+        let to = copy.dir.join(rel);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&to)?;
+        } else {
+            bytes += std::fs::copy(entry.path(), &to)?;
+        }
+    }
+    Ok((copy, bytes))
 }
 
 /// ANN over-fetch rounds a filtered dense search tries before scanning the matching set exactly.
@@ -300,6 +341,44 @@ impl Database {
         Self::finish_open(dir, db, tree, manifest)
     }
 
+    /// Opens an existing database to read it (search, eval): as [`Database::open`], except that
+    /// a database whose folder this process cannot write (a read-only mount, another user's
+    /// files) is read through a private temporary copy, since sled opens its store read-write
+    /// even to read. The copy is removed when the database is dropped; nothing written through
+    /// it is kept, so writers (`engine serve`, `index`, `delete`) use [`Database::open`].
+    pub fn open_to_read(dir: &Path, encoder: Option<&EncoderFingerprint>) -> Result<Self> {
+        match Self::open(dir, encoder) {
+            Err(Error::DatabaseReadOnly { path, reason }) => Self::open_copy(&path, encoder)
+                .map_err(|e| Error::DatabaseReadOnly {
+                    path,
+                    reason: format!(
+                        "{reason}; reading it through a temporary copy failed too: {e}"
+                    ),
+                }),
+            other => other,
+        }
+    }
+
+    /// Opens a private temporary copy of the database in `dir` (see [`Database::open_to_read`]).
+    fn open_copy(dir: &Path, encoder: Option<&EncoderFingerprint>) -> Result<Self> {
+        let (copy, bytes) = scratch_copy(dir)?;
+        tracing::warn!(
+            "database {} cannot be written: reading it through a temporary copy in {} ({:.1} MB)",
+            dir.display(),
+            copy.dir.display(),
+            bytes as f64 / 1e6
+        );
+        let mut db = Self::open(&copy.dir, encoder)?;
+        db.scratch = Some(copy);
+        Ok(db)
+    }
+
+    /// The folder the database was opened from: [`Database::path`], or for a database read
+    /// through a temporary copy, the folder it copies.
+    pub fn origin(&self) -> &Path {
+        self.scratch.as_ref().map_or(&self.dir, |c| &c.origin)
+    }
+
     /// Reads the manifest of the database in `dir` without loading its ANN index (what
     /// `engine info --db` shows, and where commands find the encoder a database was built with).
     pub fn read_manifest(dir: &Path) -> Result<Manifest> {
@@ -351,6 +430,7 @@ impl Database {
             ann: RwLock::new(ann),
             writer: Mutex::new(()),
             last_save: Mutex::new(Instant::now()),
+            scratch: None,
         };
         let changed = me.reconcile()?;
         if changed > 0 {
@@ -386,6 +466,8 @@ impl Database {
         Ok(extra.len() + missing.len())
     }
 
+    /// The folder the database works in (for one read through a temporary copy, the copy:
+    /// see [`Database::origin`]).
     pub fn path(&self) -> &Path {
         &self.dir
     }
@@ -402,7 +484,7 @@ impl Database {
         let m = self.manifest();
         let ann = self.ann.read().map_err(poisoned)?;
         Ok(Status {
-            path: self.dir.clone(),
+            path: self.origin().to_path_buf(),
             documents: m.documents,
             passages: m.passages,
             indexed: ann.len(),
@@ -957,11 +1039,68 @@ mod tests {
         let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
         let e = open_error(dir, sled::Error::Io(denied));
         assert!(matches!(&e, Error::DatabaseReadOnly { path, .. } if path == dir), "{e}");
-        assert!(e.to_string().contains("/data/corpus.db") && e.to_string().contains("writable"));
+        assert!(
+            e.to_string().contains("/data/corpus.db") && e.to_string().contains("write access")
+        );
         let rofs = std::io::Error::from_raw_os_error(30);
         assert!(matches!(open_error(dir, sled::Error::Io(rofs)), Error::DatabaseReadOnly { .. }));
         let other = open_error(dir, sled::Error::Unsupported("x".into()));
         assert!(other.to_string().contains("/data/corpus.db"), "{other}");
+    }
+
+    /// Every file under `dir`: relative path, length and modification time.
+    fn listing(dir: &Path) -> Vec<(PathBuf, u64, SystemTime)> {
+        let mut files: Vec<_> = walkdir::WalkDir::new(dir)
+            .into_iter()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_type().is_file())
+            .map(|e| {
+                let m = e.metadata().unwrap();
+                (e.path().strip_prefix(dir).unwrap().to_path_buf(), m.len(), m.modified().unwrap())
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// A database this process cannot write is read through a temporary copy: everything is
+    /// there, the original folder stays exactly as it was, and the copy goes with the database.
+    #[test]
+    fn a_database_read_through_a_temporary_copy_leaves_the_original_untouched() {
+        use crate::encoder::{Embed, TextKind};
+        use crate::pipeline::{index_documents, testing::HashEmbedder, Document, IndexOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let e = HashEmbedder::new(16);
+        let config = crate::config::Config::default();
+        let params = AnnParams::from_config(&config.index);
+        let opts = DbOptions { backend: Backend::Flat, params, chunk_tokens: 64, chunk_overlap: 8 };
+        let doc = |id: &str, text: &str| Document {
+            id: id.into(),
+            title: String::new(),
+            text: text.into(),
+            metadata: serde_json::Value::Null,
+        };
+        {
+            let db = Database::create_or_open(dir.path(), &e.fingerprint(), &opts).unwrap();
+            let docs = vec![doc("a", "violin cello symphony"), doc("b", "ocean tide coral")];
+            let index_opts = IndexOptions::from_config(&config);
+            index_documents(&db, &e, docs, &index_opts, &crate::pipeline::Silent).unwrap();
+            db.save_index().unwrap();
+        }
+        let before = listing(dir.path());
+        let db = Database::open_copy(dir.path(), Some(&e.fingerprint())).unwrap();
+        let copy = db.path().to_path_buf();
+        assert!(copy.starts_with(std::env::temp_dir()) && copy != dir.path(), "{copy:?}");
+        assert_eq!((db.origin(), db.status().unwrap().path.as_path()), (dir.path(), dir.path()));
+        assert_eq!(db.get_document("b").unwrap().unwrap().text, "ocean tide coral");
+        let q = e.embed(&["cello symphony"], TextKind::Query).unwrap().remove(0);
+        assert_eq!(db.search_dense(&q, 1).unwrap()[0].id, "a");
+        db.save_index().unwrap();
+        drop(db);
+        assert!(!copy.exists(), "the copy outlived its database");
+        assert_eq!(listing(dir.path()), before, "reading through a copy changed the original");
+        // A database the process can write is opened in place.
+        assert_eq!(Database::open_to_read(dir.path(), None).unwrap().path(), dir.path());
     }
 
     /// The lock holder is read from `/proc/locks`: flocks only, on the store's inode.

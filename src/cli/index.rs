@@ -249,7 +249,7 @@ pub fn run_check(_ctx: &Ctx, args: CheckArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    let db = Database::open(&args.db, None)
+    let db = Database::open_to_read(&args.db, None)
         .with_context(|| format!("opening database {}", args.db.display()))?;
     let r = db.verify_recall(args.queries, 10, 42)?;
     let out = serde_json::json!({ "recall_at_10": r.recall, "check": r, "status": db.status()? });
