@@ -594,6 +594,95 @@ async fn idle_and_slow_connections_are_bounded_and_closed() {
     s.stop().await.unwrap();
 }
 
+/// The OpenAPI document states what the server enforces: each status a probe gets is listed
+/// for its operation, a body that is not JSON is 415 wherever a body is taken, and every empty
+/// text or list the server refuses is below a minimum length in the schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn openapi_states_the_statuses_and_minimum_lengths_the_server_enforces() {
+    let fx = fixture();
+    let s = TestServer::start(&fx, |_| {}, None).await;
+    let (_, spec) = s.get("/openapi.json").await;
+    let listed = |method: &str, path: &str, status: u16| {
+        spec["paths"][path][method]["responses"][status.to_string()].is_object()
+    };
+    for (method, path) in server::ROUTES {
+        if !spec["paths"][path][method]["requestBody"].is_object() {
+            continue;
+        }
+        let r = s
+            .client
+            .post(s.url(path))
+            .header("content-type", "text/plain")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 415, "{method} {path}");
+        assert!(listed(method, path, 415), "{method} {path} does not list 415");
+    }
+    let probes = [
+        ("/search", json!({ "query": " " }), "SearchRequest", "/properties/query"),
+        ("/documents", json!({ "documents": [] }), "AddDocumentsRequest", "/properties/documents"),
+        (
+            "/documents",
+            json!({ "documents": [{ "id": "", "text": "x" }] }),
+            "NewDocument",
+            "/properties/id",
+        ),
+        (
+            "/documents",
+            json!({ "documents": [{ "id": "a", "text": "" }] }),
+            "NewDocument",
+            "/properties/text",
+        ),
+        ("/embed", json!({ "texts": [] }), "EmbedRequest", "/properties/texts"),
+        ("/embed", json!({ "texts": [""] }), "EmbedRequest", "/properties/texts/items"),
+        ("/embed", json!({ "inputs": "" }), "TeiEmbedRequest", "/properties/inputs/oneOf/0"),
+        ("/embed", json!({ "inputs": [] }), "TeiEmbedRequest", "/properties/inputs/oneOf/1"),
+        (
+            "/embed",
+            json!({ "inputs": [""] }),
+            "TeiEmbedRequest",
+            "/properties/inputs/oneOf/1/items",
+        ),
+        (
+            "/v1/embeddings",
+            json!({ "input": "" }),
+            "OpenAiEmbeddingsRequest",
+            "/properties/input/oneOf/0",
+        ),
+        (
+            "/v1/embeddings",
+            json!({ "input": [] }),
+            "OpenAiEmbeddingsRequest",
+            "/properties/input/oneOf/1",
+        ),
+        (
+            "/v1/embeddings",
+            json!({ "input": ["x", " "] }),
+            "OpenAiEmbeddingsRequest",
+            "/properties/input/oneOf/1/items",
+        ),
+    ];
+    for (path, body, schema, pointer) in probes {
+        let (st, b) = s.post(path, &body).await;
+        assert_eq!(st, 400, "{path} {body}: {b}");
+        assert!(listed("post", path, st), "{path} does not list {st}");
+        let field = spec["components"]["schemas"][schema].pointer(pointer).cloned();
+        let field = field.unwrap_or_else(|| panic!("no {schema}{pointer}"));
+        let min = field["minLength"].as_u64().or(field["minItems"].as_u64());
+        assert!(min >= Some(1), "{schema}{pointer} has no minimum the server enforces: {field}");
+        if field["type"] == "string" {
+            assert_eq!(field["pattern"], "\\S", "{schema}{pointer}: blank texts are refused too");
+        }
+    }
+    assert_eq!(s.get("/search?q=%20").await.0, 400);
+    let params = spec["paths"]["/search"]["get"]["parameters"].as_array().unwrap();
+    let q = params.iter().find(|p| p["name"] == "q").unwrap();
+    assert_eq!(q["schema"]["minLength"], 1, "{q}");
+    s.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn made_up_http_methods_do_not_grow_the_metrics() {
     let fx = fixture();
