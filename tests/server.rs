@@ -545,6 +545,54 @@ async fn work_queued_beyond_the_time_budget_answers_429_with_retry_after() {
     s.stop().await.unwrap();
 }
 
+/// A queued search whose client hangs up is dropped before it is encoded: the server notices
+/// the closed connection while the request waits, and the encoder skips it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_whose_client_hung_up_is_never_encoded() {
+    use tokio::io::AsyncWriteExt;
+    let fx = fixture();
+    // The encoder thread holds a first request 1.5 s waiting for company: time for its client
+    // to leave while it is queued.
+    let s = TestServer::start(&fx, |c| c.server.max_wait_ms = 1500, None).await;
+    let value = |metrics: &str, name: &str| -> f64 {
+        let line =
+            metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let metrics =
+        || async { s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap() };
+    let passes_before = value(&metrics().await, "engine_encode_batch_size_count");
+    let body = json!({ "query": query_for(&corpus()[2]), "mode": "dense" }).to_string();
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    sock.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
+    // Queued (the depth gauge counts it), then abandoned.
+    let t = Instant::now();
+    while !metrics().await.contains("engine_queue_depth 1") {
+        assert!(t.elapsed() < Duration::from_secs(10), "the request never reached the queue");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(sock);
+    let t = Instant::now();
+    loop {
+        let text = metrics().await;
+        if value(&text, "engine_encode_abandoned_total") == 1.0 {
+            assert_eq!(value(&text, "engine_encode_batch_size_count"), passes_before, "{text}");
+            assert!(text.contains("engine_queue_depth 0"), "{text}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "never dropped:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The queue serves the next request as usual.
+    assert_eq!(s.post("/search", &json!({ "query": "rust", "mode": "dense" })).await.0, 200);
+    s.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idle_and_slow_connections_are_bounded_and_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
