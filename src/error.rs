@@ -45,12 +45,12 @@ pub enum Error {
         /// The process holding the store's lock, where the system says (Linux `/proc/locks`).
         pid: Option<u32>,
     },
-    /// The database's folder cannot be written, and the command writes (its store, sled, opens
-    /// read-write; `engine search`, `eval` and `check` read such a database through a copy).
+    /// The database's folder cannot be written, and the command or request writes (its store,
+    /// sled, opens read-write; searches read such a database through a temporary copy).
     #[error(
-        "database {} cannot be written: {reason}; `engine serve`, `index` and `delete` need \
-         write access to its folder (`engine search`, `eval` and `check` read it through a \
-         temporary copy)",
+        "database {} cannot be written: {reason}; `engine index`, `delete` and the server's \
+         document writes need write access to its folder (searches read it through a temporary \
+         copy)",
         path.display()
     )]
     DatabaseReadOnly {

@@ -142,6 +142,7 @@ impl SearchIndex {
         store: impl FnOnce(&Database) -> Result<Vec<String>>,
         lexical: impl FnOnce(&LexicalIndex) -> Result<()>,
     ) -> Result<Vec<String>> {
+        self.db.check_writable()?;
         let Some(lex) = &self.lexical else {
             let out = store(&self.db)?;
             self.db.flush()?;

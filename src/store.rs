@@ -190,9 +190,9 @@ impl Drop for ScratchCopy {
     }
 }
 
-/// Copies the database folder `from` into a fresh temporary folder; returns it and the bytes
-/// copied.
-fn scratch_copy(from: &Path) -> Result<(ScratchCopy, u64)> {
+/// Copies the database folder `from` (only its subfolder `only`, when given) into a fresh
+/// temporary folder; returns it and the bytes copied.
+fn scratch_copy(from: &Path, only: Option<&str>) -> Result<(ScratchCopy, u64)> {
     let base = std::env::temp_dir();
     let dir = (0u32..1000)
         .map(|n| base.join(format!("engine-read-copy-{}-{n}", std::process::id())))
@@ -200,10 +200,14 @@ fn scratch_copy(from: &Path) -> Result<(ScratchCopy, u64)> {
         .ok_or_else(|| Error::Store(format!("no free temporary folder in {}", base.display())))?;
     let copy = ScratchCopy { dir, origin: from.to_path_buf() };
     let mut bytes = 0;
-    for entry in walkdir::WalkDir::new(from).follow_links(true).min_depth(1) {
+    let root = only.map_or_else(|| from.to_path_buf(), |sub| from.join(sub));
+    for entry in walkdir::WalkDir::new(&root).follow_links(true) {
         let entry = entry.map_err(|e| Error::Store(format!("copying {}: {e}", from.display())))?;
         let rel = entry.path().strip_prefix(from).map_err(|e| Error::Store(e.to_string()))?;
         let to = copy.dir.join(rel);
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
         if entry.file_type().is_dir() {
             std::fs::create_dir_all(&to)?;
         } else {
@@ -341,11 +345,12 @@ impl Database {
         Self::finish_open(dir, db, tree, manifest)
     }
 
-    /// Opens an existing database to read it (search, eval): as [`Database::open`], except that
-    /// a database whose folder this process cannot write (a read-only mount, another user's
-    /// files) is read through a private temporary copy, since sled opens its store read-write
-    /// even to read. The copy is removed when the database is dropped; nothing written through
-    /// it is kept, so writers (`engine serve`, `index`, `delete`) use [`Database::open`].
+    /// Opens an existing database to search it (search, eval, check, serve): as
+    /// [`Database::open`], except that a database whose folder this process cannot write (a
+    /// read-only mount, another user's files) is read through a private temporary copy, since
+    /// sled opens its store read-write even to read. The copy is removed when the database is
+    /// dropped, and refuses writes ([`Database::check_writable`]), so nothing written is lost
+    /// with it; `engine index` and `delete` use [`Database::open`].
     pub fn open_to_read(dir: &Path, encoder: Option<&EncoderFingerprint>) -> Result<Self> {
         match Self::open(dir, encoder) {
             Err(Error::DatabaseReadOnly { path, reason }) => Self::open_copy(&path, encoder)
@@ -361,7 +366,7 @@ impl Database {
 
     /// Opens a private temporary copy of the database in `dir` (see [`Database::open_to_read`]).
     fn open_copy(dir: &Path, encoder: Option<&EncoderFingerprint>) -> Result<Self> {
-        let (copy, bytes) = scratch_copy(dir)?;
+        let (copy, bytes) = scratch_copy(dir, None)?;
         tracing::warn!(
             "database {} cannot be written: reading it through a temporary copy in {} ({:.1} MB)",
             dir.display(),
@@ -379,14 +384,53 @@ impl Database {
         self.scratch.as_ref().map_or(&self.dir, |c| &c.origin)
     }
 
+    /// Whether this is a temporary copy of a database that cannot be written (see
+    /// [`Database::open_to_read`]).
+    pub fn read_only(&self) -> bool {
+        self.scratch.is_some()
+    }
+
+    /// [`Error::DatabaseReadOnly`] for a database read through a temporary copy: what it
+    /// stored would be lost with the copy. Every write checks it first.
+    pub fn check_writable(&self) -> Result<()> {
+        match &self.scratch {
+            None => Ok(()),
+            Some(c) => Err(Error::DatabaseReadOnly {
+                path: c.origin.clone(),
+                reason: "its folder cannot be written, so this process reads a temporary copy"
+                    .into(),
+            }),
+        }
+    }
+
     /// Reads the manifest of the database in `dir` without loading its ANN index (what
     /// `engine info --db` shows, and where commands find the encoder a database was built with).
+    /// A folder that cannot be written is read through a temporary copy of its store.
     pub fn read_manifest(dir: &Path) -> Result<Manifest> {
         if !Self::exists(dir) {
             return Err(Error::NotFound(format!("no database at {}", dir.display())));
         }
-        let db = open_sled(dir)?;
-        read_manifest_from(dir, &db.open_tree("engine")?)
+        match open_sled(dir) {
+            Ok(db) => read_manifest_from(dir, &db.open_tree("engine")?),
+            Err(Error::DatabaseReadOnly { path, reason }) => {
+                let read_copy = || {
+                    let (copy, _) = scratch_copy(dir, Some(SLED_DIR))?;
+                    let db = open_sled(&copy.dir)?;
+                    let manifest = read_manifest_from(dir, &db.open_tree("engine")?);
+                    // The store closes before its copy is removed.
+                    drop(db);
+                    drop(copy);
+                    manifest
+                };
+                read_copy().map_err(|e| Error::DatabaseReadOnly {
+                    path,
+                    reason: format!(
+                        "{reason}; reading it through a temporary copy failed too: {e}"
+                    ),
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn finish_open(dir: &Path, db: sled::Db, tree: sled::Tree, manifest: Manifest) -> Result<Self> {
@@ -541,6 +585,7 @@ impl Database {
 
     /// Remembers freshly embedded vectors so an interrupted run need not embed them again.
     pub fn cache_put(&self, entries: &[([u8; 32], Vec<f32>)]) -> Result<()> {
+        self.check_writable()?;
         let mut batch = sled::Batch::default();
         for (k, v) in entries {
             batch.insert(key(b'c', k), vec_to_bytes(v));
@@ -552,6 +597,7 @@ impl Database {
     /// Drops every cached vector (after a completed run, leftovers belong to passages of an
     /// interrupted run whose corpus has since changed). Returns how many were dropped.
     pub fn clear_cache(&self) -> Result<usize> {
+        self.check_writable()?;
         let mut batch = sled::Batch::default();
         let mut n = 0;
         for k in self.tree.scan_prefix([b'c']).keys() {
@@ -566,6 +612,7 @@ impl Database {
     /// stored document with the same id (its old passages are removed). Vectors are checked
     /// against the database dimension and L2-normalised.
     pub fn put_documents(&self, docs: Vec<NewDocument>) -> Result<()> {
+        self.check_writable()?;
         if docs.is_empty() {
             return Ok(());
         }
@@ -656,6 +703,7 @@ impl Database {
 
     /// Deletes documents and their passages; returns the ids that did not exist.
     pub fn delete_documents(&self, ids: &[String]) -> Result<Vec<String>> {
+        self.check_writable()?;
         let _w = self.writer.lock().map_err(poisoned)?;
         let mut batch = sled::Batch::default();
         let mut removed = Vec::new();
@@ -1095,6 +1143,16 @@ mod tests {
         assert_eq!(db.get_document("b").unwrap().unwrap().text, "ocean tide coral");
         let q = e.embed(&["cello symphony"], TextKind::Query).unwrap().remove(0);
         assert_eq!(db.search_dense(&q, 1).unwrap()[0].id, "a");
+        // Writes are refused, naming the original folder: they would vanish with the copy.
+        assert!(db.read_only());
+        for err in [
+            db.delete_documents(&["a".into()]).unwrap_err(),
+            db.put_documents(Vec::new()).unwrap_err(),
+            db.cache_put(&[]).unwrap_err(),
+        ] {
+            assert!(matches!(&err, Error::DatabaseReadOnly { path, .. } if path == dir.path()));
+        }
+        assert!(db.get_document("a").unwrap().is_some());
         db.save_index().unwrap();
         drop(db);
         assert!(!copy.exists(), "the copy outlived its database");

@@ -114,7 +114,7 @@ pub fn spec() -> Value {
                         "200": json_response("What was done.", "AddDocumentsResponse"),
                         "400": error_response("Invalid documents (no document, an empty or blank id, a duplicate id, an empty text), malformed JSON."),
                         "401": error_response("Missing or wrong API key."),
-                        "403": error_response("The read key was sent: writes need the admin key."),
+                        "403": error_response("The read key was sent: writes need the admin key (code forbidden); or the database folder cannot be written, so the server serves a read-only copy (code read_only)."),
                         "413": error_response("More than server.max_documents_per_request documents, or body too large."),
                         "415": error_response("Body without Content-Type: application/json."),
                         "422": error_response("JSON of the wrong shape (unknown fields, wrong types)."),
@@ -141,7 +141,7 @@ pub fn spec() -> Value {
                     "responses": {
                         "200": json_response("Deleted.", "DeleteResponse"),
                         "401": error_response("Missing or wrong API key."),
-                        "403": error_response("The read key was sent: deletes need the admin key."),
+                        "403": error_response("The read key was sent: deletes need the admin key (code forbidden); or the database is read-only (code read_only)."),
                         "404": error_response("No document with this id.")
                     }
                 }
@@ -186,7 +186,7 @@ pub fn spec() -> Value {
                 "Error": {
                     "type": "object", "required": ["error"],
                     "properties": { "error": { "type": "object", "required": ["code", "message", "type"], "properties": {
-                        "code": { "type": "string", "examples": ["bad_request", "invalid_json", "invalid_request", "unsupported_media_type", "payload_too_large", "query_too_long", "text_too_long", "not_found", "model_not_found", "unauthorized", "forbidden", "overloaded", "too_many_texts", "too_many_tokens", "too_many_documents", "not_ready", "timeout", "internal"] },
+                        "code": { "type": "string", "examples": ["bad_request", "invalid_json", "invalid_request", "unsupported_media_type", "payload_too_large", "query_too_long", "text_too_long", "not_found", "model_not_found", "unauthorized", "forbidden", "read_only", "overloaded", "too_many_texts", "too_many_tokens", "too_many_documents", "not_ready", "timeout", "internal"] },
                         "message": { "type": "string" },
                         "type": { "type": "string", "enum": ["invalid_request_error", "authentication_error", "permission_error", "rate_limit_error", "server_error"], "description": "OpenAI's error type for the status." }
                     } } }
