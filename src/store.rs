@@ -190,12 +190,38 @@ impl Drop for ScratchCopy {
     }
 }
 
+/// Names of temporary database copies: this prefix, the pid of the process that made it, `-N`.
+const SCRATCH_PREFIX: &str = "engine-read-copy-";
+
+/// Removes the temporary copies in `base` left by processes that no longer run (killed
+/// before they could remove theirs), so crashes do not fill the disk with copies. Linux only
+/// (a process runs while `/proc/PID` exists); elsewhere nothing is removed.
+fn sweep_dead_copies(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SCRATCH_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        let gone = cfg!(target_os = "linux") && !Path::new("/proc").join(pid.to_string()).exists();
+        if gone && pid != std::process::id() {
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::debug!("could not remove {}: {e}", entry.path().display());
+            }
+        }
+    }
+}
+
 /// Copies the database folder `from` (only its subfolder `only`, when given) into a fresh
 /// temporary folder; returns it and the bytes copied.
 fn scratch_copy(from: &Path, only: Option<&str>) -> Result<(ScratchCopy, u64)> {
     let base = std::env::temp_dir();
+    sweep_dead_copies(&base);
     let dir = (0u32..1000)
-        .map(|n| base.join(format!("engine-read-copy-{}-{n}", std::process::id())))
+        .map(|n| base.join(format!("{SCRATCH_PREFIX}{}-{n}", std::process::id())))
         .find(|d| std::fs::create_dir(d).is_ok())
         .ok_or_else(|| Error::Store(format!("no free temporary folder in {}", base.display())))?;
     let copy = ScratchCopy { dir, origin: from.to_path_buf() };
@@ -1159,6 +1185,23 @@ mod tests {
         assert_eq!(listing(dir.path()), before, "reading through a copy changed the original");
         // A database the process can write is opened in place.
         assert_eq!(Database::open_to_read(dir.path(), None).unwrap().path(), dir.path());
+    }
+
+    /// Copies left by processes that are gone are removed; a running process's are kept.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn copies_of_processes_that_are_gone_are_swept() {
+        let base = tempfile::tempdir().unwrap();
+        // pid_max is at most 2^22 on Linux: no process has this pid.
+        let dead = base.path().join(format!("{SCRATCH_PREFIX}{}-0", 1u32 << 30));
+        let live = base.path().join(format!("{SCRATCH_PREFIX}{}-3", std::process::id()));
+        let other = base.path().join("engine-read-copy-notes");
+        for d in [&dead, &live, &other] {
+            std::fs::create_dir_all(d.join("sled")).unwrap();
+        }
+        sweep_dead_copies(base.path());
+        assert!(!dead.exists(), "a dead process's copy stayed");
+        assert!(live.exists() && other.exists());
     }
 
     /// The lock holder is read from `/proc/locks`: flocks only, on the store's inode.
