@@ -45,11 +45,12 @@ pub enum Error {
         /// The process holding the store's lock, where the system says (Linux `/proc/locks`).
         pid: Option<u32>,
     },
-    /// The database's folder cannot be written: its store (sled) opens read-write even to
-    /// search.
+    /// The database's folder cannot be written, and the command or request writes (its store,
+    /// sled, opens read-write; searches read such a database through a temporary copy).
     #[error(
-        "database {} cannot be opened: {reason}; its store needs write access even to search, so \
-         make the folder writable or search a writable copy (cp -r)",
+        "database {} cannot be written: {reason}; `engine index`, `delete` and the server's \
+         document writes need write access to its folder (searches read it through a temporary \
+         copy)",
         path.display()
     )]
     DatabaseReadOnly {

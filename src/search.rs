@@ -4,13 +4,16 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Mutex;
 
+use crate::encoder::Embed;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::fusion::Fusion;
 use crate::lexical::{LexicalDoc, LexicalIndex, LexicalOptions};
+use crate::pipeline::{index_documents, Document, IndexOptions, IndexReport, Progress};
 use crate::store::{
-    lexical_dir, Database, DocHit, NewDocument, LEXICAL_PENDING, LEXICAL_REBUILD_DIRS,
+    lexical_dir, poisoned, Database, DocHit, NewDocument, LEXICAL_PENDING, LEXICAL_REBUILD_DIRS,
 };
 
 /// How a query is answered.
@@ -71,15 +74,24 @@ const FUSION_DEPTH: usize = 100;
 pub struct SearchIndex {
     db: Database,
     lexical: Option<LexicalIndex>,
+    /// Writes between their store and BM25 halves: the [`LEXICAL_PENDING`] marker they share
+    /// may only go when the last of them is done.
+    pending: Mutex<PendingWrites>,
+}
+
+/// Writes of one [`SearchIndex`] under way, and whether one of them failed.
+#[derive(Default)]
+struct PendingWrites {
+    in_flight: usize,
+    /// A write failed between the store and BM25: the marker stays until the next open
+    /// repairs BM25.
+    failed: bool,
 }
 
 impl SearchIndex {
-    /// Wraps `db`, opening `DB/lexical/` when it exists.
-    pub fn new(db: Database) -> Result<Self> {
-        let dir = lexical_dir(db.path());
-        let lexical =
-            if LexicalIndex::exists(&dir) { Some(LexicalIndex::open(&dir)?) } else { None };
-        Ok(Self { db, lexical })
+    /// Wraps `db` and its BM25 index as they are (see [`SearchIndex::open`]).
+    fn new(db: Database, lexical: Option<LexicalIndex>) -> Self {
+        Self { db, lexical, pending: Mutex::new(PendingWrites::default()) }
     }
 
     /// Opens `db` with its BM25 index, first repairing BM25 when it may disagree with the
@@ -102,16 +114,17 @@ impl SearchIndex {
                 Err(e) => Some(format!("unreadable ({e})")),
             }
         };
-        let Some(problem) = problem else { return Self::new(db) };
+        let Some(problem) = problem else {
+            let lexical =
+                if LexicalIndex::exists(&dir) { Some(LexicalIndex::open(&dir)?) } else { None };
+            return Ok(Self::new(db, lexical));
+        };
         tracing::warn!(documents, "BM25 index {problem}; rebuilding it from the store");
         match sync_lexical(&db) {
-            Ok(lexical) => {
-                remove_if_present(&db.path().join(LEXICAL_PENDING))?;
-                Ok(Self { db, lexical: Some(lexical) })
-            }
+            Ok(lexical) => Ok(Self::new(db, Some(lexical))),
             Err(e) => {
                 tracing::warn!("could not rebuild the BM25 index ({e}); serving dense search only");
-                Ok(Self { db, lexical: None })
+                Ok(Self::new(db, None))
             }
         }
     }
@@ -122,23 +135,41 @@ impl SearchIndex {
 
     /// Runs a write to the store and then BM25 with the [`LEXICAL_PENDING`] marker on disk in
     /// between, so a crash in the middle is repaired by the next [`SearchIndex::open`].
+    /// Concurrent writes share the marker: the last one to finish removes it, so a write whose
+    /// BM25 half is still to come is never left unmarked by another that finished first.
     fn write_both(
         &self,
         store: impl FnOnce(&Database) -> Result<Vec<String>>,
         lexical: impl FnOnce(&LexicalIndex) -> Result<()>,
     ) -> Result<Vec<String>> {
+        self.db.check_writable()?;
+        let Some(lex) = &self.lexical else {
+            let out = store(&self.db)?;
+            self.db.flush()?;
+            return Ok(out);
+        };
         let marker = self.db.path().join(LEXICAL_PENDING);
-        if self.lexical.is_some() {
-            crate::index::persist::atomic_write(&marker, b"")?;
+        {
+            let mut p = self.pending.lock().map_err(poisoned)?;
+            if p.in_flight == 0 {
+                mark_pending(self.db.path())?;
+            }
+            p.in_flight += 1;
         }
-        let out = store(&self.db)?;
-        self.db.flush()?;
-        if let Some(lex) = &self.lexical {
+        let result = (|| {
+            let out = store(&self.db)?;
+            self.db.flush()?;
             lexical(lex)?;
             lex.commit()?;
+            Ok(out)
+        })();
+        let mut p = self.pending.lock().map_err(poisoned)?;
+        p.in_flight -= 1;
+        p.failed |= result.is_err();
+        if p.in_flight == 0 && !p.failed {
             remove_if_present(&marker)?;
         }
-        Ok(out)
+        result
     }
 
     pub fn lexical(&self) -> Option<&LexicalIndex> {
@@ -292,6 +323,30 @@ impl SearchIndex {
     }
 }
 
+/// Puts the [`LEXICAL_PENDING`] marker in the database at `db_dir`: the store is about to
+/// change ahead of BM25, and until the marker goes, an open rebuilds BM25 from the store.
+fn mark_pending(db_dir: &Path) -> Result<()> {
+    crate::index::persist::atomic_write(&db_dir.join(LEXICAL_PENDING), b"")
+}
+
+/// Indexes `docs` into `db` (see [`index_documents`]), then rebuilds its BM25 index from the
+/// store. The [`LEXICAL_PENDING`] marker is on disk from before the first store write until
+/// BM25 matches, so a run killed or failing in between (an `--update` that changes documents
+/// without changing their count) is repaired by the next [`SearchIndex::open`]. On success
+/// returns the report and the rebuilt BM25 index.
+pub fn index_with_bm25(
+    db: &Database,
+    embedder: &dyn Embed,
+    docs: Vec<Document>,
+    opts: &IndexOptions,
+    progress: &dyn Progress,
+) -> Result<(IndexReport, LexicalIndex)> {
+    mark_pending(db.path())?;
+    let report = index_documents(db, embedder, docs, opts, progress)?;
+    db.flush()?;
+    Ok((report, sync_lexical(db)?))
+}
+
 fn remove_if_present(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
@@ -301,7 +356,8 @@ fn remove_if_present(path: &Path) -> Result<()> {
 
 /// Rebuilds `DB/lexical/` from every document in the store, so it matches the store exactly
 /// after `engine index` or `engine delete` (tantivy indexes thousands of documents a second,
-/// negligible beside embedding them). Built in a temporary folder and swapped in.
+/// negligible beside embedding them). Built in a temporary folder and swapped in; the
+/// [`LEXICAL_PENDING`] marker, if any, goes once it is.
 pub fn sync_lexical(db: &Database) -> Result<LexicalIndex> {
     let dir = lexical_dir(db.path());
     let [tmp, old] = LEXICAL_REBUILD_DIRS.map(|name| db.path().join(name));
@@ -332,12 +388,45 @@ pub fn sync_lexical(db: &Database) -> Result<LexicalIndex> {
     if old.exists() {
         std::fs::remove_dir_all(&old)?;
     }
-    LexicalIndex::open(&dir)
+    let lex = LexicalIndex::open(&dir)?;
+    remove_if_present(&db.path().join(LEXICAL_PENDING))?;
+    Ok(lex)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::SearchMode;
+    use super::*;
+    use crate::index::{AnnParams, Backend};
+    use crate::pipeline::testing::HashEmbedder;
+    use crate::store::DbOptions;
+
+    /// Overlapping writes (the server runs them concurrently) share the marker: one that
+    /// finishes first must not remove it while another's BM25 half is still to come, and a
+    /// write that failed half-way leaves it for the next open whatever follows.
+    #[test]
+    fn the_marker_stays_until_the_last_overlapping_write_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = HashEmbedder::new(16);
+        let params = AnnParams::from_config(&crate::config::Config::default().index);
+        let opts = DbOptions { backend: Backend::Flat, params, chunk_tokens: 64, chunk_overlap: 8 };
+        let db = Database::create_or_open(dir.path(), &e.fingerprint(), &opts).unwrap();
+        let index = SearchIndex::open(db, true).unwrap();
+        let marker = dir.path().join(LEXICAL_PENDING);
+        let store_only = |_: &Database| Ok(Vec::new());
+        index
+            .write_both(store_only, |_| {
+                // Another write, start to end, while this one is between store and BM25.
+                index.write_both(store_only, |_| Ok(())).unwrap();
+                assert!(marker.exists(), "removed while a write had not reached BM25");
+                Ok(())
+            })
+            .unwrap();
+        assert!(!marker.exists(), "the last write to finish removes it");
+        let failed = index.write_both(store_only, |_| Err(Error::Index("disk full".into())));
+        assert!(failed.is_err());
+        index.write_both(store_only, |_| Ok(())).unwrap();
+        assert!(marker.exists(), "a later write cleared the mark of a failed one");
+    }
 
     #[test]
     fn untrained_encoders_default_to_bm25_only_where_bm25_exists() {

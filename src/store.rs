@@ -170,6 +170,77 @@ pub struct Database {
     ann: RwLock<Box<dyn AnnIndex>>,
     writer: Mutex<()>,
     last_save: Mutex<Instant>,
+    /// Set when this is a private copy of a database the process cannot write (see
+    /// [`Database::open_to_read`]); declared last so the store closes before the copy goes.
+    scratch: Option<ScratchCopy>,
+}
+
+/// A temporary copy of a database folder, removed when dropped.
+struct ScratchCopy {
+    dir: PathBuf,
+    /// The database it copies.
+    origin: PathBuf,
+}
+
+impl Drop for ScratchCopy {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            tracing::warn!("could not remove the temporary copy {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// Names of temporary database copies: this prefix, the pid of the process that made it, `-N`.
+const SCRATCH_PREFIX: &str = "engine-read-copy-";
+
+/// Removes the temporary copies in `base` left by processes that no longer run (killed
+/// before they could remove theirs), so crashes do not fill the disk with copies. Linux only
+/// (a process runs while `/proc/PID` exists); elsewhere nothing is removed.
+fn sweep_dead_copies(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SCRATCH_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        let gone = cfg!(target_os = "linux") && !Path::new("/proc").join(pid.to_string()).exists();
+        if gone && pid != std::process::id() {
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::debug!("could not remove {}: {e}", entry.path().display());
+            }
+        }
+    }
+}
+
+/// Copies the database folder `from` (only its subfolder `only`, when given) into a fresh
+/// temporary folder; returns it and the bytes copied.
+fn scratch_copy(from: &Path, only: Option<&str>) -> Result<(ScratchCopy, u64)> {
+    let base = std::env::temp_dir();
+    sweep_dead_copies(&base);
+    let dir = (0u32..1000)
+        .map(|n| base.join(format!("{SCRATCH_PREFIX}{}-{n}", std::process::id())))
+        .find(|d| std::fs::create_dir(d).is_ok())
+        .ok_or_else(|| Error::Store(format!("no free temporary folder in {}", base.display())))?;
+    let copy = ScratchCopy { dir, origin: from.to_path_buf() };
+    let mut bytes = 0;
+    let root = only.map_or_else(|| from.to_path_buf(), |sub| from.join(sub));
+    for entry in walkdir::WalkDir::new(&root).follow_links(true) {
+        let entry = entry.map_err(|e| Error::Store(format!("copying {}: {e}", from.display())))?;
+        let rel = entry.path().strip_prefix(from).map_err(|e| Error::Store(e.to_string()))?;
+        let to = copy.dir.join(rel);
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&to)?;
+        } else {
+            bytes += std::fs::copy(entry.path(), &to)?;
+        }
+    }
+    Ok((copy, bytes))
 }
 
 /// ANN over-fetch rounds a filtered dense search tries before scanning the matching set exactly.
@@ -209,7 +280,7 @@ fn dec<T: for<'de> Deserialize<'de>>(b: &[u8], what: &str) -> Result<T> {
     bincode::deserialize(b).map_err(|e| Error::Store(format!("corrupt {what}: {e}")))
 }
 
-fn poisoned<T>(_: T) -> Error {
+pub(crate) fn poisoned<T>(_: T) -> Error {
     Error::Store("internal lock poisoned by an earlier panic".into())
 }
 
@@ -300,14 +371,92 @@ impl Database {
         Self::finish_open(dir, db, tree, manifest)
     }
 
+    /// Opens an existing database to search it (search, eval, check, serve): as
+    /// [`Database::open`], except that a database whose folder this process cannot write (a
+    /// read-only mount, another user's files) is read through a private temporary copy, since
+    /// sled opens its store read-write even to read. The copy is removed when the database is
+    /// dropped, and refuses writes ([`Database::check_writable`]), so nothing written is lost
+    /// with it; `engine index` and `delete` use [`Database::open`].
+    pub fn open_to_read(dir: &Path, encoder: Option<&EncoderFingerprint>) -> Result<Self> {
+        match Self::open(dir, encoder) {
+            Err(Error::DatabaseReadOnly { path, reason }) => Self::open_copy(&path, encoder)
+                .map_err(|e| Error::DatabaseReadOnly {
+                    path,
+                    reason: format!(
+                        "{reason}; reading it through a temporary copy failed too: {e}"
+                    ),
+                }),
+            other => other,
+        }
+    }
+
+    /// Opens a private temporary copy of the database in `dir` (see [`Database::open_to_read`]).
+    fn open_copy(dir: &Path, encoder: Option<&EncoderFingerprint>) -> Result<Self> {
+        let (copy, bytes) = scratch_copy(dir, None)?;
+        tracing::warn!(
+            "database {} cannot be written: reading it through a temporary copy in {} ({:.1} MB)",
+            dir.display(),
+            copy.dir.display(),
+            bytes as f64 / 1e6
+        );
+        let mut db = Self::open(&copy.dir, encoder)?;
+        db.scratch = Some(copy);
+        Ok(db)
+    }
+
+    /// The folder the database was opened from: [`Database::path`], or for a database read
+    /// through a temporary copy, the folder it copies.
+    pub fn origin(&self) -> &Path {
+        self.scratch.as_ref().map_or(&self.dir, |c| &c.origin)
+    }
+
+    /// Whether this is a temporary copy of a database that cannot be written (see
+    /// [`Database::open_to_read`]).
+    pub fn read_only(&self) -> bool {
+        self.scratch.is_some()
+    }
+
+    /// [`Error::DatabaseReadOnly`] for a database read through a temporary copy: what it
+    /// stored would be lost with the copy. Every write checks it first.
+    pub fn check_writable(&self) -> Result<()> {
+        match &self.scratch {
+            None => Ok(()),
+            Some(c) => Err(Error::DatabaseReadOnly {
+                path: c.origin.clone(),
+                reason: "its folder cannot be written, so this process reads a temporary copy"
+                    .into(),
+            }),
+        }
+    }
+
     /// Reads the manifest of the database in `dir` without loading its ANN index (what
     /// `engine info --db` shows, and where commands find the encoder a database was built with).
+    /// A folder that cannot be written is read through a temporary copy of its store.
     pub fn read_manifest(dir: &Path) -> Result<Manifest> {
         if !Self::exists(dir) {
             return Err(Error::NotFound(format!("no database at {}", dir.display())));
         }
-        let db = open_sled(dir)?;
-        read_manifest_from(dir, &db.open_tree("engine")?)
+        match open_sled(dir) {
+            Ok(db) => read_manifest_from(dir, &db.open_tree("engine")?),
+            Err(Error::DatabaseReadOnly { path, reason }) => {
+                let read_copy = || {
+                    let (copy, _) = scratch_copy(dir, Some(SLED_DIR))?;
+                    let db = open_sled(&copy.dir)?;
+                    let manifest = read_manifest_from(dir, &db.open_tree("engine")?);
+                    // The store closes before its copy is removed.
+                    drop(db);
+                    drop(copy);
+                    manifest
+                };
+                read_copy().map_err(|e| Error::DatabaseReadOnly {
+                    path,
+                    reason: format!(
+                        "{reason}; reading it through a temporary copy failed too: {e}"
+                    ),
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn finish_open(dir: &Path, db: sled::Db, tree: sled::Tree, manifest: Manifest) -> Result<Self> {
@@ -351,6 +500,7 @@ impl Database {
             ann: RwLock::new(ann),
             writer: Mutex::new(()),
             last_save: Mutex::new(Instant::now()),
+            scratch: None,
         };
         let changed = me.reconcile()?;
         if changed > 0 {
@@ -386,6 +536,8 @@ impl Database {
         Ok(extra.len() + missing.len())
     }
 
+    /// The folder the database works in (for one read through a temporary copy, the copy:
+    /// see [`Database::origin`]).
     pub fn path(&self) -> &Path {
         &self.dir
     }
@@ -402,7 +554,7 @@ impl Database {
         let m = self.manifest();
         let ann = self.ann.read().map_err(poisoned)?;
         Ok(Status {
-            path: self.dir.clone(),
+            path: self.origin().to_path_buf(),
             documents: m.documents,
             passages: m.passages,
             indexed: ann.len(),
@@ -459,6 +611,7 @@ impl Database {
 
     /// Remembers freshly embedded vectors so an interrupted run need not embed them again.
     pub fn cache_put(&self, entries: &[([u8; 32], Vec<f32>)]) -> Result<()> {
+        self.check_writable()?;
         let mut batch = sled::Batch::default();
         for (k, v) in entries {
             batch.insert(key(b'c', k), vec_to_bytes(v));
@@ -470,6 +623,7 @@ impl Database {
     /// Drops every cached vector (after a completed run, leftovers belong to passages of an
     /// interrupted run whose corpus has since changed). Returns how many were dropped.
     pub fn clear_cache(&self) -> Result<usize> {
+        self.check_writable()?;
         let mut batch = sled::Batch::default();
         let mut n = 0;
         for k in self.tree.scan_prefix([b'c']).keys() {
@@ -484,6 +638,7 @@ impl Database {
     /// stored document with the same id (its old passages are removed). Vectors are checked
     /// against the database dimension and L2-normalised.
     pub fn put_documents(&self, docs: Vec<NewDocument>) -> Result<()> {
+        self.check_writable()?;
         if docs.is_empty() {
             return Ok(());
         }
@@ -574,6 +729,7 @@ impl Database {
 
     /// Deletes documents and their passages; returns the ids that did not exist.
     pub fn delete_documents(&self, ids: &[String]) -> Result<Vec<String>> {
+        self.check_writable()?;
         let _w = self.writer.lock().map_err(poisoned)?;
         let mut batch = sled::Batch::default();
         let mut removed = Vec::new();
@@ -957,11 +1113,95 @@ mod tests {
         let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
         let e = open_error(dir, sled::Error::Io(denied));
         assert!(matches!(&e, Error::DatabaseReadOnly { path, .. } if path == dir), "{e}");
-        assert!(e.to_string().contains("/data/corpus.db") && e.to_string().contains("writable"));
+        assert!(
+            e.to_string().contains("/data/corpus.db") && e.to_string().contains("write access")
+        );
         let rofs = std::io::Error::from_raw_os_error(30);
         assert!(matches!(open_error(dir, sled::Error::Io(rofs)), Error::DatabaseReadOnly { .. }));
         let other = open_error(dir, sled::Error::Unsupported("x".into()));
         assert!(other.to_string().contains("/data/corpus.db"), "{other}");
+    }
+
+    /// Every file under `dir`: relative path, length and modification time.
+    fn listing(dir: &Path) -> Vec<(PathBuf, u64, SystemTime)> {
+        let mut files: Vec<_> = walkdir::WalkDir::new(dir)
+            .into_iter()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_type().is_file())
+            .map(|e| {
+                let m = e.metadata().unwrap();
+                (e.path().strip_prefix(dir).unwrap().to_path_buf(), m.len(), m.modified().unwrap())
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// A database this process cannot write is read through a temporary copy: everything is
+    /// there, the original folder stays exactly as it was, and the copy goes with the database.
+    #[test]
+    fn a_database_read_through_a_temporary_copy_leaves_the_original_untouched() {
+        use crate::encoder::{Embed, TextKind};
+        use crate::pipeline::{index_documents, testing::HashEmbedder, Document, IndexOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let e = HashEmbedder::new(16);
+        let config = crate::config::Config::default();
+        let params = AnnParams::from_config(&config.index);
+        let opts = DbOptions { backend: Backend::Flat, params, chunk_tokens: 64, chunk_overlap: 8 };
+        let doc = |id: &str, text: &str| Document {
+            id: id.into(),
+            title: String::new(),
+            text: text.into(),
+            metadata: serde_json::Value::Null,
+        };
+        {
+            let db = Database::create_or_open(dir.path(), &e.fingerprint(), &opts).unwrap();
+            let docs = vec![doc("a", "violin cello symphony"), doc("b", "ocean tide coral")];
+            let index_opts = IndexOptions::from_config(&config);
+            index_documents(&db, &e, docs, &index_opts, &crate::pipeline::Silent).unwrap();
+            db.save_index().unwrap();
+        }
+        let before = listing(dir.path());
+        let db = Database::open_copy(dir.path(), Some(&e.fingerprint())).unwrap();
+        let copy = db.path().to_path_buf();
+        assert!(copy.starts_with(std::env::temp_dir()) && copy != dir.path(), "{copy:?}");
+        assert_eq!((db.origin(), db.status().unwrap().path.as_path()), (dir.path(), dir.path()));
+        assert_eq!(db.get_document("b").unwrap().unwrap().text, "ocean tide coral");
+        let q = e.embed(&["cello symphony"], TextKind::Query).unwrap().remove(0);
+        assert_eq!(db.search_dense(&q, 1).unwrap()[0].id, "a");
+        // Writes are refused, naming the original folder: they would vanish with the copy.
+        assert!(db.read_only());
+        for err in [
+            db.delete_documents(&["a".into()]).unwrap_err(),
+            db.put_documents(Vec::new()).unwrap_err(),
+            db.cache_put(&[]).unwrap_err(),
+        ] {
+            assert!(matches!(&err, Error::DatabaseReadOnly { path, .. } if path == dir.path()));
+        }
+        assert!(db.get_document("a").unwrap().is_some());
+        db.save_index().unwrap();
+        drop(db);
+        assert!(!copy.exists(), "the copy outlived its database");
+        assert_eq!(listing(dir.path()), before, "reading through a copy changed the original");
+        // A database the process can write is opened in place.
+        assert_eq!(Database::open_to_read(dir.path(), None).unwrap().path(), dir.path());
+    }
+
+    /// Copies left by processes that are gone are removed; a running process's are kept.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn copies_of_processes_that_are_gone_are_swept() {
+        let base = tempfile::tempdir().unwrap();
+        // pid_max is at most 2^22 on Linux: no process has this pid.
+        let dead = base.path().join(format!("{SCRATCH_PREFIX}{}-0", 1u32 << 30));
+        let live = base.path().join(format!("{SCRATCH_PREFIX}{}-3", std::process::id()));
+        let other = base.path().join("engine-read-copy-notes");
+        for d in [&dead, &live, &other] {
+            std::fs::create_dir_all(d.join("sled")).unwrap();
+        }
+        sweep_dead_copies(base.path());
+        assert!(!dead.exists(), "a dead process's copy stayed");
+        assert!(live.exists() && other.exists());
     }
 
     /// The lock holder is read from `/proc/locks`: flocks only, on the store's inode.

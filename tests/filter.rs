@@ -88,7 +88,7 @@ fn check(backend: Backend) {
     .unwrap();
     index_documents(&db, &e, corpus(), &opts(), &Silent).unwrap();
     sync_lexical(&db).unwrap();
-    let s = SearchIndex::new(db).unwrap();
+    let s = SearchIndex::open(db, false).unwrap();
     let fusion = Fusion::Rrf { k: 60 };
     let k = 10;
     for pct in [1, 10, 50] {

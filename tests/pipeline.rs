@@ -472,3 +472,46 @@ fn bm25_is_repaired_after_a_write_interrupted_before_it_reached_bm25() {
     let index = SearchIndex::open(db, false).unwrap();
     assert_eq!(bm25(&index, "zeppelin"), vec!["doc-001".to_string()]);
 }
+
+/// An indexing run that stops after some of its store writes (killed, or an encoder error)
+/// and before BM25 is rebuilt: an update keeps the document count, so only the marker
+/// `index_with_bm25` puts down first tells the next open to repair BM25.
+#[test]
+fn bm25_is_repaired_after_an_indexing_run_stopped_before_it_reached_bm25() {
+    use engine::search::{index_with_bm25, SearchIndex};
+    use engine::store::LEXICAL_PENDING;
+    let dir = tempfile::tempdir().unwrap();
+    let e = HashEmbedder::new(DIM);
+    let db =
+        Database::create_or_open(dir.path(), &e.fingerprint(), &db_opts(Backend::Flat)).unwrap();
+    let (report, lexical) = index_with_bm25(&db, &e, corpus(12), &opts(), &Silent).unwrap();
+    assert_eq!((report.added, lexical.count()), (12, 12));
+    assert!(!dir.path().join(LEXICAL_PENDING).exists());
+    drop(lexical);
+    // Every document rewritten with a new word; the encoder fails after two batches.
+    let updated: Vec<Document> = corpus(12)
+        .into_iter()
+        .map(|d| Document { text: format!("{} zeppelin", d.text), ..d })
+        .collect();
+    let failing =
+        FailingEmbedder { inner: HashEmbedder::new(DIM), ok_calls: 2, calls: AtomicUsize::new(0) };
+    let update = IndexOptions { update: true, window_batches: 1, ..opts() };
+    let Err(err) = index_with_bm25(&db, &failing, updated, &update, &Silent) else {
+        panic!("the failing encoder must stop the run");
+    };
+    assert!(err.to_string().contains("simulated crash"), "{err}");
+    drop(db);
+    let db = Database::open(dir.path(), Some(&e.fingerprint())).unwrap();
+    let in_store = db
+        .document_ids()
+        .unwrap()
+        .into_iter()
+        .filter(|id| db.get_document(id).unwrap().unwrap().text.contains("zeppelin"))
+        .count();
+    assert!(in_store > 0 && in_store < 12, "the run stopped part-way: {in_store} updated");
+    assert_eq!(db.status().unwrap().documents, 12);
+    let index = SearchIndex::open(db, false).unwrap();
+    let hits = index.lexical().unwrap().search("zeppelin", 20).unwrap();
+    assert_eq!(hits.len(), in_store, "BM25 must hold every update the store holds");
+    assert!(!dir.path().join(LEXICAL_PENDING).exists());
+}

@@ -244,3 +244,28 @@ fn eval_without_qrels_and_bad_mode_are_clear_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("dense, bm25 or hybrid"));
 }
+
+/// `engine delete` opens the database as a search does: a damaged BM25 folder is rebuilt
+/// from the store instead of refusing the delete, and the delete reaches BM25.
+#[test]
+fn delete_repairs_a_damaged_bm25_index_first() {
+    let (dir, _data, db) = indexed_dataset();
+    for f in std::fs::read_dir(engine::store::lexical_dir(&db)).unwrap() {
+        let p = f.unwrap().path();
+        if p.is_file() {
+            std::fs::write(&p, b"garbage").unwrap();
+        }
+    }
+    let mut c = engine(dir.path());
+    c.args(["delete", "--db"]).arg(&db).arg("tides");
+    assert_eq!(json(c)["deleted"], 1);
+    let mut c = engine(dir.path());
+    c.args(["search", "--mode", "bm25", "--db"]).arg(&db).arg("moon gravity tides dough");
+    let ids: Vec<String> = json(c)["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["bread"], "BM25 rebuilt, without the deleted document");
+}

@@ -545,6 +545,54 @@ async fn work_queued_beyond_the_time_budget_answers_429_with_retry_after() {
     s.stop().await.unwrap();
 }
 
+/// A queued search whose client hangs up is dropped before it is encoded: the server notices
+/// the closed connection while the request waits, and the encoder skips it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_whose_client_hung_up_is_never_encoded() {
+    use tokio::io::AsyncWriteExt;
+    let fx = fixture();
+    // The encoder thread holds a first request 1.5 s waiting for company: time for its client
+    // to leave while it is queued.
+    let s = TestServer::start(&fx, |c| c.server.max_wait_ms = 1500, None).await;
+    let value = |metrics: &str, name: &str| -> f64 {
+        let line =
+            metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let metrics =
+        || async { s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap() };
+    let passes_before = value(&metrics().await, "engine_encode_batch_size_count");
+    let body = json!({ "query": query_for(&corpus()[2]), "mode": "dense" }).to_string();
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    sock.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
+    // Queued (the depth gauge counts it), then abandoned.
+    let t = Instant::now();
+    while !metrics().await.contains("engine_queue_depth 1") {
+        assert!(t.elapsed() < Duration::from_secs(10), "the request never reached the queue");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(sock);
+    let t = Instant::now();
+    loop {
+        let text = metrics().await;
+        if value(&text, "engine_encode_abandoned_total") == 1.0 {
+            assert_eq!(value(&text, "engine_encode_batch_size_count"), passes_before, "{text}");
+            assert!(text.contains("engine_queue_depth 0"), "{text}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "never dropped:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The queue serves the next request as usual.
+    assert_eq!(s.post("/search", &json!({ "query": "rust", "mode": "dense" })).await.0, 200);
+    s.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idle_and_slow_connections_are_bounded_and_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -591,6 +639,95 @@ async fn idle_and_slow_connections_are_bounded_and_closed() {
     let text = String::from_utf8_lossy(&resp[..n]);
     assert!(text.starts_with("HTTP/1.1 504"), "{text}");
     assert!(text.contains("\"timeout\""), "{text}");
+    s.stop().await.unwrap();
+}
+
+/// The OpenAPI document states what the server enforces: each status a probe gets is listed
+/// for its operation, a body that is not JSON is 415 wherever a body is taken, and every empty
+/// text or list the server refuses is below a minimum length in the schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn openapi_states_the_statuses_and_minimum_lengths_the_server_enforces() {
+    let fx = fixture();
+    let s = TestServer::start(&fx, |_| {}, None).await;
+    let (_, spec) = s.get("/openapi.json").await;
+    let listed = |method: &str, path: &str, status: u16| {
+        spec["paths"][path][method]["responses"][status.to_string()].is_object()
+    };
+    for (method, path) in server::ROUTES {
+        if !spec["paths"][path][method]["requestBody"].is_object() {
+            continue;
+        }
+        let r = s
+            .client
+            .post(s.url(path))
+            .header("content-type", "text/plain")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 415, "{method} {path}");
+        assert!(listed(method, path, 415), "{method} {path} does not list 415");
+    }
+    let probes = [
+        ("/search", json!({ "query": " " }), "SearchRequest", "/properties/query"),
+        ("/documents", json!({ "documents": [] }), "AddDocumentsRequest", "/properties/documents"),
+        (
+            "/documents",
+            json!({ "documents": [{ "id": "", "text": "x" }] }),
+            "NewDocument",
+            "/properties/id",
+        ),
+        (
+            "/documents",
+            json!({ "documents": [{ "id": "a", "text": "" }] }),
+            "NewDocument",
+            "/properties/text",
+        ),
+        ("/embed", json!({ "texts": [] }), "EmbedRequest", "/properties/texts"),
+        ("/embed", json!({ "texts": [""] }), "EmbedRequest", "/properties/texts/items"),
+        ("/embed", json!({ "inputs": "" }), "TeiEmbedRequest", "/properties/inputs/oneOf/0"),
+        ("/embed", json!({ "inputs": [] }), "TeiEmbedRequest", "/properties/inputs/oneOf/1"),
+        (
+            "/embed",
+            json!({ "inputs": [""] }),
+            "TeiEmbedRequest",
+            "/properties/inputs/oneOf/1/items",
+        ),
+        (
+            "/v1/embeddings",
+            json!({ "input": "" }),
+            "OpenAiEmbeddingsRequest",
+            "/properties/input/oneOf/0",
+        ),
+        (
+            "/v1/embeddings",
+            json!({ "input": [] }),
+            "OpenAiEmbeddingsRequest",
+            "/properties/input/oneOf/1",
+        ),
+        (
+            "/v1/embeddings",
+            json!({ "input": ["x", " "] }),
+            "OpenAiEmbeddingsRequest",
+            "/properties/input/oneOf/1/items",
+        ),
+    ];
+    for (path, body, schema, pointer) in probes {
+        let (st, b) = s.post(path, &body).await;
+        assert_eq!(st, 400, "{path} {body}: {b}");
+        assert!(listed("post", path, st), "{path} does not list {st}");
+        let field = spec["components"]["schemas"][schema].pointer(pointer).cloned();
+        let field = field.unwrap_or_else(|| panic!("no {schema}{pointer}"));
+        let min = field["minLength"].as_u64().or(field["minItems"].as_u64());
+        assert!(min >= Some(1), "{schema}{pointer} has no minimum the server enforces: {field}");
+        if field["type"] == "string" {
+            assert_eq!(field["pattern"], "\\S", "{schema}{pointer}: blank texts are refused too");
+        }
+    }
+    assert_eq!(s.get("/search?q=%20").await.0, 400);
+    let params = spec["paths"]["/search"]["get"]["parameters"].as_array().unwrap();
+    let q = params.iter().find(|p| p["name"] == "q").unwrap();
+    assert_eq!(q["schema"]["minLength"], 1, "{q}");
     s.stop().await.unwrap();
 }
 

@@ -103,7 +103,7 @@ fn run_on_database(
     mode: SearchMode,
     k: usize,
 ) -> Result<()> {
-    let db = Database::open(&args.db, None)
+    let db = Database::open_to_read(&args.db, None)
         .with_context(|| format!("opening database {}", args.db.display()))?;
     let manifest = db.manifest();
     // Settings that contradict the database are refused in every mode, as in `engine search`.

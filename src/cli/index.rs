@@ -192,15 +192,16 @@ pub fn run_index(ctx: &Ctx, args: IndexArgs) -> Result<()> {
         opts.batch_delay = Some(Duration::from_millis(ms));
     }
     let bar = progress_bar();
-    let report = pipeline::index_documents(&db, embedder.as_ref(), corpus.docs, &opts, &bar)
-        .with_context(|| format!("indexing into {}", args.db.display()))?;
-    let verify = if args.verify { Some(db.verify_recall(200, 10, 42)?) } else { None };
     // The BM25 index mirrors the store; rebuilding it is seconds beside the embedding.
     let started = std::time::Instant::now();
-    let lexical = engine::search::sync_lexical(&db).context("building the BM25 index")?;
+    let (report, lexical) =
+        engine::search::index_with_bm25(&db, embedder.as_ref(), corpus.docs, &opts, &bar)
+            .with_context(|| format!("indexing into {}", args.db.display()))?;
+    let lexical_seconds = (started.elapsed().as_secs_f64() - report.seconds).max(0.0);
+    let verify = if args.verify { Some(db.verify_recall(200, 10, 42)?) } else { None };
     let lexical_report = serde_json::json!({
         "documents": lexical.count(),
-        "seconds": started.elapsed().as_secs_f64(),
+        "seconds": lexical_seconds,
     });
     let out = serde_json::json!({
         "report": report,
@@ -216,7 +217,9 @@ pub fn run_index(ctx: &Ctx, args: IndexArgs) -> Result<()> {
 pub fn run_delete(_ctx: &Ctx, args: DeleteArgs) -> Result<()> {
     let db = Database::open(&args.db, None)
         .with_context(|| format!("opening database {}", args.db.display()))?;
-    let index = engine::search::SearchIndex::new(db)?;
+    // Opened like a search: BM25 left behind by an interrupted write is repaired first, so
+    // this write, which ends by clearing the marker, cannot hide that repair.
+    let index = engine::search::SearchIndex::open(db, false)?;
     let missing = index.delete_documents(&args.ids)?;
     let db = index.db();
     db.save_index()?;
@@ -246,7 +249,7 @@ pub fn run_check(_ctx: &Ctx, args: CheckArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    let db = Database::open(&args.db, None)
+    let db = Database::open_to_read(&args.db, None)
         .with_context(|| format!("opening database {}", args.db.display()))?;
     let r = db.verify_recall(args.queries, 10, 42)?;
     let out = serde_json::json!({ "recall_at_10": r.recall, "check": r, "status": db.status()? });

@@ -203,7 +203,7 @@ fn open(
         }
         return Ok((Searcher::Lexical(Box::new(LexicalIndex::open(&lexical_dir(db_dir))?)), mode));
     }
-    let db = Database::open(db_dir, None)
+    let db = Database::open_to_read(db_dir, None)
         .with_context(|| format!("opening database {}", db_dir.display()))?;
     let manifest = db.manifest();
     let index = SearchIndex::open(db, false)?;

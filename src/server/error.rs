@@ -119,6 +119,14 @@ impl From<Error> for ApiError {
                 tracing::error!("encoder mismatch: {m}");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "encoder_mismatch", m)
             }
+            // A database served from a temporary copy (its folder cannot be written); the
+            // message leaves out the server's paths.
+            Error::DatabaseReadOnly { .. } => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "read_only",
+                "this server's database is read-only (its folder cannot be written): documents \
+                 cannot be added or deleted",
+            ),
             other => ApiError::internal(other),
         }
     }

@@ -184,8 +184,9 @@ async fn json_error_for(res: Response) -> Response {
 pub fn load(opts: &ServeOptions, metrics: Arc<Metrics>) -> Result<Loaded> {
     let batch = BatchOptions::from_config(&opts.config.server)?;
     let encoder = Arc::new(Encoder::from_config(&opts.config)?);
-    // The database must have been built by this very encoder (fingerprint check).
-    let db = Database::open(&opts.db, Some(&encoder.fingerprint()))?;
+    // The database must have been built by this very encoder (fingerprint check). One whose
+    // folder cannot be written is served from a temporary copy that refuses writes.
+    let db = Database::open_to_read(&opts.db, Some(&encoder.fingerprint()))?;
     let status = db.status()?;
     tracing::info!(
         documents = status.documents,
@@ -209,10 +210,11 @@ pub fn ready_line(addr: Option<std::net::SocketAddr>, loaded: &Loaded, seconds: 
         Err(_) => (0, 0, "?".into()),
     };
     let modes: Vec<&str> = loaded.modes().iter().map(|m| m.as_str()).collect();
+    let read_only = if loaded.db().read_only() { ", read-only" } else { "" };
     format!(
         "engine serve: ready at {addr} after {seconds:.1} s: {} ({documents} documents, \
-         {passages} passages, {backend} index), encoder {} ({}), modes {} (default {})",
-        loaded.db().path().display(),
+         {passages} passages, {backend} index{read_only}), encoder {} ({}), modes {} (default {})",
+        loaded.db().origin().display(),
         loaded.encoder_name,
         if loaded.encoder_trained() { "trained for retrieval" } else { "untrained base" },
         modes.join(", "),
@@ -340,6 +342,9 @@ async fn serve_connections(
 /// After the last request: stop the encoder thread, persist the index.
 fn finish(loaded: &Loaded) -> Result<()> {
     loaded.batcher.close();
+    if loaded.db().read_only() {
+        return Ok(());
+    }
     loaded.db().save_index()
 }
 

@@ -96,7 +96,7 @@ pub fn spec() -> Value {
                     "summary": "Search (query string form, used by the web UI)",
                     "security": read_security.clone(),
                     "parameters": [
-                        { "name": "q", "in": "query", "required": true, "schema": { "type": "string" } },
+                        { "name": "q", "in": "query", "required": true, "schema": { "type": "string", "minLength": 1, "pattern": "\\S" }, "description": "At most server.max_query_tokens tokens." },
                         { "name": "k", "in": "query", "schema": { "type": "integer", "minimum": 1 }, "description": "Default server.default_k, at most server.max_k." },
                         { "name": "mode", "in": "query", "schema": { "$ref": "#/components/schemas/Mode" } },
                         { "name": "offset", "in": "query", "schema": { "type": "integer", "minimum": 0 } },
@@ -112,10 +112,12 @@ pub fn spec() -> Value {
                     "requestBody": json_body("AddDocumentsRequest"),
                     "responses": {
                         "200": json_response("What was done.", "AddDocumentsResponse"),
-                        "400": error_response("Invalid documents (empty id, duplicate id, empty text and title)."),
+                        "400": error_response("Invalid documents (no document, an empty or blank id, a duplicate id, an empty text), malformed JSON."),
                         "401": error_response("Missing or wrong API key."),
-                        "403": error_response("The read key was sent: writes need the admin key."),
+                        "403": error_response("The read key was sent: writes need the admin key (code forbidden); or the database folder cannot be written, so the server serves a read-only copy (code read_only)."),
                         "413": error_response("More than server.max_documents_per_request documents, or body too large."),
+                        "415": error_response("Body without Content-Type: application/json."),
+                        "422": error_response("JSON of the wrong shape (unknown fields, wrong types)."),
                         "429": busy_response(),
                         "503": error_response("Still loading.")
                     }
@@ -139,7 +141,7 @@ pub fn spec() -> Value {
                     "responses": {
                         "200": json_response("Deleted.", "DeleteResponse"),
                         "401": error_response("Missing or wrong API key."),
-                        "403": error_response("The read key was sent: deletes need the admin key."),
+                        "403": error_response("The read key was sent: deletes need the admin key (code forbidden); or the database is read-only (code read_only)."),
                         "404": error_response("No document with this id.")
                     }
                 }
@@ -184,7 +186,7 @@ pub fn spec() -> Value {
                 "Error": {
                     "type": "object", "required": ["error"],
                     "properties": { "error": { "type": "object", "required": ["code", "message", "type"], "properties": {
-                        "code": { "type": "string", "examples": ["bad_request", "invalid_json", "invalid_request", "unsupported_media_type", "payload_too_large", "query_too_long", "text_too_long", "not_found", "model_not_found", "unauthorized", "forbidden", "overloaded", "too_many_texts", "too_many_tokens", "too_many_documents", "not_ready", "timeout", "internal"] },
+                        "code": { "type": "string", "examples": ["bad_request", "invalid_json", "invalid_request", "unsupported_media_type", "payload_too_large", "query_too_long", "text_too_long", "not_found", "model_not_found", "unauthorized", "forbidden", "read_only", "overloaded", "too_many_texts", "too_many_tokens", "too_many_documents", "not_ready", "timeout", "internal"] },
                         "message": { "type": "string" },
                         "type": { "type": "string", "enum": ["invalid_request_error", "authentication_error", "permission_error", "rate_limit_error", "server_error"], "description": "OpenAI's error type for the status." }
                     } } }
@@ -322,7 +324,7 @@ fn compat_schemas() -> Value {
                     "type": "object", "required": ["inputs"],
                     "description": "text-embeddings-inference's /embed body; told from EmbedRequest by its inputs field.",
                     "properties": {
-                        "inputs": { "oneOf": [ { "type": "string" }, { "type": "array", "items": { "type": "string" } } ], "description": "One text or a list (at most server.max_embed_texts). Token ids are refused (400)." },
+                        "inputs": { "oneOf": [ { "type": "string", "minLength": 1, "pattern": "\\S" }, { "type": "array", "minItems": 1, "items": { "type": "string", "minLength": 1, "pattern": "\\S" } } ], "description": "One text or a list (at most server.max_embed_texts). Token ids are refused (400)." },
                         "prompt_name": { "type": "string", "enum": ["query", "passage", "document"], "default": "query", "description": "The Llama2Vec template: query (NEXT) or passage (SELF; document is an alias)." },
                         "normalize": { "type": "boolean", "default": true, "description": "Vectors are always L2-normalised: false is refused (400)." },
                         "truncate": { "type": "boolean", "default": false, "description": "Cut texts over their kind's token limit (encoder.max_passage_tokens; server.max_query_tokens for queries) instead of refusing them (413)." },
@@ -332,7 +334,7 @@ fn compat_schemas() -> Value {
                 "OpenAiEmbeddingsRequest": {
                     "type": "object", "required": ["input"],
                     "properties": {
-                        "input": { "oneOf": [ { "type": "string" }, { "type": "array", "items": { "type": "string" } } ], "description": "One text or a list (at most server.max_embed_texts). Token-id arrays are refused (400). Texts over their kind's token limit are refused (413)." },
+                        "input": { "oneOf": [ { "type": "string", "minLength": 1, "pattern": "\\S" }, { "type": "array", "minItems": 1, "items": { "type": "string", "minLength": 1, "pattern": "\\S" } } ], "description": "One text or a list (at most server.max_embed_texts). Token-id arrays are refused (400). Texts over their kind's token limit are refused (413)." },
                         "model": { "type": "string", "description": "Optional; when sent, the served encoder's name (/v1/models, /info model_id, /status encoder: the model file or folder name), else 404 model_not_found." },
                         "encoding_format": { "type": "string", "enum": ["float", "base64"], "default": "float", "description": "base64: the little-endian f32 bytes of each vector, base64-encoded (what OpenAI's clients ask for by default)." },
                         "dimensions": { "type": "integer", "description": "Refused (400) unless equal to the model's dimension (/info dim)." },

@@ -72,6 +72,8 @@ pub async fn add_documents(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let started = Instant::now();
     let loaded = state.ready()?;
+    // Before any encoder work: a read-only database refuses the write in the end.
+    loaded.db().check_writable()?;
     let max = state.config.server.max_documents_per_request;
     let n = req.documents.len();
     if n == 0 {
