@@ -47,6 +47,50 @@ impl Fusion {
         }
     }
 
+    /// The fusion of one search: the configuration's default overlaid by a request's settings
+    /// (`engine search --fusion/--alpha/--rrf-k`, the server's `fusion`, `alpha`, `rrf_k`).
+    /// `alpha` alone means convex fusion and `rrf_k` alone RRF, since each belongs to one
+    /// method; a setting of the other method than the one named, both without `fusion`, or a
+    /// value out of range is [`Error::InvalidInput`] naming the field.
+    pub fn for_request(c: &crate::config::EvalConfig, r: &FusionRequest) -> Result<Self> {
+        let default = Fusion::from_config(c)?;
+        let bad = |m: String| Err(Error::InvalidInput(m));
+        let rrf = match (r.fusion.as_deref().map(str::trim), r.alpha, r.rrf_k) {
+            (Some("rrf"), ..) => true,
+            (Some("convex"), ..) => false,
+            (Some(other), ..) => {
+                return bad(format!("fusion must be rrf or convex, got {other:?}"))
+            }
+            (None, Some(_), Some(_)) => {
+                return bad("alpha weighs convex fusion and rrf_k is RRF's constant: send one of \
+                            them, or name the method in fusion"
+                    .into())
+            }
+            (None, Some(_), None) => false,
+            (None, None, Some(_)) => true,
+            (None, None, None) => return Ok(default),
+        };
+        if rrf {
+            if r.alpha.is_some() {
+                return bad("alpha weighs convex fusion; it has no meaning with fusion rrf".into());
+            }
+            let k = r.rrf_k.unwrap_or(c.rrf_k);
+            if r.rrf_k.is_some() && !(1..=RRF_K_MAX).contains(&k) {
+                return bad(format!("rrf_k must be in 1..={RRF_K_MAX}, got {k}"));
+            }
+            Ok(Fusion::Rrf { k })
+        } else {
+            if r.rrf_k.is_some() {
+                return bad("rrf_k is RRF's constant; it has no meaning with fusion convex".into());
+            }
+            let alpha = r.alpha.unwrap_or(c.hybrid_alpha);
+            if !(0.0..=1.0).contains(&alpha) {
+                return bad(format!("alpha must be in [0, 1], got {alpha}"));
+            }
+            Ok(Fusion::Convex { alpha })
+        }
+    }
+
     /// Fuses the two lists and keeps the best `limit`.
     pub fn fuse(
         &self,
@@ -58,6 +102,39 @@ impl Fusion {
             Fusion::Rrf { k } => rrf(&[dense, bm25], k, limit),
             Fusion::Convex { alpha } => convex(dense, bm25, alpha, limit),
         }
+    }
+}
+
+/// Largest `rrf_k` a request may ask for: far past it every rank weighs the same.
+pub const RRF_K_MAX: usize = 1000;
+
+/// A search's own fusion settings, each overriding the configuration's when given (see
+/// [`Fusion::for_request`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FusionRequest {
+    /// `rrf` or `convex`.
+    pub fusion: Option<String>,
+    /// Weight of the dense list in convex fusion, in [0, 1].
+    pub alpha: Option<f64>,
+    /// RRF's constant, in 1..=[`RRF_K_MAX`].
+    pub rrf_k: Option<usize>,
+}
+
+impl FusionRequest {
+    /// Whether no setting is given.
+    pub fn is_empty(&self) -> bool {
+        *self == FusionRequest::default()
+    }
+
+    /// The name of the first setting given (for "applies to hybrid mode only" errors).
+    pub fn first_given(&self) -> Option<&'static str> {
+        [
+            ("fusion", self.fusion.is_some()),
+            ("alpha", self.alpha.is_some()),
+            ("rrf_k", self.rrf_k.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(name, given)| given.then_some(name))
     }
 }
 
@@ -183,5 +260,45 @@ mod tests {
         assert!(matches!(Fusion::from_config(&c), Err(Error::Config(_))));
         c.fusion = "max".into();
         assert!(Fusion::from_config(&c).is_err());
+    }
+
+    #[test]
+    fn a_request_overlays_the_config() {
+        let mut c = crate::config::Config::default().eval;
+        let req = |fusion: Option<&str>, alpha: Option<f64>, rrf_k: Option<usize>| FusionRequest {
+            fusion: fusion.map(str::to_string),
+            alpha,
+            rrf_k,
+        };
+        let f = |r: FusionRequest| Fusion::for_request(&c, &r);
+        assert_eq!(f(req(None, None, None)).unwrap(), Fusion::Convex { alpha: 0.2 });
+        assert_eq!(f(req(None, Some(0.7), None)).unwrap(), Fusion::Convex { alpha: 0.7 });
+        assert_eq!(f(req(None, None, Some(5))).unwrap(), Fusion::Rrf { k: 5 });
+        assert_eq!(f(req(Some("rrf"), None, None)).unwrap(), Fusion::Rrf { k: 60 });
+        assert_eq!(f(req(Some("convex"), Some(1.0), None)).unwrap(), Fusion::Convex { alpha: 1.0 });
+        // Each bad value names its field.
+        for (r, field) in [
+            (req(None, Some(1.5), None), "alpha"),
+            (req(None, Some(f64::NAN), None), "alpha"),
+            (req(None, None, Some(0)), "rrf_k"),
+            (req(None, None, Some(RRF_K_MAX + 1)), "rrf_k"),
+            (req(Some("max"), None, None), "fusion"),
+            (req(Some("rrf"), Some(0.5), None), "alpha"),
+            (req(Some("convex"), None, Some(10)), "rrf_k"),
+            (req(None, Some(0.5), Some(10)), "alpha"),
+        ] {
+            match f(r.clone()) {
+                Err(Error::InvalidInput(m)) => assert!(m.starts_with(field), "{r:?}: {m}"),
+                other => panic!("{r:?}: {other:?}"),
+            }
+        }
+        // With RRF configured, alpha alone still means convex, from the configured weight up.
+        c.fusion = "rrf".into();
+        assert_eq!(
+            Fusion::for_request(&c, &req(Some("convex"), None, None)).unwrap(),
+            Fusion::Convex { alpha: 0.2 }
+        );
+        assert_eq!(req(None, None, Some(3)).first_given(), Some("rrf_k"));
+        assert!(req(None, None, None).is_empty());
     }
 }

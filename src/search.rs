@@ -66,6 +66,37 @@ impl FromStr for SearchMode {
     }
 }
 
+/// Everything about one search besides its mode and query.
+#[derive(Debug, Clone, Copy)]
+pub struct SearchOptions<'a> {
+    /// Hits wanted.
+    pub k: usize,
+    /// How hybrid mode fuses its two rankings ([`Fusion::for_request`]).
+    pub fusion: Fusion,
+    /// Only documents whose metadata passes it.
+    pub filter: Option<&'a Filter>,
+    /// Hits scoring below it are dropped, in the mode's own scale: cosine for dense, BM25's
+    /// for bm25, the fused score for hybrid (in [0, 1] for convex fusion).
+    pub score_threshold: Option<f32>,
+    /// HNSW ef for this search (1..=[`crate::index::MAX_SEARCH_EFFORT`]); ignored by the flat
+    /// and FAISS backends. `None`: the index's.
+    pub ef: Option<usize>,
+}
+
+impl SearchOptions<'_> {
+    /// [`Error::InvalidInput`] naming the setting that is out of range.
+    pub fn check(&self) -> Result<()> {
+        if let Some(t) = self.score_threshold {
+            if !t.is_finite() {
+                return Err(Error::InvalidInput(format!(
+                    "score_threshold must be a finite number, got {t}"
+                )));
+            }
+        }
+        crate::index::check_search_effort(self.ef)
+    }
+}
+
 /// Candidates taken from each ranking before fusion: fusing two top-k lists would drop
 /// documents ranked just below k by both.
 const FUSION_DEPTH: usize = 100;
@@ -235,28 +266,48 @@ impl SearchIndex {
         fusion: &Fusion,
         filter: Option<&Filter>,
     ) -> Result<Vec<DocHit>> {
+        let opts = SearchOptions { k, fusion: *fusion, filter, score_threshold: None, ef: None };
+        self.search_with(mode, text, vector, &opts)
+    }
+
+    /// Top `opts.k` documents with every per-search setting of [`SearchOptions`]: filtered as
+    /// [`SearchIndex::search_filtered`], then cut at the score threshold.
+    pub fn search_with(
+        &self,
+        mode: SearchMode,
+        text: &str,
+        vector: Option<&[f32]>,
+        opts: &SearchOptions,
+    ) -> Result<Vec<DocHit>> {
+        opts.check()?;
+        let SearchOptions { k, fusion, filter, ef, .. } = *opts;
         let filter = filter.filter(|f| !f.is_empty());
         let need_vector = || {
             vector.ok_or_else(|| {
                 Error::InvalidInput(format!("{} search needs a query vector", mode.as_str()))
             })
         };
-        match mode {
-            SearchMode::Dense => self.db.search_dense_filtered(need_vector()?, k, filter),
+        let mut hits = match mode {
+            SearchMode::Dense => self.db.search_dense_with(need_vector()?, k, filter, ef)?,
             SearchMode::Bm25 => {
                 let hits = self.bm25_filtered(text, k, filter)?;
-                self.hydrate(&hits, &[])
+                self.hydrate(&hits, &[])?
             }
             SearchMode::Hybrid => {
                 let depth = k.max(FUSION_DEPTH);
-                let dense = self.db.search_dense_filtered(need_vector()?, depth, filter)?;
+                let dense = self.db.search_dense_with(need_vector()?, depth, filter, ef)?;
                 let bm25 = self.bm25_filtered(text, depth, filter)?;
                 let dense_ranked: Vec<(String, f32)> =
                     dense.iter().map(|h| (h.id.clone(), h.score)).collect();
                 let fused = fusion.fuse(&dense_ranked, &bm25, k);
-                self.hydrate(&fused, &dense)
+                self.hydrate(&fused, &dense)?
             }
+        };
+        if let Some(t) = opts.score_threshold {
+            // Hits are best first: the cut keeps a prefix.
+            hits.retain(|h| h.score >= t);
         }
+        Ok(hits)
     }
 
     /// BM25 top `k` among documents passing `filter`: the depth grows fourfold until `k`

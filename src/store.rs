@@ -799,6 +799,19 @@ impl Database {
         k: usize,
         filter: Option<&Filter>,
     ) -> Result<Vec<DocHit>> {
+        self.search_dense_with(query, k, filter, None)
+    }
+
+    /// [`Database::search_dense_filtered`] with this search's own ANN effort (`effort`: HNSW
+    /// ef; see [`AnnIndex::search_with_effort`]), `None` for the index's.
+    pub fn search_dense_with(
+        &self,
+        query: &[f32],
+        k: usize,
+        filter: Option<&Filter>,
+        effort: Option<usize>,
+    ) -> Result<Vec<DocHit>> {
+        index::check_search_effort(effort)?;
         let filter = filter.filter(|f| !f.is_empty());
         let dim = self.dim();
         index::check_vector(query, dim)?;
@@ -817,7 +830,7 @@ impl Database {
         let mut rounds = 0;
         let mut best: HashMap<String, (f32, u64)> = loop {
             rounds += 1;
-            let hits = ann.search(&q, fetch)?;
+            let hits = ann.search_with_effort(&q, fetch, effort)?;
             let mut best: HashMap<String, (f32, u64)> = HashMap::new();
             for h in &hits {
                 let Some(p) = self.get_passage(h.label)? else { continue };

@@ -9,9 +9,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use engine::encoder::TextKind;
 use engine::eval::run::Run;
-use engine::fusion::Fusion;
+use engine::fusion::{Fusion, FusionRequest};
 use engine::lexical::LexicalIndex;
-use engine::search::{SearchIndex, SearchMode};
+use engine::search::{SearchIndex, SearchMode, SearchOptions};
 use engine::server::routes::search::{snippet, Hit};
 use engine::store::{lexical_dir, Database};
 
@@ -50,6 +50,24 @@ pub struct SearchArgs {
     /// `is_empty`, `should`, `must_not`). Hits then carry their metadata.
     #[arg(long, value_name = "JSON")]
     pub filter: Option<String>,
+    /// Hybrid mode's fusion for this search: rrf | convex [default: the config's eval.fusion].
+    #[arg(long)]
+    pub fusion: Option<String>,
+    /// Dense weight of convex fusion in hybrid mode, in [0, 1] (alone, it means --fusion
+    /// convex) [default: the config's eval.hybrid_alpha].
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// RRF's constant in hybrid mode, 1..=1000 (alone, it means --fusion rrf) [default: the
+    /// config's eval.rrf_k].
+    #[arg(long)]
+    pub rrf_k: Option<usize>,
+    /// Drop hits scoring below this, in the mode's own scale (cosine for dense, BM25's for
+    /// bm25, the fused score for hybrid).
+    #[arg(long, allow_negative_numbers = true)]
+    pub score_threshold: Option<f32>,
+    /// HNSW search effort (ef) for these searches; ignored by the flat and FAISS backends.
+    #[arg(long)]
+    pub ef: Option<usize>,
     /// The query text (or use --queries).
     #[arg(required_unless_present = "queries")]
     pub query: Option<String>,
@@ -123,7 +141,24 @@ pub fn run(ctx: &Ctx, args: SearchArgs) -> Result<()> {
     if filter.is_some() && matches!(searcher, Searcher::Lexical(_)) {
         bail!("--filter needs a database with metadata; a --lexical-only database has none");
     }
-    let fusion = Fusion::from_config(&ctx.config.eval)?;
+    let fusion_request =
+        FusionRequest { fusion: args.fusion.clone(), alpha: args.alpha, rrf_k: args.rrf_k };
+    if let (Some(field), false) = (fusion_request.first_given(), mode == SearchMode::Hybrid) {
+        bail!(
+            "--{} applies to hybrid mode only; this search's mode is {} (add --mode hybrid)",
+            field.replace('_', "-"),
+            mode.as_str()
+        );
+    }
+    let fusion = Fusion::for_request(&ctx.config.eval, &fusion_request)?;
+    let opts = |k| SearchOptions {
+        k,
+        fusion,
+        filter: filter.as_ref(),
+        score_threshold: args.score_threshold,
+        ef: args.ef,
+    };
+    opts(args.k).check()?;
     let snippet_chars = ctx.config.server.snippet_chars;
     let started = std::time::Instant::now();
     // All queries in one call, as `engine eval` does: the encoder sorts them by length into
@@ -141,7 +176,7 @@ pub fn run(ctx: &Ctx, args: SearchArgs) -> Result<()> {
         let t = std::time::Instant::now();
         let hits = match &searcher {
             Searcher::Full { index, .. } => index
-                .search_filtered(mode, &query, vector.as_deref(), args.k, &fusion, filter.as_ref())?
+                .search_with(mode, &query, vector.as_deref(), &opts(args.k))?
                 .into_iter()
                 .map(|h| {
                     let metadata = match &filter {
@@ -160,7 +195,13 @@ pub fn run(ctx: &Ctx, args: SearchArgs) -> Result<()> {
                     })
                 })
                 .collect::<Result<_>>()?,
-            Searcher::Lexical(lex) => lexical_hits(lex, &query, args.k, snippet_chars)?,
+            Searcher::Lexical(lex) => {
+                let mut hits = lexical_hits(lex, &query, args.k, snippet_chars)?;
+                if let Some(t) = args.score_threshold {
+                    hits.retain(|h| h.score >= t);
+                }
+                hits
+            }
         };
         let took_ms = t.elapsed().as_secs_f64() * 1000.0 + encode_ms;
         answers.push(Answer { qid, query, hits, took_ms });

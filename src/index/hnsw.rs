@@ -182,13 +182,22 @@ impl AnnIndex for HnswIndex {
     }
 
     fn search(&self, query: &[f32], k: usize) -> Result<Vec<AnnHit>> {
+        self.search_with_effort(query, k, None)
+    }
+
+    fn search_with_effort(
+        &self,
+        query: &[f32],
+        k: usize,
+        effort: Option<usize>,
+    ) -> Result<Vec<AnnHit>> {
         check_vector(query, self.dim)?;
         if k == 0 || self.live.is_empty() {
             return Ok(Vec::new());
         }
         let mut q = query.to_vec();
         normalize(&mut q)?;
-        let ef = self.ef_search.max(k);
+        let ef = effort.unwrap_or(self.ef_search).max(k);
         let found = if self.dead.is_empty() {
             self.graph.search(&q, k, ef)
         } else {

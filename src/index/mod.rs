@@ -142,6 +142,18 @@ pub trait AnnIndex: Send + Sync {
     fn remove(&mut self, labels: &[u64]) -> Result<()>;
     /// The `k` best live labels for `query`, best first.
     fn search(&self, query: &[f32], k: usize) -> Result<Vec<AnnHit>>;
+    /// [`AnnIndex::search`] with this search's own effort (HNSW ef) instead of the index's.
+    /// Backends without a per-search effort ignore it: flat is exact, and FAISS keeps its
+    /// efSearch / nprobe on the index shared by concurrent searches.
+    fn search_with_effort(
+        &self,
+        query: &[f32],
+        k: usize,
+        effort: Option<usize>,
+    ) -> Result<Vec<AnnHit>> {
+        let _ = effort;
+        self.search(query, k)
+    }
     /// Sorted live labels (used to reconcile with the store after a crash).
     fn labels(&self) -> Vec<u64>;
     /// Writes the index into the (fresh, empty) folder `dir`. Callers make it atomic through
@@ -153,6 +165,19 @@ pub trait AnnIndex: Send + Sync {
     /// buffered). Searches are correct without it.
     fn flush(&mut self) -> Result<()> {
         Ok(())
+    }
+}
+
+/// Largest search effort (HNSW ef) one search may ask for.
+pub const MAX_SEARCH_EFFORT: usize = 10_000;
+
+/// Checks a search's own effort: 1..=[`MAX_SEARCH_EFFORT`].
+pub fn check_search_effort(ef: Option<usize>) -> Result<()> {
+    match ef {
+        Some(e) if !(1..=MAX_SEARCH_EFFORT).contains(&e) => {
+            Err(Error::InvalidInput(format!("ef must be in 1..={MAX_SEARCH_EFFORT}, got {e}")))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -197,9 +197,11 @@ pub fn load(opts: &ServeOptions, metrics: Arc<Metrics>) -> Result<Loaded> {
     // BM25 is rebuilt first when missing or out of step with the store (tantivy indexes
     // thousands of documents a second: little next to loading the model).
     let index = Arc::new(SearchIndex::open(db, true)?);
-    let fusion = Fusion::from_config(&opts.config.eval)?;
+    // Fusion settings are checked here, so a bad `[eval]` stops the server at load rather than
+    // failing every hybrid search; each search builds its own (`Fusion::for_request`).
+    Fusion::from_config(&opts.config.eval)?;
     let batcher = Arc::new(Batcher::start(encoder, batch, metrics)?);
-    Ok(Loaded { batcher, encoder_name: encoder_name(&opts.config.model.path), index, fusion })
+    Ok(Loaded { batcher, encoder_name: encoder_name(&opts.config.model.path), index })
 }
 
 /// The line `engine serve` prints once loaded: where it listens and what it loaded.

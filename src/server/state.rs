@@ -11,7 +11,6 @@ use super::error::ApiError;
 use super::metrics::{Gauges, Metrics};
 use crate::config::Config;
 use crate::encoder::{Embed, Encoder};
-use crate::fusion::Fusion;
 use crate::search::{SearchIndex, SearchMode};
 use crate::store::Database;
 
@@ -23,8 +22,6 @@ pub struct Loaded {
     pub encoder_name: String,
     /// The database and its BM25 index (writes go through it so both stay in step).
     pub index: Arc<SearchIndex>,
-    /// How hybrid mode combines the dense and BM25 rankings (`[eval]` fusion settings).
-    pub fusion: Fusion,
 }
 
 impl Loaded {

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::{blocking, prepare_query, AppStateRef};
 use crate::encoder::TextKind;
 use crate::filter::Filter;
-use crate::search::SearchMode;
+use crate::fusion::{Fusion, FusionRequest};
+use crate::search::{SearchMode, SearchOptions};
 use crate::server::auth::ReadAccess;
 use crate::server::error::{ApiError, ApiJson, ApiQuery};
 use crate::server::state::AppState;
@@ -40,6 +41,20 @@ pub struct SearchRequest {
     /// Return each hit's metadata.
     #[serde(default)]
     pub with_metadata: bool,
+    /// Alias of `k` (both given must agree).
+    pub limit: Option<usize>,
+    /// Dense weight of convex fusion, in [0, 1] (hybrid mode).
+    pub alpha: Option<f64>,
+    /// Alias of `alpha` (Meilisearch's name).
+    pub semantic_ratio: Option<f64>,
+    /// `rrf` or `convex` (hybrid mode).
+    pub fusion: Option<String>,
+    /// RRF's constant, 1..=1000 (hybrid mode).
+    pub rrf_k: Option<usize>,
+    /// Hits scoring below it are dropped, in the mode's own score scale.
+    pub score_threshold: Option<f32>,
+    /// HNSW search effort for this request (ignored by the flat and FAISS backends).
+    pub ef: Option<usize>,
 }
 
 /// Query-string form: `?q=...&k=...&mode=...&offset=...&with_text=...`.
@@ -53,6 +68,20 @@ pub struct SearchParams {
     /// The filter as JSON text.
     pub filter: Option<String>,
     pub with_metadata: Option<bool>,
+    /// Alias of `k` (both given must agree).
+    pub limit: Option<usize>,
+    /// Dense weight of convex fusion, in [0, 1] (hybrid mode).
+    pub alpha: Option<f64>,
+    /// Alias of `alpha` (Meilisearch's name).
+    pub semantic_ratio: Option<f64>,
+    /// `rrf` or `convex` (hybrid mode).
+    pub fusion: Option<String>,
+    /// RRF's constant, 1..=1000 (hybrid mode).
+    pub rrf_k: Option<usize>,
+    /// Hits scoring below it are dropped, in the mode's own score scale.
+    pub score_threshold: Option<f32>,
+    /// HNSW search effort for this request (ignored by the flat and FAISS backends).
+    pub ef: Option<usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -101,6 +130,13 @@ pub async fn get_search(
             .transpose()
             .map_err(|e| ApiError::bad_request(format!("filter is not valid JSON: {e}")))?,
         with_metadata: p.with_metadata.unwrap_or(false),
+        limit: p.limit,
+        alpha: p.alpha,
+        semantic_ratio: p.semantic_ratio,
+        fusion: p.fusion,
+        rrf_k: p.rrf_k,
+        score_threshold: p.score_threshold,
+        ef: p.ef,
     };
     search(state, req).await.map(Json)
 }
@@ -118,7 +154,7 @@ async fn search(state: Arc<AppState>, req: SearchRequest) -> Result<SearchRespon
     let started = Instant::now();
     let loaded = state.ready()?;
     let cfg = &state.config.server;
-    let k = req.k.unwrap_or(cfg.default_k);
+    let k = one_of("k", req.k, "limit", req.limit)?.unwrap_or(cfg.default_k);
     if k == 0 || k > cfg.max_k {
         return Err(ApiError::bad_request(format!(
             "k must be between 1 and {} (server.max_k), got {k}",
@@ -140,6 +176,11 @@ async fn search(state: Arc<AppState>, req: SearchRequest) -> Result<SearchRespon
             loaded.modes().iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
         )));
     }
+    let fusion = request_fusion(&state, &req, mode)?;
+    // Checked before the query is encoded; the filter and depth are set below.
+    let settings =
+        SearchOptions { k, fusion, filter: None, score_threshold: req.score_threshold, ef: req.ef };
+    settings.check()?;
     let encoder = loaded.encoder().clone();
     let max_tokens = cfg.max_query_tokens;
     let query = req.query;
@@ -162,14 +203,8 @@ async fn search(state: Arc<AppState>, req: SearchRequest) -> Result<SearchRespon
     let with_metadata = req.with_metadata;
     let l = loaded.clone();
     let hits = blocking(move || {
-        let found = l.index.search_filtered(
-            mode,
-            &query,
-            vector.as_deref(),
-            offset + k,
-            &l.fusion,
-            filter.as_ref(),
-        )?;
+        let opts = SearchOptions { k: offset + k, filter: filter.as_ref(), ..settings };
+        let found = l.index.search_with(mode, &query, vector.as_deref(), &opts)?;
         let mut hits = Vec::with_capacity(k);
         for h in found.into_iter().skip(offset) {
             let doc = if with_text || with_metadata { l.db().get_document(&h.id)? } else { None };
@@ -196,4 +231,40 @@ async fn search(state: Arc<AppState>, req: SearchRequest) -> Result<SearchRespon
         mode,
         offset,
     })
+}
+
+/// `a` or its alias `b` (400 naming both when they are given and differ).
+fn one_of<T: PartialEq + std::fmt::Display>(
+    name: &str,
+    a: Option<T>,
+    alias: &str,
+    b: Option<T>,
+) -> Result<Option<T>, ApiError> {
+    match (a, b) {
+        (Some(a), Some(b)) if a != b => Err(ApiError::bad_request(format!(
+            "{name} ({a}) and its alias {alias} ({b}) differ: send one of them"
+        ))),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
+/// The fusion of this request: the server's (`[eval]`) overlaid by the request's `fusion`,
+/// `alpha` (or `semantic_ratio`) and `rrf_k`, which only hybrid mode uses.
+fn request_fusion(
+    state: &AppState,
+    req: &SearchRequest,
+    mode: SearchMode,
+) -> Result<Fusion, ApiError> {
+    let r = FusionRequest {
+        fusion: req.fusion.clone(),
+        alpha: one_of("alpha", req.alpha, "semantic_ratio", req.semantic_ratio)?,
+        rrf_k: req.rrf_k,
+    };
+    if let (Some(field), false) = (r.first_given(), mode == SearchMode::Hybrid) {
+        return Err(ApiError::bad_request(format!(
+            "{field} applies to hybrid mode only; this search's mode is {} (send mode: hybrid)",
+            mode.as_str()
+        )));
+    }
+    Ok(Fusion::for_request(&state.config.eval, &r)?)
 }
