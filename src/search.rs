@@ -168,11 +168,12 @@ impl SearchIndex {
     /// between, so a crash in the middle is repaired by the next [`SearchIndex::open`].
     /// Concurrent writes share the marker: the last one to finish removes it, so a write whose
     /// BM25 half is still to come is never left unmarked by another that finished first.
-    fn write_both(
+    /// `lexical` is given what `store` returned.
+    fn write_both<T>(
         &self,
-        store: impl FnOnce(&Database) -> Result<Vec<String>>,
-        lexical: impl FnOnce(&LexicalIndex) -> Result<()>,
-    ) -> Result<Vec<String>> {
+        store: impl FnOnce(&Database) -> Result<T>,
+        lexical: impl FnOnce(&LexicalIndex, &T) -> Result<()>,
+    ) -> Result<T> {
         self.db.check_writable()?;
         let Some(lex) = &self.lexical else {
             let out = store(&self.db)?;
@@ -190,7 +191,7 @@ impl SearchIndex {
         let result = (|| {
             let out = store(&self.db)?;
             self.db.flush()?;
-            lexical(lex)?;
+            lexical(lex, &out)?;
             lex.commit()?;
             Ok(out)
         })();
@@ -223,8 +224,8 @@ impl SearchIndex {
         let lexical: Vec<(String, String, String)> =
             docs.iter().map(|d| (d.id.clone(), d.title.clone(), d.text.clone())).collect();
         self.write_both(
-            |db| db.put_documents(docs).map(|_| Vec::new()),
-            |lex| {
+            |db| db.put_documents(docs),
+            |lex, _| {
                 lex.add(lexical.iter().map(|(id, title, text)| LexicalDoc { id, title, text }))
                     .map(|_| ())
             },
@@ -236,7 +237,20 @@ impl SearchIndex {
     pub fn delete_documents(&self, ids: &[String]) -> Result<Vec<String>> {
         self.write_both(
             |db| db.delete_documents(ids),
-            |lex| lex.delete(ids.iter().map(String::as_str)),
+            |lex, _| lex.delete(ids.iter().map(String::as_str)),
+        )
+    }
+
+    /// Deletes from both indexes the documents whose metadata passes `filter`, among `among`
+    /// when given ([`Database::delete_matching`]); returns the ids deleted.
+    pub fn delete_matching(
+        &self,
+        filter: &Filter,
+        among: Option<&[String]>,
+    ) -> Result<Vec<String>> {
+        self.write_both(
+            |db| db.delete_matching(filter, among),
+            |lex, deleted| lex.delete(deleted.iter().map(String::as_str)),
         )
     }
 
@@ -463,19 +477,19 @@ mod tests {
         let db = Database::create_or_open(dir.path(), &e.fingerprint(), &opts).unwrap();
         let index = SearchIndex::open(db, true).unwrap();
         let marker = dir.path().join(LEXICAL_PENDING);
-        let store_only = |_: &Database| Ok(Vec::new());
+        let store_only = |_: &Database| Ok(());
         index
-            .write_both(store_only, |_| {
+            .write_both(store_only, |_, _| {
                 // Another write, start to end, while this one is between store and BM25.
-                index.write_both(store_only, |_| Ok(())).unwrap();
+                index.write_both(store_only, |_, _| Ok(())).unwrap();
                 assert!(marker.exists(), "removed while a write had not reached BM25");
                 Ok(())
             })
             .unwrap();
         assert!(!marker.exists(), "the last write to finish removes it");
-        let failed = index.write_both(store_only, |_| Err(Error::Index("disk full".into())));
+        let failed = index.write_both(store_only, |_, _| Err(Error::Index("disk full".into())));
         assert!(failed.is_err());
-        index.write_both(store_only, |_| Ok(())).unwrap();
+        index.write_both(store_only, |_, _| Ok(())).unwrap();
         assert!(marker.exists(), "a later write cleared the mark of a failed one");
     }
 

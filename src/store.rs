@@ -94,7 +94,8 @@ pub struct DocRecord {
     pub text: String,
     /// Free-form metadata as a JSON string (bincode cannot carry `serde_json::Value`).
     pub metadata: String,
-    /// Hex sha256 of title, text and metadata: unchanged documents are not re-embedded.
+    /// Hex sha256 of title and text (`pipeline::content_hash`; databases written before it
+    /// hashed metadata too).
     pub hash: String,
     /// Labels of this document's passages, in text order.
     pub passages: Vec<u64>,
@@ -587,11 +588,6 @@ impl Database {
         bytes_to_vec(&b)
     }
 
-    /// Content hash of a stored document, if the id exists.
-    pub fn document_hash(&self, id: &str) -> Result<Option<String>> {
-        Ok(self.get_document(id)?.map(|d| d.hash))
-    }
-
     /// All stored document ids, in byte order.
     pub fn document_ids(&self) -> Result<Vec<String>> {
         self.tree
@@ -731,6 +727,93 @@ impl Database {
     pub fn delete_documents(&self, ids: &[String]) -> Result<Vec<String>> {
         self.check_writable()?;
         let _w = self.writer.lock().map_err(poisoned)?;
+        self.delete_locked(ids)
+    }
+
+    /// Deletes the documents whose metadata passes `filter`, among `among` when given (else
+    /// among all), in one atomic step under the writer lock, so a document changed meanwhile
+    /// is judged by its metadata at the time of the delete. Returns the ids deleted.
+    pub fn delete_matching(
+        &self,
+        filter: &Filter,
+        among: Option<&[String]>,
+    ) -> Result<Vec<String>> {
+        self.check_writable()?;
+        let _w = self.writer.lock().map_err(poisoned)?;
+        let mut ids = Vec::new();
+        match among {
+            Some(list) => {
+                let mut seen = HashSet::new();
+                for id in list {
+                    let hit =
+                        self.get_document(id)?.is_some_and(|d| filter.matches_str(&d.metadata));
+                    if hit && seen.insert(id) {
+                        ids.push(id.clone());
+                    }
+                }
+            }
+            None => {
+                for item in self.tree.scan_prefix([b'd']) {
+                    let (k, v) = item?;
+                    let doc: DocRecord = dec(&v, "document")?;
+                    if filter.matches_str(&doc.metadata) {
+                        ids.push(String::from_utf8_lossy(&k[1..]).into_owned());
+                    }
+                }
+            }
+        }
+        self.delete_locked(&ids)?;
+        Ok(ids)
+    }
+
+    /// Up to `limit` documents whose ids come after `after` (from the first when `None`), in id
+    /// byte order, and whether more follow. Paging with the last id returned visits every
+    /// document present throughout exactly once, whatever is written between pages.
+    pub fn scroll_documents(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<(String, DocRecord)>, bool)> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(id) => Bound::Excluded(key(b'd', id.as_bytes())),
+            None => Bound::Included(vec![b'd']),
+        };
+        let mut out = Vec::new();
+        for item in self.tree.range::<Vec<u8>, _>((start, Bound::Excluded(vec![b'd' + 1]))) {
+            let (k, v) = item?;
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            out.push((String::from_utf8_lossy(&k[1..]).into_owned(), dec(&v, "document")?));
+        }
+        Ok((out, false))
+    }
+
+    /// Replaces the metadata of stored documents, leaving their passages, vectors and BM25
+    /// entries alone (nothing is re-embedded), durable on return. Returns the ids that did
+    /// not exist (nothing of theirs is written).
+    pub fn update_metadata(&self, updates: &[(String, serde_json::Value)]) -> Result<Vec<String>> {
+        self.check_writable()?;
+        let _w = self.writer.lock().map_err(poisoned)?;
+        let mut batch = sled::Batch::default();
+        let mut missing = Vec::new();
+        for (id, metadata) in updates {
+            match self.get_document(id)? {
+                Some(mut doc) => {
+                    doc.metadata = serde_json::to_string(metadata)?;
+                    batch.insert(key(b'd', id.as_bytes()), enc(&doc)?);
+                }
+                None => missing.push(id.clone()),
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(missing)
+    }
+
+    /// [`Database::delete_documents`] with the writer lock held.
+    fn delete_locked(&self, ids: &[String]) -> Result<Vec<String>> {
         let mut batch = sled::Batch::default();
         let mut removed = Vec::new();
         let mut missing = Vec::new();

@@ -293,6 +293,19 @@ fn duplicates_updates_and_empty_documents() {
     let st = db.status().unwrap();
     assert_eq!(st.documents, 6);
     assert_eq!(st.indexed as u64, st.passages, "old passages of the updated doc are gone");
+
+    // A change of metadata alone: refused without --update like any change, stored with it
+    // without re-embedding (the passages keep their labels).
+    let mut retagged = db.get_document("doc-002").unwrap().unwrap();
+    let labels = retagged.passages.clone();
+    let mut d = doc("doc-002", &retagged.title, &retagged.text);
+    d.metadata = serde_json::json!({ "topic": "ocean" });
+    assert!(index_documents(&db, &e, vec![d.clone()], &opts(), &Silent).is_err());
+    let r = index_documents(&db, &e, vec![d], &upd, &Silent).unwrap();
+    assert_eq!((r.updated, r.metadata_only, r.passages_embedded), (1, 1, 0), "{r:?}");
+    retagged = db.get_document("doc-002").unwrap().unwrap();
+    assert_eq!(retagged.metadata, r#"{"topic":"ocean"}"#);
+    assert_eq!(retagged.passages, labels, "the metadata change re-embedded the document");
 }
 
 #[test]

@@ -24,7 +24,7 @@ pub use corpus::{read_corpus, Corpus, CorpusFormat, CorpusOptions, Document};
 
 use crate::encoder::{Embed, TextKind};
 use crate::error::{Error, Result};
-use crate::store::{Database, NewDocument, NewPassage};
+use crate::store::{Database, DocRecord, NewDocument, NewPassage};
 
 /// How to index.
 #[derive(Debug, Clone)]
@@ -62,6 +62,8 @@ pub struct IndexReport {
     pub documents_read: usize,
     pub added: usize,
     pub updated: usize,
+    /// Of `updated`, documents whose metadata alone changed: stored without re-embedding.
+    pub metadata_only: usize,
     pub unchanged: usize,
     pub empty_skipped: usize,
     /// Same id and same content repeated in the corpus.
@@ -97,15 +99,42 @@ impl Progress for indicatif::ProgressBar {
     }
 }
 
-/// Content hash of a document (hex sha256 over title, text and metadata, length-prefixed).
+/// Content hash of a document: hex sha256 over its title and text, length-prefixed, which is
+/// what its vectors are made from. Metadata is left out, so a change to it alone is stored
+/// without re-embedding (see [`Change`]). Databases written before kept a hash that covered
+/// metadata too; [`change`] compares titles and texts, so it reads both alike.
 pub fn content_hash(doc: &Document) -> String {
     let mut h = Sha256::new();
-    let meta = serde_json::to_string(&doc.metadata).unwrap_or_default();
-    for part in [doc.title.as_str(), doc.text.as_str(), meta.as_str()] {
+    for part in [doc.title.as_str(), doc.text.as_str()] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
     }
     hex::encode(h.finalize())
+}
+
+/// What storing a document changes, next to the one stored under its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// No document has this id.
+    New,
+    /// Same title, text and metadata.
+    Unchanged,
+    /// Same title and text: only the metadata is written, nothing is re-embedded.
+    Metadata,
+    /// Another title or text: passages are embedded again.
+    Content,
+}
+
+/// How `doc` differs from `stored`, the document its id holds.
+pub fn change(stored: Option<&DocRecord>, doc: &Document) -> Change {
+    let Some(s) = stored else { return Change::New };
+    if s.title != doc.title || s.text != doc.text {
+        return Change::Content;
+    }
+    match serde_json::from_str::<serde_json::Value>(&s.metadata) {
+        Ok(m) if m == doc.metadata => Change::Unchanged,
+        _ => Change::Metadata,
+    }
 }
 
 /// Splits a document's text into passages of at most `chunk_tokens` tokens overlapping by
@@ -171,7 +200,10 @@ pub fn index_documents(
         ));
     }
     let mut report = IndexReport { documents_read: docs.len(), ..Default::default() };
-    let plan = plan(db, docs, opts, &mut report)?;
+    let (plan, metadata) = plan(db, docs, opts, &mut report)?;
+    if !metadata.is_empty() {
+        db.update_metadata(&metadata)?;
+    }
 
     // Chunk everything up front: tokenizing is cheap next to embedding and gives the progress
     // bar its total.
@@ -221,23 +253,25 @@ pub fn index_documents(
     Ok(report)
 }
 
-/// Decides what to do with every document, failing before any write on a conflict.
+/// Decides what to do with every document, failing before any write on a conflict: the
+/// documents to embed, and the (id, metadata) of those whose metadata alone changed.
+#[allow(clippy::type_complexity)]
 fn plan(
     db: &Database,
     docs: Vec<Document>,
     opts: &IndexOptions,
     report: &mut IndexReport,
-) -> Result<Vec<Planned>> {
+) -> Result<(Vec<Planned>, Vec<(String, serde_json::Value)>)> {
     let mut plan: Vec<Option<Planned>> = Vec::new();
-    let mut seen: HashMap<String, (usize, String)> = HashMap::new();
+    let mut seen: HashMap<String, (usize, String, serde_json::Value)> = HashMap::new();
     for doc in docs {
         if doc.text.trim().is_empty() && doc.title.trim().is_empty() {
             report.empty_skipped += 1;
             continue;
         }
         let hash = content_hash(&doc);
-        if let Some((pos, prev)) = seen.get(&doc.id) {
-            if *prev == hash {
+        if let Some((pos, prev, meta)) = seen.get(&doc.id) {
+            if *prev == hash && *meta == doc.metadata {
                 report.duplicates_skipped += 1;
                 continue;
             }
@@ -250,30 +284,36 @@ fn plan(
             }
             plan[*pos] = None;
         }
-        seen.insert(doc.id.clone(), (plan.len(), hash.clone()));
+        seen.insert(doc.id.clone(), (plan.len(), hash.clone(), doc.metadata.clone()));
         plan.push(Some(Planned { doc, hash }));
     }
     let mut out = Vec::new();
+    let mut metadata = Vec::new();
     for p in plan.into_iter().flatten() {
-        match db.document_hash(&p.doc.id)? {
-            Some(h) if h == p.hash => report.unchanged += 1,
-            Some(_) if !opts.update => {
+        match change(db.get_document(&p.doc.id)?.as_ref(), &p.doc) {
+            Change::Unchanged => report.unchanged += 1,
+            Change::Metadata | Change::Content if !opts.update => {
                 return Err(Error::InvalidInput(format!(
                     "document {:?} is already stored with different content (use --update to replace it)",
                     p.doc.id
                 )))
             }
-            Some(_) => {
+            Change::Metadata => {
+                report.updated += 1;
+                report.metadata_only += 1;
+                metadata.push((p.doc.id, p.doc.metadata));
+            }
+            Change::Content => {
                 report.updated += 1;
                 out.push(p);
             }
-            None => {
+            Change::New => {
                 report.added += 1;
                 out.push(p);
             }
         }
     }
-    Ok(out)
+    Ok((out, metadata))
 }
 
 fn process_window(

@@ -62,7 +62,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/search"),
     ("get", "/documents/{id}"),
     ("post", "/documents"),
+    ("get", "/documents"),
+    ("post", "/documents/delete"),
     ("delete", "/documents/{id}"),
+    ("patch", "/documents/{id}"),
     ("post", "/embed"),
     ("post", "/v1/embeddings"),
     ("get", "/v1/models"),
@@ -80,10 +83,22 @@ pub fn router(state: Arc<AppState>) -> Router {
     let max_body = state.config.server.max_body_bytes;
     let mut app = Router::new()
         .route("/search", post(routes::search::post_search).get(routes::search::get_search))
-        .route("/documents", post(routes::documents::add_documents))
+        .route(
+            "/documents",
+            post(routes::documents::add_documents).get(routes::documents::list_documents),
+        )
+        .route(
+            "/documents/delete",
+            post(routes::documents::delete_many)
+                .get(routes::documents::named_delete::get)
+                .delete(routes::documents::named_delete::delete)
+                .patch(routes::documents::named_delete::patch),
+        )
         .route(
             "/documents/{*id}",
-            get(routes::documents::get_document).delete(routes::documents::delete_document),
+            get(routes::documents::get_document)
+                .delete(routes::documents::delete_document)
+                .patch(routes::documents::patch_document),
         )
         .route("/embed", post(routes::embed::embed))
         .route("/v1/embeddings", post(routes::openai::embeddings))

@@ -4,6 +4,7 @@
 //! derived data, reconciled from sled on open, and saved at intervals and on shutdown.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -14,9 +15,11 @@ use serde_json::json;
 
 use super::{blocking, AppStateRef};
 use crate::encoder::TextKind;
-use crate::pipeline::{content_hash, passage_text, split_passages, Document};
+use crate::filter::Filter;
+use crate::pipeline::{change, content_hash, passage_text, split_passages, Change, Document};
 use crate::server::auth::{ApiKeyAccess, ReadAccess};
-use crate::server::error::{ApiError, ApiJson, ApiPath};
+use crate::server::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::server::state::AppState;
 use crate::store::{NewDocument, NewPassage};
 
 /// How often write requests also snapshot the ANN index (it is rebuilt from sled otherwise).
@@ -24,8 +27,16 @@ const SAVE_INDEX_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn get_document(
     State(state): AppStateRef,
-    _auth: ReadAccess,
+    auth: ReadAccess,
     ApiPath(id): ApiPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    get_document_by_id(state, auth, id).await
+}
+
+async fn get_document_by_id(
+    state: Arc<AppState>,
+    _auth: ReadAccess,
+    id: String,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let loaded = state.ready()?;
     let doc = blocking(move || {
@@ -106,21 +117,27 @@ pub async fn add_documents(
     // Plan on a blocking thread: content hashes (unchanged documents are skipped), passages,
     // and their tokenized texts.
     let l = loaded.clone();
-    let (plan, unchanged, updated) = blocking(move || {
+    let (plan, unchanged, updated, metadata_only) = blocking(move || {
         let encoder = l.encoder();
         let mut plan = Vec::new();
         let (mut unchanged, mut updated) = (0usize, 0usize);
+        let mut metadata_only = Vec::new();
         for d in req.documents {
             let doc = Document { id: d.id, title: d.title, text: d.text, metadata: d.metadata };
-            let hash = content_hash(&doc);
-            match l.db().document_hash(&doc.id)? {
-                Some(h) if h == hash => {
+            match change(l.db().get_document(&doc.id)?.as_ref(), &doc) {
+                Change::Unchanged => {
                     unchanged += 1;
                     continue;
                 }
-                Some(_) => updated += 1,
-                None => {}
+                Change::Metadata => {
+                    updated += 1;
+                    metadata_only.push((doc.id, doc.metadata));
+                    continue;
+                }
+                Change::Content => updated += 1,
+                Change::New => {}
             }
+            let hash = content_hash(&doc);
             let chunks = split_passages(
                 encoder.as_ref(),
                 &doc.title,
@@ -139,7 +156,7 @@ pub async fn add_documents(
                 .collect::<crate::Result<Vec<_>>>()?;
             plan.push((doc, hash, chunks, prepared));
         }
-        Ok((plan, unchanged, updated))
+        Ok((plan, unchanged, updated, metadata_only))
     })
     .await?;
 
@@ -170,9 +187,11 @@ pub async fn add_documents(
             passages,
         });
     }
-    let added = new_docs.len() - updated;
+    let added = new_docs.len() + metadata_only.len() - updated;
     let l = loaded.clone();
     blocking(move || {
+        // Metadata-only changes touch neither vectors nor BM25 (which indexes title and text).
+        l.db().update_metadata(&metadata_only)?;
         l.index.put_documents(new_docs)?;
         l.db().save_index_if_older(SAVE_INDEX_EVERY)?;
         Ok(())
@@ -189,8 +208,16 @@ pub async fn add_documents(
 
 pub async fn delete_document(
     State(state): AppStateRef,
-    _auth: ApiKeyAccess,
+    auth: ApiKeyAccess,
     ApiPath(id): ApiPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    delete_document_by_id(state, auth, id).await
+}
+
+async fn delete_document_by_id(
+    state: Arc<AppState>,
+    _auth: ApiKeyAccess,
+    id: String,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let loaded = state.ready()?;
     let deleted = blocking(move || {
@@ -202,5 +229,194 @@ pub async fn delete_document(
     match deleted {
         Some(id) => Ok(Json(json!({ "deleted": id }))),
         None => Err(ApiError::not_found("no document with this id")),
+    }
+}
+
+/// Documents per page of `GET /documents` when `limit` is not given, and the most allowed.
+const PAGE_DEFAULT: usize = 100;
+pub const PAGE_MAX: usize = 1000;
+
+/// `GET /documents?limit=&cursor=&with_text=`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrollParams {
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    pub with_text: Option<bool>,
+}
+
+/// The cursor after document `id`: its bytes in hex (opaque to clients).
+fn cursor_after(id: &str) -> String {
+    hex::encode(id.as_bytes())
+}
+
+fn id_of_cursor(cursor: &str) -> Result<String, ApiError> {
+    hex::decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| ApiError::bad_request("cursor is not one this server returned"))
+}
+
+/// `GET /documents`: a page of documents in id order and the cursor of the next page (`null`
+/// after the last). Every document present from the first page to the last is listed exactly
+/// once, whatever is added or deleted meanwhile.
+pub async fn list_documents(
+    State(state): AppStateRef,
+    _auth: ReadAccess,
+    ApiQuery(p): ApiQuery<ScrollParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let loaded = state.ready()?;
+    let limit = p.limit.unwrap_or(PAGE_DEFAULT);
+    if limit == 0 || limit > PAGE_MAX {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {PAGE_MAX}, got {limit}"
+        )));
+    }
+    let after = p.cursor.as_deref().filter(|c| !c.is_empty()).map(id_of_cursor).transpose()?;
+    let with_text = p.with_text.unwrap_or(false);
+    let (page, more) =
+        blocking(move || Ok(loaded.db().scroll_documents(after.as_deref(), limit)?)).await?;
+    let next_cursor = page.last().filter(|_| more).map(|(id, _)| cursor_after(id));
+    let documents: Vec<serde_json::Value> = page
+        .into_iter()
+        .map(|(id, d)| {
+            let mut v = json!({
+                "id": id,
+                "title": d.title,
+                "metadata": serde_json::from_str::<serde_json::Value>(&d.metadata)
+                    .unwrap_or(serde_json::Value::String(d.metadata)),
+                "passages": d.passages.len(),
+            });
+            if with_text {
+                v["text"] = json!(d.text);
+            }
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "documents": documents, "next_cursor": next_cursor })))
+}
+
+/// `POST /documents/delete`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteManyRequest {
+    pub ids: Option<Vec<String>>,
+    /// Qdrant-style filter (`crate::filter`); with `ids`, only those of them that match.
+    pub filter: Option<serde_json::Value>,
+}
+
+/// `POST /documents/delete`: deletes the listed ids, the documents matching a filter, or the
+/// listed ids that match it; answers how many were deleted.
+pub async fn delete_many(
+    State(state): AppStateRef,
+    _auth: ApiKeyAccess,
+    ApiJson(req): ApiJson<DeleteManyRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let loaded = state.ready()?;
+    loaded.db().check_writable()?;
+    let filter = req.filter.as_ref().map(Filter::parse).transpose()?;
+    let filter = filter.filter(|f| !f.is_empty());
+    match (&req.ids, &filter) {
+        (None, None) if req.filter.is_some() => {
+            return Err(ApiError::bad_request(
+                "filter has no condition, so it would delete every document; name the ids or \
+                 give a condition",
+            ))
+        }
+        (None, None) => return Err(ApiError::bad_request("give ids, a filter, or both")),
+        (Some(ids), _) if ids.len() > state.config.server.max_documents_per_request => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_documents",
+                format!(
+                    "{} ids, at most {} per request (server.max_documents_per_request)",
+                    ids.len(),
+                    state.config.server.max_documents_per_request
+                ),
+            ))
+        }
+        _ => {}
+    }
+    let deleted = blocking(move || {
+        let n = match (&req.ids, &filter) {
+            (ids, Some(f)) => loaded.index.delete_matching(f, ids.as_deref())?.len(),
+            (Some(ids), None) => {
+                let unique: HashSet<&String> = ids.iter().collect();
+                unique.len() - loaded.index.delete_documents(ids)?.len()
+            }
+            (None, None) => 0,
+        };
+        loaded.db().save_index_if_older(SAVE_INDEX_EVERY)?;
+        Ok(n)
+    })
+    .await?;
+    Ok(Json(json!({ "deleted": deleted })))
+}
+
+/// `PATCH /documents/{id}`: what may change without re-embedding.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchDocumentRequest {
+    /// Replaces the stored metadata (any JSON); title and text change through POST /documents.
+    pub metadata: serde_json::Value,
+}
+
+/// `PATCH /documents/{id}`: replaces a document's metadata, durable and visible to filters on
+/// return; its passages are not re-embedded.
+pub async fn patch_document(
+    State(state): AppStateRef,
+    auth: ApiKeyAccess,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<PatchDocumentRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    patch_document_by_id(state, auth, id, req).await
+}
+
+async fn patch_document_by_id(
+    state: Arc<AppState>,
+    _auth: ApiKeyAccess,
+    id: String,
+    req: PatchDocumentRequest,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let loaded = state.ready()?;
+    let missing = blocking(move || {
+        let missing = loaded.db().update_metadata(&[(id.clone(), req.metadata)])?;
+        Ok(missing.is_empty().then_some(id))
+    })
+    .await?;
+    match missing {
+        Some(id) => Ok(Json(json!({ "updated": id }))),
+        None => Err(ApiError::not_found("no document with this id")),
+    }
+}
+
+/// The routes of the document whose id is `delete`, which `POST /documents/delete` shadows
+/// in the router: its GET, DELETE and PATCH still reach it.
+pub mod named_delete {
+    use super::*;
+
+    const ID: &str = "delete";
+
+    pub async fn get(
+        State(state): AppStateRef,
+        auth: ReadAccess,
+    ) -> Result<Json<serde_json::Value>, ApiError> {
+        get_document_by_id(state, auth, ID.into()).await
+    }
+
+    pub async fn delete(
+        State(state): AppStateRef,
+        auth: ApiKeyAccess,
+    ) -> Result<Json<serde_json::Value>, ApiError> {
+        delete_document_by_id(state, auth, ID.into()).await
+    }
+
+    pub async fn patch(
+        State(state): AppStateRef,
+        auth: ApiKeyAccess,
+        ApiJson(req): ApiJson<PatchDocumentRequest>,
+    ) -> Result<Json<serde_json::Value>, ApiError> {
+        patch_document_by_id(state, auth, ID.into(), req).await
     }
 }
