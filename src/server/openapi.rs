@@ -282,7 +282,121 @@ pub fn spec() -> Value {
     // Added in parts: one json! of the whole document exceeds the macro recursion limit.
     merge(&mut doc["paths"], compat_paths(&read_security, &embed_errors));
     merge(&mut doc["components"]["schemas"], compat_schemas());
+    // The per-request retrieval settings, the same in the body and the query string.
+    let settings = retrieval_settings();
+    merge(&mut doc["components"]["schemas"]["SearchRequest"]["properties"], settings.clone());
+    if let (Some(params), Value::Object(settings)) =
+        (doc["paths"]["/search"]["get"]["parameters"].as_array_mut(), settings)
+    {
+        for (name, schema) in settings {
+            let description = schema["description"].clone();
+            params.push(json!({ "name": name, "in": "query", "schema": schema, "description": description }));
+        }
+    }
+    if let Some(p) = doc["paths"]["/search"]["get"]["parameters"].as_array_mut() {
+        p.push(json!({ "name": "filter", "in": "query", "schema": { "type": "string" }, "description": "The filter as JSON text (see SearchRequest.filter)." }));
+        p.push(json!({ "name": "with_metadata", "in": "query", "schema": { "type": "boolean" } }));
+    }
+    merge(
+        &mut doc["components"]["schemas"]["SearchRequest"]["properties"],
+        json!({
+            "filter": { "type": "object", "description": "Only documents whose metadata passes this filter, in Qdrant's filter JSON: {\"must\": [{\"key\": \"topic\", \"match\": {\"value\": \"ocean\"}}]}, with match.any, range, is_empty, should and must_not." },
+            "with_metadata": { "type": "boolean", "default": false, "description": "Return each hit's metadata." }
+        }),
+    );
+    document_management(&mut doc, &read_security, &write_security);
     doc
+}
+
+/// Search settings a request may override (`SearchRequest`, and `GET /search`'s query).
+fn retrieval_settings() -> Value {
+    json!({
+        "limit": { "type": "integer", "minimum": 1, "description": "Alias of k; both given must be equal (else 400)." },
+        "fusion": { "type": "string", "enum": ["rrf", "convex"], "description": "Hybrid mode only (else 400). Default: the server's eval.fusion." },
+        "alpha": { "type": "number", "minimum": 0, "maximum": 1, "description": "Hybrid mode only: the dense weight of convex fusion (1 = dense order, 0 = BM25 order). Alone it means fusion convex; with fusion rrf it is refused (400). Default eval.hybrid_alpha." },
+        "semantic_ratio": { "type": "number", "minimum": 0, "maximum": 1, "description": "Alias of alpha (Meilisearch's name); both given must be equal." },
+        "rrf_k": { "type": "integer", "minimum": 1, "maximum": crate::fusion::RRF_K_MAX, "description": "Hybrid mode only: RRF's constant. Alone it means fusion rrf; with fusion convex it is refused (400). Default eval.rrf_k." },
+        "score_threshold": { "type": "number", "description": "Drop hits scoring below it, in the mode's own scale: cosine for dense, BM25's for bm25, the fused score for hybrid. Must be finite." },
+        "ef": { "type": "integer", "minimum": 1, "maximum": crate::index::MAX_SEARCH_EFFORT, "description": "HNSW search effort for this request (index.hnsw_ef_search otherwise); ignored by the flat (exact) and faiss backends." }
+    })
+}
+
+/// `GET /documents`, `POST /documents/delete` and `PATCH /documents/{id}`.
+fn document_management(doc: &mut Value, read_security: &Value, write_security: &Value) {
+    doc["paths"]["/documents"]["get"] = json!({
+        "summary": "Scroll the stored documents in id order, a page at a time",
+        "security": read_security,
+        "parameters": [
+            { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": crate::server::routes::documents::PAGE_MAX, "default": 100 } },
+            { "name": "cursor", "in": "query", "schema": { "type": "string" }, "description": "next_cursor of the previous page (opaque). Every document present from the first page to the last is listed exactly once, whatever is written meanwhile." },
+            { "name": "with_text", "in": "query", "schema": { "type": "boolean", "default": false } }
+        ],
+        "responses": {
+            "200": json_response("A page of documents.", "DocumentPage"),
+            "400": error_response("limit out of range, or a cursor this server did not return."),
+            "401": error_response("A read key is configured and no valid key was sent."),
+            "503": error_response("Still loading.")
+        }
+    });
+    let write_errors = json!({
+        "401": error_response("Missing or wrong API key."),
+        "403": error_response("The read key was sent: writes need the admin key (code forbidden); or the database is read-only (code read_only)."),
+        "415": error_response("Body without Content-Type: application/json."),
+        "422": error_response("JSON of the wrong shape (unknown fields, wrong types)."),
+        "503": error_response("Still loading.")
+    });
+    let mut delete = json!({
+        "summary": "Delete many documents: by ids, by filter, or the listed ids that match the filter",
+        "security": write_security,
+        "requestBody": json_body("DeleteManyRequest"),
+        "responses": {
+            "200": json_response("How many documents were deleted (dense, BM25 and hybrid search no longer find them).", "DeleteManyResponse"),
+            "400": error_response("Neither ids nor filter, a filter without a condition (it would delete everything), an invalid filter, malformed JSON."),
+            "413": error_response("More than server.max_documents_per_request ids.")
+        }
+    });
+    merge(&mut delete["responses"], write_errors.clone());
+    doc["paths"]["/documents/delete"] = json!({ "post": delete });
+    let mut patch = json!({
+        "summary": "Replace a document's metadata without re-embedding it (visible to filters on return)",
+        "security": write_security,
+        "parameters": [id_param()],
+        "requestBody": json_body("PatchDocumentRequest"),
+        "responses": {
+            "200": json_response("Updated.", "PatchDocumentResponse"),
+            "404": error_response("No document with this id.")
+        }
+    });
+    merge(&mut patch["responses"], write_errors);
+    doc["paths"]["/documents/{id}"]["patch"] = patch;
+    merge(
+        &mut doc["components"]["schemas"],
+        json!({
+            "DocumentPage": {
+                "type": "object", "required": ["documents", "next_cursor"],
+                "properties": {
+                    "documents": { "type": "array", "items": { "type": "object", "required": ["id", "title", "metadata", "passages"], "properties": {
+                        "id": { "type": "string" }, "title": { "type": "string" }, "metadata": {},
+                        "passages": { "type": "integer" }, "text": { "type": "string", "description": "Only with with_text." }
+                    } } },
+                    "next_cursor": { "type": ["string", "null"], "description": "Cursor of the next page; null after the last." }
+                }
+            },
+            "DeleteManyRequest": {
+                "type": "object",
+                "properties": {
+                    "ids": { "type": "array", "items": { "type": "string" }, "description": "At most server.max_documents_per_request; unknown ids are skipped." },
+                    "filter": { "type": "object", "description": "A filter as in SearchRequest.filter, with at least one condition; with ids, only the listed documents that match are deleted." }
+                }
+            },
+            "DeleteManyResponse": { "type": "object", "required": ["deleted"], "properties": { "deleted": { "type": "integer" } } },
+            "PatchDocumentRequest": {
+                "type": "object", "required": ["metadata"],
+                "properties": { "metadata": { "description": "Any JSON: replaces the stored metadata. Title and text change through POST /documents, which also stores a metadata-only change without re-embedding." } }
+            },
+            "PatchDocumentResponse": { "type": "object", "properties": { "updated": { "type": "string" } } }
+        }),
+    );
 }
 
 fn merge(into: &mut Value, from: Value) {
