@@ -291,3 +291,56 @@ async fn per_request_fusion_threshold_and_limit_are_honoured_and_bounded() {
     assert_eq!(st, 200);
     s.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_with_wait_false_run_as_tasks_to_poll() {
+    let fx = fixture();
+    let s = TestServer::start(&fx, |_| {}, Some(KEY)).await;
+    let poll = |id: u64| {
+        let s = &s;
+        async move {
+            for _ in 0..2000 {
+                let (st, task) = send(s, "GET", &format!("/tasks/{id}"), None, Some(KEY)).await;
+                assert_eq!(st, 200, "{task}");
+                if task["status"] != "processing" {
+                    return task;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            panic!("task {id} never finished");
+        }
+    };
+    let docs = json!({ "documents": [new_doc("bg/1", "written in the background"), new_doc("bg/2", "and this one too")] });
+    let (st, started) = send(&s, "POST", "/documents?wait=false", Some(&docs), Some(KEY)).await;
+    assert_eq!(st, 202, "{started}");
+    assert_eq!(started["status"], "processing");
+    let id = started["task_id"].as_u64().unwrap();
+    let done = poll(id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(
+        (done["kind"].clone(), done["result"]["added"].clone()),
+        (json!("add_documents"), json!(2))
+    );
+    assert_eq!(s.get("/documents/bg%2F1").await.0, 200);
+
+    let del = json!({ "ids": ["bg/1", "bg/2"] });
+    let (st, started) =
+        send(&s, "POST", "/documents/delete?wait=false", Some(&del), Some(KEY)).await;
+    assert_eq!(st, 202, "{started}");
+    let done = poll(started["task_id"].as_u64().unwrap()).await;
+    assert_eq!(done["result"], json!({ "deleted": 2 }), "{done}");
+    assert_eq!(s.get("/documents/bg%2F1").await.0, 404);
+
+    // Bad input is refused at once, not as a failed task; unknown tasks are 404, tasks need
+    // the admin key.
+    let empty = json!({ "documents": [] });
+    let (st, b) = send(&s, "POST", "/documents?wait=false", Some(&empty), Some(KEY)).await;
+    assert_eq!(error_code(st, &b, 400), "bad_request");
+    let (st, b) = send(&s, "GET", "/tasks/999999", None, Some(KEY)).await;
+    assert_eq!(error_code(st, &b, 404), "not_found");
+    let (st, b) = send(&s, "GET", &format!("/tasks/{id}"), None, None).await;
+    assert_eq!(error_code(st, &b, 401), "unauthorized");
+    let (st, b) = send(&s, "POST", "/documents?wait=maybe", Some(&docs), Some(KEY)).await;
+    assert_eq!(error_code(st, &b, 400), "bad_request");
+    s.stop().await.unwrap();
+}

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod state;
+pub mod tasks;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -66,6 +67,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/documents/delete"),
     ("delete", "/documents/{id}"),
     ("patch", "/documents/{id}"),
+    ("get", "/tasks/{id}"),
     ("post", "/embed"),
     ("post", "/v1/embeddings"),
     ("get", "/v1/models"),
@@ -100,6 +102,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .delete(routes::documents::delete_document)
                 .patch(routes::documents::patch_document),
         )
+        .route("/tasks/{id}", get(routes::documents::get_task))
         .route("/embed", post(routes::embed::embed))
         .route("/v1/embeddings", post(routes::openai::embeddings))
         .route("/v1/models", get(routes::openai::models))

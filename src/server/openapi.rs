@@ -369,6 +369,27 @@ fn document_management(doc: &mut Value, read_security: &Value, write_security: &
     });
     merge(&mut patch["responses"], write_errors);
     doc["paths"]["/documents/{id}"]["patch"] = patch;
+    // ?wait=false on the two bulk writes.
+    let wait = json!({ "name": "wait", "in": "query", "schema": { "type": "boolean", "default": true }, "description": "false: check the input, answer 202 with a task id at once, and do the work in the background (poll GET /tasks/{id})." });
+    let accepted =
+        json_response("wait=false: the work started; poll GET /tasks/{task_id}.", "Task");
+    for path in ["/documents", "/documents/delete"] {
+        let op = &mut doc["paths"][path]["post"];
+        op["parameters"] = json!([wait.clone()]);
+        op["responses"]["202"] = accepted.clone();
+    }
+    doc["paths"]["/tasks/{id}"] = json!({ "get": {
+        "summary": "A background write's status (tasks are kept in memory, the last 1000 finished ones, until a restart)",
+        "security": write_security,
+        "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "integer", "minimum": 1 } }],
+        "responses": {
+            "200": json_response("The task.", "Task"),
+            "400": error_response("The id is not a number."),
+            "401": error_response("Missing or wrong API key."),
+            "403": error_response("The read key was sent: tasks need the admin key."),
+            "404": error_response("No task with this id.")
+        }
+    } });
     merge(
         &mut doc["components"]["schemas"],
         json!({
@@ -393,6 +414,16 @@ fn document_management(doc: &mut Value, read_security: &Value, write_security: &
             "PatchDocumentRequest": {
                 "type": "object", "required": ["metadata"],
                 "properties": { "metadata": { "description": "Any JSON: replaces the stored metadata. Title and text change through POST /documents, which also stores a metadata-only change without re-embedding." } }
+            },
+            "Task": {
+                "type": "object", "required": ["task_id", "kind", "status"],
+                "properties": {
+                    "task_id": { "type": "integer" },
+                    "kind": { "type": "string", "enum": ["add_documents", "delete_documents"] },
+                    "status": { "type": "string", "enum": ["processing", "succeeded", "failed"] },
+                    "result": { "type": "object", "description": "succeeded: what the waiting request would have answered." },
+                    "error": { "type": "object", "description": "failed: the error's {code, message, type}." }
+                }
             },
             "PatchDocumentResponse": { "type": "object", "properties": { "updated": { "type": "string" } } }
         }),

@@ -9,6 +9,7 @@ use super::auth::ApiKeys;
 use super::batching::Batcher;
 use super::error::ApiError;
 use super::metrics::{Gauges, Metrics};
+use super::tasks::Tasks;
 use crate::config::Config;
 use crate::encoder::{Embed, Encoder};
 use crate::search::{SearchIndex, SearchMode};
@@ -60,11 +61,20 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub loaded: OnceLock<Arc<Loaded>>,
     pub started: Instant,
+    /// Writes running in the background (`?wait=false`).
+    pub tasks: Arc<Tasks>,
 }
 
 impl AppState {
     pub fn new(config: Config, keys: ApiKeys, metrics: Arc<Metrics>) -> Self {
-        AppState { config, keys, metrics, loaded: OnceLock::new(), started: Instant::now() }
+        AppState {
+            config,
+            keys,
+            metrics,
+            loaded: OnceLock::new(),
+            started: Instant::now(),
+            tasks: Arc::default(),
+        }
     }
 
     /// The loaded engine, or 503 while loading.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
@@ -19,7 +20,8 @@ use crate::filter::Filter;
 use crate::pipeline::{change, content_hash, passage_text, split_passages, Change, Document};
 use crate::server::auth::{ApiKeyAccess, ReadAccess};
 use crate::server::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use crate::server::state::AppState;
+use crate::server::state::{AppState, Loaded};
+use crate::server::tasks::WaitParam;
 use crate::store::{NewDocument, NewPassage};
 
 /// How often write requests also snapshot the ANN index (it is rebuilt from sled otherwise).
@@ -76,11 +78,14 @@ pub struct AddDocumentsRequest {
     pub documents: Vec<NewDoc>,
 }
 
+/// `POST /documents[?wait=false]`: the input is checked here; the work runs now, or with
+/// `wait=false` as a task (see `tasks`).
 pub async fn add_documents(
     State(state): AppStateRef,
     _auth: ApiKeyAccess,
+    ApiQuery(w): ApiQuery<WaitParam>,
     ApiJson(req): ApiJson<AddDocumentsRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     let loaded = state.ready()?;
     // Before any encoder work: a read-only database refuses the write in the end.
@@ -109,6 +114,17 @@ pub async fn add_documents(
             return Err(ApiError::bad_request(format!("document id {:?} appears twice", d.id)));
         }
     }
+    let work = store_documents(state.clone(), loaded, req, started);
+    state.tasks.run_or_start(w.wait.unwrap_or(true), "add_documents", work).await
+}
+
+/// Embeds and stores checked documents (the work of `POST /documents`).
+async fn store_documents(
+    state: Arc<AppState>,
+    loaded: Arc<Loaded>,
+    req: AddDocumentsRequest,
+    started: Instant,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let (chunk_tokens, chunk_overlap) = {
         let m = loaded.db().manifest();
         (m.chunk_tokens, m.chunk_overlap)
@@ -311,8 +327,9 @@ pub struct DeleteManyRequest {
 pub async fn delete_many(
     State(state): AppStateRef,
     _auth: ApiKeyAccess,
+    ApiQuery(w): ApiQuery<WaitParam>,
     ApiJson(req): ApiJson<DeleteManyRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let loaded = state.ready()?;
     loaded.db().check_writable()?;
     let filter = req.filter.as_ref().map(Filter::parse).transpose()?;
@@ -338,7 +355,7 @@ pub async fn delete_many(
         }
         _ => {}
     }
-    let deleted = blocking(move || {
+    let work = blocking(move || {
         let n = match (&req.ids, &filter) {
             (ids, Some(f)) => loaded.index.delete_matching(f, ids.as_deref())?.len(),
             (Some(ids), None) => {
@@ -348,10 +365,20 @@ pub async fn delete_many(
             (None, None) => 0,
         };
         loaded.db().save_index_if_older(SAVE_INDEX_EVERY)?;
-        Ok(n)
+        Ok(Json(json!({ "deleted": n })))
+    });
+    state.tasks.run_or_start(w.wait.unwrap_or(true), "delete_documents", work).await
+}
+
+/// `GET /tasks/{id}`: a background write's status (see `tasks`).
+pub async fn get_task(
+    State(state): AppStateRef,
+    _auth: ApiKeyAccess,
+    ApiPath(id): ApiPath<u64>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.tasks.get(id).map(Json).ok_or_else(|| {
+        ApiError::not_found("no task with this id (tasks are kept in memory until a restart)")
     })
-    .await?;
-    Ok(Json(json!({ "deleted": deleted })))
 }
 
 /// `PATCH /documents/{id}`: what may change without re-embedding.
