@@ -269,3 +269,40 @@ fn delete_repairs_a_damaged_bm25_index_first() {
         .collect();
     assert_eq!(ids, ["bread"], "BM25 rebuilt, without the deleted document");
 }
+
+/// `--alpha` (and `--fusion`, `--rrf-k`) set hybrid mode's fusion for one search, and
+/// `--score-threshold` cuts the hits; a bad value is an error naming the flag.
+#[test]
+fn search_takes_fusion_settings_and_a_score_threshold() {
+    let (dir, _, db) = indexed_dataset();
+    let search = |args: &[&str]| {
+        let mut c = engine(dir.path());
+        c.args(["search", "-k", "3", "--db"]).arg(&db).args(args).arg("the moon and the tides");
+        c
+    };
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v["hits"].as_array().unwrap().iter().map(|h| h["id"].as_str().unwrap().into()).collect()
+    };
+    let dense = ids(&json(search(&["--mode", "dense"])));
+    let bm25 = ids(&json(search(&["--mode", "bm25"])));
+    assert_eq!(ids(&json(search(&["--mode", "hybrid", "--alpha", "1"]))), dense);
+    assert_eq!(ids(&json(search(&["--mode", "hybrid", "--alpha", "0"])))[0], bm25[0]);
+    let v = json(search(&["--mode", "hybrid", "--fusion", "rrf", "--rrf-k", "1"]));
+    assert_eq!(v["hits"].as_array().unwrap().len(), 3, "{v}");
+    let top = json(search(&["--mode", "bm25"]))["hits"][0]["score"].as_f64().unwrap();
+    let above = format!("{}", top * 2.0 + 1.0);
+    assert!(ids(&json(search(&["--mode", "bm25", "--score-threshold", &above]))).is_empty());
+    for (args, flag) in [
+        (&["--mode", "hybrid", "--alpha", "2"][..], "alpha"),
+        (&["--mode", "bm25", "--alpha", "0.5"][..], "--alpha"),
+        (&["--mode", "hybrid", "--rrf-k", "0"][..], "rrf_k"),
+        (&["--mode", "hybrid", "--fusion", "max"][..], "fusion"),
+        (&["--mode", "dense", "--ef", "0"][..], "ef"),
+        (&["--mode", "dense", "--score-threshold", "inf"][..], "score_threshold"),
+    ] {
+        let out = search(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag) && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}
