@@ -147,7 +147,7 @@ async fn search_documents_embed_status_and_metadata_endpoints() {
     );
     let bad = json!({ "query": "sled", "filter": { "must": [{ "key": "k", "range": { "gt": "soon" } }] } });
     let (st, r) = s.post("/search", &bad).await;
-    assert_eq!(st, 400, "{r}");
+    assert_eq!(st, 422, "{r}");
     let changed = json!({ "documents": [{ "id": "new/one", "title": "Fresh", "text": "Changed text now." }] });
     let (st, r) = s.post("/documents", &changed).await;
     assert_eq!((st, r["updated"].as_u64()), (200, Some(1)), "{r}");
@@ -248,6 +248,8 @@ async fn every_error_is_json_with_the_right_status() {
     .await;
     let q = query_for(&corpus()[0]);
 
+    // One validation status: 400 only for JSON that does not parse, 413 only for a body over
+    // server.max_body_bytes, 422 for anything well-formed but invalid.
     // Malformed JSON, wrong content type, wrong shape.
     let r = s
         .client
@@ -277,30 +279,30 @@ async fn every_error_is_json_with_the_right_status() {
     let (st, b) = s.post("/search", &json!({ "query": "x", "bogus": 1 })).await;
     assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) = s.get("/search?k=3").await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) = s.get("/search?q=x&k=many").await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
 
     // k, offset, mode, empty and over-long queries.
     let (st, b) = s.post("/search", &json!({ "query": q, "k": 101 })).await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     assert!(b["error"]["message"].as_str().unwrap().contains("max_k"));
     let (st, b) = s.post("/search", &json!({ "query": q, "k": 0 })).await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) = s.post("/search", &json!({ "query": q, "k": -1 })).await;
     assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) = s.post("/search", &json!({ "query": q, "offset": 1_000_000 })).await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) = s.post("/search", &json!({ "query": q, "mode": "telepathy" })).await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) = s.post("/search", &json!({ "query": "   " })).await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     // The tiny tokenizer is byte-level: 65 bytes are 65 tokens, one over the limit of 64.
     let (st, b) = s.post("/search", &json!({ "query": "a".repeat(65) })).await;
-    assert_eq!(error_code(st, &b, 413), "query_too_long");
+    assert_eq!(error_code(st, &b, 422), "query_too_long");
     assert_eq!(s.post("/search", &json!({ "query": "a".repeat(64) })).await.0, 200);
     let (st, b) = s.get(&format!("/search?q={}", "b".repeat(100))).await;
-    assert_eq!(error_code(st, &b, 413), "query_too_long");
+    assert_eq!(error_code(st, &b, 422), "query_too_long");
 
     // Body over server.max_body_bytes, with and without a Content-Length.
     let big = json!({ "query": "x".repeat(10_000) });
@@ -317,11 +319,11 @@ async fn every_error_is_json_with_the_right_status() {
     assert_eq!(s.post_with_key("/embed", &json!({ "texts": ["x"] }), "sekret").await.0, 200);
     // /embed limits.
     let (st, b) = s.post_with_key("/embed", &json!({ "texts": vec!["t"; 65] }), "sekret").await;
-    assert_eq!(error_code(st, &b, 413), "too_many_texts");
+    assert_eq!(error_code(st, &b, 422), "too_many_texts");
     let (st, b) = s.post_with_key("/embed", &json!({ "texts": [] }), "sekret").await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) = s.post_with_key("/embed", &json!({ "texts": ["ok", ""] }), "sekret").await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) =
         s.post_with_key("/embed", &json!({ "texts": ["x"], "kind": "poem" }), "sekret").await;
     assert_eq!(error_code(st, &b, 422), "invalid_request");
@@ -386,15 +388,15 @@ async fn every_error_is_json_with_the_right_status() {
         }
     };
     let (st, b) = post_docs(json!({ "documents": [] })).await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) = post_docs(json!({ "documents": [{ "id": "", "text": "x" }] })).await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) =
         post_docs(json!({ "documents": [{ "id": "a", "text": "x" }, { "id": "a", "text": "y" }] }))
             .await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) = post_docs(json!({ "documents": [{ "id": "a" }] })).await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) = post_docs(json!({ "docs": [] })).await;
     assert_eq!(error_code(st, &b, 422), "invalid_request");
 
@@ -416,16 +418,16 @@ async fn every_error_is_json_with_the_right_status() {
     let three: Vec<Value> =
         (0..3).map(|i| json!({ "id": format!("m/{i}"), "text": "t" })).collect();
     let (st, b) = s.post("/documents", &json!({ "documents": three })).await;
-    assert_eq!(error_code(st, &b, 413), "too_many_documents");
+    assert_eq!(error_code(st, &b, 422), "too_many_documents");
     // /embed is bounded by tokens, not only by texts: two 60-byte passages are over 100 tokens.
     let text = "p".repeat(60);
     let (st, b) = s.post("/embed", &json!({ "texts": [text, text], "kind": "passage" })).await;
-    assert_eq!(error_code(st, &b, 413), "too_many_tokens");
+    assert_eq!(error_code(st, &b, 422), "too_many_tokens");
     assert!(b["error"]["message"].as_str().unwrap().contains("max_request_tokens"), "{b}");
     assert_eq!(s.post("/embed", &json!({ "texts": [text], "kind": "passage" })).await.0, 200);
     // A query of a megabyte is refused from its length, before it is tokenized.
     let (st, b) = s.post("/search", &json!({ "query": "word ".repeat(200_000) })).await;
-    assert_eq!(error_code(st, &b, 413), "query_too_long");
+    assert_eq!(error_code(st, &b, 422), "query_too_long");
     assert!(b["error"]["message"].as_str().unwrap().contains("far more than"), "{b}");
     s.stop().await.unwrap();
 }

@@ -52,11 +52,11 @@ fn id_param() -> Value {
 pub fn spec() -> Value {
     let search_responses = json!({
         "200": json_response("Hits, best first, one per document.", "SearchResponse"),
-        "400": error_response("Invalid input: empty query, k out of range, unknown or unavailable mode, malformed JSON."),
+        "400": error_response("Malformed JSON (code invalid_json)."),
         "401": error_response("A read key is configured and no valid key was sent."),
-        "413": error_response("Query longer than server.max_query_tokens, or body over server.max_body_bytes."),
+        "413": error_response("Body over server.max_body_bytes (code payload_too_large)."),
         "415": error_response("POST body without Content-Type: application/json."),
-        "422": error_response("JSON of the wrong shape."),
+        "422": error_response("Well-formed but invalid: JSON of the wrong shape, an empty query, k or offset out of range, an unknown or unavailable mode, a bad filter (code invalid_request), a query over server.max_query_tokens (query_too_long)."),
         "429": busy_response(),
         "503": error_response("Model and index still loading.")
     });
@@ -67,12 +67,12 @@ pub fn spec() -> Value {
     let embed_errors = |ok: Value| {
         json!({
             "200": ok,
-            "400": error_response("Invalid input: an empty text list or text, token ids instead of text, an unsupported option value (dimensions, encoding_format, normalize: false, prompt_name, input_type, truncation_direction), malformed JSON."),
+            "400": error_response("Malformed JSON (code invalid_json)."),
             "401": error_response("A key is configured and no valid key was sent."),
             "404": error_response("/v1/embeddings: model is not the served encoder's name (code model_not_found)."),
-            "413": error_response("More than server.max_embed_texts texts or server.max_request_tokens tokens, a query over server.max_query_tokens, a text over its kind's limit where it is refused rather than cut, or a body over server.max_body_bytes."),
+            "413": error_response("Body over server.max_body_bytes (code payload_too_large)."),
             "415": error_response("Body without Content-Type: application/json."),
-            "422": error_response("JSON of the wrong shape (unknown fields, wrong types)."),
+            "422": error_response("Well-formed but invalid: JSON of the wrong shape (unknown fields, wrong types), an empty text list or text, token ids instead of text, an unsupported option value (dimensions, encoding_format, normalize: false, prompt_name, input_type, truncation_direction) (code invalid_request); more than server.max_embed_texts texts (too_many_texts) or server.max_request_tokens tokens (too_many_tokens), a query over server.max_query_tokens (query_too_long), a text over its kind's limit where it is refused rather than cut (text_too_long); on a --lexical-only database, any embedding (lexical_only)."),
             "429": busy_response(),
             "503": error_response("Model and index still loading.")
         })
@@ -82,7 +82,7 @@ pub fn spec() -> Value {
         "info": {
             "title": "engine",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Dense retrieval with a Llama2Vec LLM encoder. Every error is {\"error\": {\"code\", \"message\", \"type\"}}, OpenAI's error shape (type: invalid_request_error, authentication_error, permission_error, rate_limit_error or server_error). Keys (engine serve --api-key, --read-api-key) travel as Authorization: Bearer KEY, api-key: KEY or x-api-key: KEY: writes need the admin key (401 without, 403 with the read key); /embed and /v1/embeddings need a key once any is set; searches and document reads need one once a read key is set; health, info, status, metrics and this document are open."
+            "description": "Dense retrieval with a Llama2Vec LLM encoder. Validation uses one status: 422 for a well-formed request that is invalid (wrong shape, values out of range, texts over their limits); 400 only for JSON that does not parse, 413 only for a body over server.max_body_bytes. Every error is {\"error\": {\"code\", \"message\", \"type\"}}, OpenAI's error shape (type: invalid_request_error, authentication_error, permission_error, rate_limit_error or server_error). Keys (engine serve --api-key, --read-api-key) travel as Authorization: Bearer KEY, api-key: KEY or x-api-key: KEY: writes need the admin key (401 without, 403 with the read key); /embed and /v1/embeddings need a key once any is set; searches and document reads need one once a read key is set; health, info, status, metrics and this document are open."
         },
         "paths": {
             "/search": {
@@ -112,10 +112,11 @@ pub fn spec() -> Value {
                     "requestBody": json_body("AddDocumentsRequest"),
                     "responses": {
                         "200": json_response("What was done.", "AddDocumentsResponse"),
-                        "400": error_response("Invalid documents (empty id, duplicate id, empty text and title)."),
+                        "400": error_response("Malformed JSON (code invalid_json)."),
+                        "422": error_response("Invalid documents: wrong shape, empty id, duplicate id, empty text and title (code invalid_request); more than server.max_documents_per_request documents (too_many_documents); a --lexical-only database (lexical_only)."),
                         "401": error_response("Missing or wrong API key."),
                         "403": error_response("The read key was sent: writes need the admin key."),
-                        "413": error_response("More than server.max_documents_per_request documents, or body too large."),
+                        "413": error_response("Body over server.max_body_bytes (code payload_too_large)."),
                         "429": busy_response(),
                         "503": error_response("Still loading.")
                     }

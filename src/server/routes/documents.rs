@@ -75,11 +75,11 @@ pub async fn add_documents(
     let max = state.config.server.max_documents_per_request;
     let n = req.documents.len();
     if n == 0 {
-        return Err(ApiError::bad_request("documents must not be empty"));
+        return Err(ApiError::invalid("documents must not be empty"));
     }
     if n > max {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "too_many_documents",
             format!("{n} documents, at most {max} per request (server.max_documents_per_request)"),
         ));
@@ -87,13 +87,13 @@ pub async fn add_documents(
     let mut seen = HashSet::new();
     for (i, d) in req.documents.iter().enumerate() {
         if let Err(why) = crate::pipeline::corpus::check_id(&d.id) {
-            return Err(ApiError::bad_request(format!("documents[{i}].id {why}")));
+            return Err(ApiError::invalid(format!("documents[{i}].id {why}")));
         }
         if d.text.trim().is_empty() {
-            return Err(ApiError::bad_request(format!("documents[{i}] ({:?}) has no text", d.id)));
+            return Err(ApiError::invalid(format!("documents[{i}] ({:?}) has no text", d.id)));
         }
         if !seen.insert(d.id.as_str()) {
-            return Err(ApiError::bad_request(format!("document id {:?} appears twice", d.id)));
+            return Err(ApiError::invalid(format!("document id {:?} appears twice", d.id)));
         }
     }
     let (chunk_tokens, chunk_overlap) = {

@@ -64,7 +64,7 @@ pub async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?
 }
 
-/// Tokenizes a query, refusing (413) one longer than `max_tokens` rather than silently
+/// Tokenizes a query, refusing (422) one longer than `max_tokens` rather than silently
 /// searching with a truncated query.
 pub fn prepare_query(
     encoder: &Encoder,
@@ -72,11 +72,11 @@ pub fn prepare_query(
     max_tokens: usize,
 ) -> Result<Prepared, ApiError> {
     if text.trim().is_empty() {
-        return Err(ApiError::bad_request("query must not be empty"));
+        return Err(ApiError::invalid("query must not be empty"));
     }
     let too_long = |n: String| {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "query_too_long",
             format!("query has {n} tokens, the limit is {max_tokens} (server.max_query_tokens)"),
         )

@@ -90,7 +90,7 @@ pub async fn get_search(
     ApiQuery(p): ApiQuery<SearchParams>,
 ) -> Result<Json<SearchResponse>, ApiError> {
     let req = SearchRequest {
-        query: p.q.ok_or_else(|| ApiError::bad_request("missing query parameter q"))?,
+        query: p.q.ok_or_else(|| ApiError::invalid("missing query parameter q"))?,
         k: p.k,
         with_text: p.with_text.unwrap_or(false),
         mode: p.mode,
@@ -99,7 +99,7 @@ pub async fn get_search(
             .filter
             .map(|f| serde_json::from_str(&f))
             .transpose()
-            .map_err(|e| ApiError::bad_request(format!("filter is not valid JSON: {e}")))?,
+            .map_err(|e| ApiError::invalid(format!("filter is not valid JSON: {e}")))?,
         with_metadata: p.with_metadata.unwrap_or(false),
     };
     search(state, req).await.map(Json)
@@ -120,13 +120,13 @@ async fn search(state: Arc<AppState>, req: SearchRequest) -> Result<SearchRespon
     let cfg = &state.config.server;
     let k = req.k.unwrap_or(cfg.default_k);
     if k == 0 || k > cfg.max_k {
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::invalid(format!(
             "k must be between 1 and {} (server.max_k), got {k}",
             cfg.max_k
         )));
     }
     if req.offset > cfg.max_offset {
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::invalid(format!(
             "offset must be at most {} (server.max_offset), got {}",
             cfg.max_offset, req.offset
         )));
@@ -134,7 +134,7 @@ async fn search(state: Arc<AppState>, req: SearchRequest) -> Result<SearchRespon
     let filter = req.filter.as_ref().map(Filter::parse).transpose()?;
     let mode = parse_mode(req.mode.as_deref(), loaded.default_mode())?;
     if !loaded.modes().contains(&mode) {
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::invalid(format!(
             "mode {} is not available on this server (available: {})",
             mode.as_str(),
             loaded.modes().iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
