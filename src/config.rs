@@ -78,6 +78,9 @@ pub struct ServerConfig {
     pub max_documents_per_request: usize,
     pub max_embed_texts: usize,
     pub snippet_chars: usize,
+    /// A dense or hybrid search whose best cosine similarity is below this says the dense
+    /// match is weak (`warning` in the response, shown by the UI).
+    pub weak_dense_score: f32,
     /// Print one line per request (method, path, status, milliseconds) on stderr.
     pub log_requests: bool,
     /// Origins browsers may call the API from (CORS); empty: none. See `server::cors`.

@@ -76,6 +76,17 @@ impl Analyzer {
     }
 }
 
+/// The terms `analyzer` makes of `text` with the byte range of each in `text`: what BM25
+/// matches (stemmed, lower-cased, stop words gone), placed in the original text, for snippets
+/// and highlighting.
+pub fn analyzed_spans(analyzer: Analyzer, text: &str) -> Vec<(String, std::ops::Range<usize>)> {
+    let mut a = analyzer.build();
+    let mut stream = a.token_stream(text);
+    let mut out = Vec::new();
+    stream.process(&mut |t| out.push((t.text.clone(), t.offset_from..t.offset_to)));
+    out
+}
+
 impl std::str::FromStr for Analyzer {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

@@ -31,6 +31,17 @@ impl SearchMode {
         }
     }
 
+    /// The scale of this mode's scores, as hits are labelled: cosine similarity (dense),
+    /// BM25 (unbounded, corpus-dependent) or a fused score (hybrid: `eval.fusion`'s RRF or
+    /// convex combination, comparable only within one result list).
+    pub fn score_kind(self) -> &'static str {
+        match self {
+            SearchMode::Dense => "cosine",
+            SearchMode::Bm25 => "bm25",
+            SearchMode::Hybrid => "fused",
+        }
+    }
+
     /// Whether the query must be embedded.
     pub fn needs_vector(self) -> bool {
         self != SearchMode::Bm25
@@ -66,6 +77,27 @@ impl FromStr for SearchMode {
 /// Candidates taken from each ranking before fusion: fusing two top-k lists would drop
 /// documents ranked just below k by both.
 const FUSION_DEPTH: usize = 100;
+
+/// Hits of a search, with what explains them.
+#[derive(Debug, Clone, Default)]
+pub struct Ranked {
+    pub hits: Vec<DocHit>,
+    /// The best cosine similarity of the dense ranking (dense and hybrid modes), whether or
+    /// not its document made the fused list: a low one says the encoder found nothing close.
+    pub best_dense: Option<f32>,
+}
+
+/// BM25 top `k` of a `--lexical-only` database, whose index stores each document's title and
+/// text ([`LexicalIndex::create_with_text`]): hits carry the title and the whole text as their
+/// passage, as BM25 hits of a full database do.
+pub fn search_lexical_only(lex: &LexicalIndex, query: &str, k: usize) -> Result<Vec<DocHit>> {
+    let mut hits = Vec::new();
+    for (id, score) in lex.search(query, k)? {
+        let (title, passage) = lex.stored_text(&id)?.unwrap_or_default();
+        hits.push(DocHit { id, score, title, passage, passage_ordinal: 0 });
+    }
+    Ok(hits)
+}
 
 /// A database and its BM25 index, written together.
 pub struct SearchIndex {
@@ -188,14 +220,15 @@ impl SearchIndex {
         k: usize,
         fusion: &Fusion,
     ) -> Result<Vec<DocHit>> {
-        self.search_filtered(mode, text, vector, k, fusion, None)
+        Ok(self.search_ranked(mode, text, vector, k, fusion, None)?.hits)
     }
 
     /// Top `k` documents passing `filter` in any mode. BM25 candidates are fetched with a
     /// growing depth until `k` pass or the lexical index is exhausted; dense goes through
     /// [`Database::search_dense_filtered`] (ANN, then an exact scan of the matching set); hybrid
     /// fuses the two filtered lists, so every fused hit matches.
-    pub fn search_filtered(
+    /// The best dense score comes back beside the hits (see [`Ranked`]).
+    pub fn search_ranked(
         &self,
         mode: SearchMode,
         text: &str,
@@ -203,18 +236,22 @@ impl SearchIndex {
         k: usize,
         fusion: &Fusion,
         filter: Option<&Filter>,
-    ) -> Result<Vec<DocHit>> {
+    ) -> Result<Ranked> {
         let filter = filter.filter(|f| !f.is_empty());
         let need_vector = || {
             vector.ok_or_else(|| {
                 Error::InvalidInput(format!("{} search needs a query vector", mode.as_str()))
             })
         };
+        let best = |hits: &[DocHit]| hits.first().map(|h| h.score);
         match mode {
-            SearchMode::Dense => self.db.search_dense_filtered(need_vector()?, k, filter),
+            SearchMode::Dense => {
+                let hits = self.db.search_dense_filtered(need_vector()?, k, filter)?;
+                Ok(Ranked { best_dense: best(&hits), hits })
+            }
             SearchMode::Bm25 => {
                 let hits = self.bm25_filtered(text, k, filter)?;
-                self.hydrate(&hits, &[])
+                Ok(Ranked { hits: self.hydrate(&hits, &[])?, best_dense: None })
             }
             SearchMode::Hybrid => {
                 let depth = k.max(FUSION_DEPTH);
@@ -223,7 +260,7 @@ impl SearchIndex {
                 let dense_ranked: Vec<(String, f32)> =
                     dense.iter().map(|h| (h.id.clone(), h.score)).collect();
                 let fused = fusion.fuse(&dense_ranked, &bm25, k);
-                self.hydrate(&fused, &dense)
+                Ok(Ranked { hits: self.hydrate(&fused, &dense)?, best_dense: best(&dense) })
             }
         }
     }

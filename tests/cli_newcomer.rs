@@ -156,7 +156,7 @@ fn batch_search_writes_the_run_eval_writes() {
     assert!(fails(c).contains("topics.tsv:1"));
 }
 
-/// The CLI's hits have the server's shape: id, score, title, snippet.
+/// The CLI's hits have the server's shape: id, score, title, snippet, highlights.
 #[test]
 fn cli_hits_have_the_servers_shape() {
     let dir = tempfile::tempdir().unwrap();
@@ -172,8 +172,8 @@ fn cli_hits_have_the_servers_shape() {
     let hit = v["hits"][0].as_object().unwrap();
     let mut keys: Vec<&str> = hit.keys().map(String::as_str).collect();
     keys.sort();
-    assert_eq!(keys, ["id", "score", "snippet", "title"], "{v}");
-    for key in ["took_ms", "encoder", "mode", "query"] {
+    assert_eq!(keys, ["highlights", "id", "score", "snippet", "title"], "{v}");
+    for key in ["took_ms", "encoder", "mode", "score_kind", "query"] {
         assert!(v.get(key).is_some(), "{key} missing: {v}");
     }
 }
@@ -386,41 +386,16 @@ fn a_database_loads_the_encoder_it_records_and_refuses_a_contradicting_one() {
     let err = fails(c);
     assert!(err.contains("--template") && err.contains("\"llama2vec\""), "{err}");
     // serve with no config and no flags loads the database's encoder and answers.
-    let mut child = bare(elsewhere.path())
-        .args(["serve", "--log-requests", "--addr", "127.0.0.1:0", "--db"])
-        .arg(&db)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let mut addr = None;
-    while addr.is_none() {
-        line.clear();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        addr = line.split("http://").nth(1).and_then(|r| r.split('/').next()).map(String::from);
-    }
-    let addr = addr.unwrap_or_else(|| panic!("no address line from serve: {line}"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let body = loop {
-        let (status, body) = http_get(&addr, "/search?q=moon+tides&k=2&mode=dense");
-        if status == 200 {
-            break body;
-        }
-        assert!(status == 503 && Instant::now() < deadline, "{status}: {body}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let _ = child.kill();
-    let _ = child.wait();
+    let mut c = bare(elsewhere.path());
+    c.args(["serve", "--log-requests", "--addr", "127.0.0.1:0", "--db"]).arg(&db);
+    let mut server = Serving::start(c);
+    let body = server.get_when_ready("/search?q=moon+tides&k=2&mode=dense");
+    let rest = server.stop();
+    let addr = server.addr.clone();
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["hits"].as_array().unwrap().len(), 2, "{v}");
     assert_eq!(v["encoder"], "model", "{v}");
     // A ready line says where it listens and what it loaded; --log-requests logs each request.
-    let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
     let ready = rest.lines().find(|l| l.contains("ready at")).unwrap_or_else(|| panic!("{rest}"));
     assert!(ready.contains(&format!("http://{addr}/")), "{ready}");
     assert!(ready.contains("4 documents") && ready.contains("encoder model"), "{ready}");
@@ -428,10 +403,68 @@ fn a_database_loads_the_encoder_it_records_and_refuses_a_contradicting_one() {
     assert!(!rest.contains("moon+tides"), "the request log leaves out query strings: {rest}");
 }
 
+/// An `engine serve` child process, its address read from its first stderr lines.
+struct Serving {
+    child: std::process::Child,
+    stderr: BufReader<std::process::ChildStderr>,
+    addr: String,
+}
+
+impl Serving {
+    fn start(mut c: Command) -> Self {
+        let mut child = c.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let mut addr = None;
+        while addr.is_none() {
+            line.clear();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            addr = line.split("http://").nth(1).and_then(|r| r.split('/').next()).map(String::from);
+        }
+        let addr = addr.unwrap_or_else(|| panic!("no address line from serve: {line}"));
+        Serving { child, stderr, addr }
+    }
+
+    /// GET `path` once the server is ready (503 until then); the body of the 200.
+    fn get_when_ready(&self, path: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, body) = http_get(&self.addr, path);
+            if status == 200 {
+                return body;
+            }
+            assert!(status == 503 && Instant::now() < deadline, "{status}: {body}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the server; the rest of its stderr.
+    fn stop(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut rest = String::new();
+        self.stderr.read_to_string(&mut rest).unwrap();
+        rest
+    }
+}
+
 /// A minimal HTTP/1.1 GET (status, body).
 fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http(addr, "GET", path, "")
+}
+
+/// A minimal HTTP/1.1 request with a JSON body (status, body).
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);

@@ -716,6 +716,39 @@ async fn load_failures_stop_the_server_with_the_error() {
     assert!(matches!(err, engine::Error::EncoderMismatch(_)), "{err}");
 }
 
+/// Every score names its scale, `more` says whether a next page exists, and a dense match
+/// below `server.weak_dense_score` carries a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scores_are_labelled_pages_say_whether_more_exist_and_weak_dense_matches_warn() {
+    let fx = fixture();
+    let n = corpus().len();
+    for (threshold, warns) in [(2.0, true), (-2.0, false)] {
+        let s = TestServer::start(&fx, |c| c.server.weak_dense_score = threshold, None).await;
+        for (mode, kind) in [("dense", "cosine"), ("bm25", "bm25"), ("hybrid", "fused")] {
+            let (st, r) = s.get(&format!("/search?q=language&mode={mode}&k=2")).await;
+            assert_eq!(st, 200, "{r}");
+            assert_eq!(r["score_kind"], kind, "{r}");
+            let warned = r.get("warning").is_some();
+            assert_eq!(warned, warns && mode != "bm25", "{mode} at {threshold}: {r}");
+            if warned {
+                assert!(r["warning"].as_str().unwrap().contains("weak dense match"), "{r}");
+            }
+        }
+        // Dense ranks every document: a page is followed by more until the last one.
+        let (_, r) = s.get(&format!("/search?q=language&mode=dense&k={}", n - 1)).await;
+        assert_eq!(r["more"], true, "{r}");
+        let (_, r) = s.get(&format!("/search?q=language&mode=dense&k={n}")).await;
+        assert_eq!((r["more"].as_bool(), hit_ids(&r).len()), (Some(false), n), "{r}");
+        let (_, r) = s.get("/search?q=language&mode=dense&k=2&offset=1").await;
+        assert_eq!(r["more"], true, "{r}");
+        // Snippets say which words to highlight: stemmed, never stop words.
+        let (_, r) = s.get("/search?q=the+ranking+functions&mode=bm25&k=1").await;
+        assert_eq!(r["hits"][0]["id"], "wiki/Okapi_BM25", "{r}");
+        assert_eq!(r["hits"][0]["highlights"], json!(["ranking", "function"]), "{r}");
+        s.stop().await.unwrap();
+    }
+}
+
 /// The web UI in headless Chromium against this server (tests/browser/ui.test.mjs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn browser_ui_against_the_real_server() {

@@ -35,13 +35,14 @@ use tracing::Level;
 use self::batching::{BatchOptions, Batcher};
 use self::error::{error_body, ApiError};
 use self::metrics::Metrics;
-use self::state::{encoder_name, AppState, Loaded};
+use self::state::{encoder_name, AppState, Backing, Dense, Loaded};
 use crate::config::Config;
 use crate::encoder::{Embed, Encoder};
 use crate::error::{Error, Result};
 use crate::fusion::Fusion;
+use crate::lexical::LexicalIndex;
 use crate::search::SearchIndex;
-use crate::store::Database;
+use crate::store::{lexical_dir, Database};
 
 /// What `engine serve` needs besides the listener.
 #[derive(Debug, Clone)]
@@ -180,8 +181,22 @@ async fn json_error_for(res: Response) -> Response {
 }
 
 /// Loads the encoder and the database and starts the encoder thread (blocking: minutes for a
-/// large model).
+/// large model); a `--lexical-only` database loads its BM25 index alone, without any model.
 pub fn load(opts: &ServeOptions, metrics: Arc<Metrics>) -> Result<Loaded> {
+    let fusion = Fusion::from_config(&opts.config.eval)?;
+    let lexical = lexical_dir(&opts.db);
+    if !Database::exists(&opts.db) && LexicalIndex::exists(&lexical) {
+        let index = Arc::new(LexicalIndex::open(&lexical)?);
+        if !index.stores_text() {
+            return Err(Error::InvalidInput(format!(
+                "{} is a BM25 index without titles and texts (made before lexical-only databases \
+                 stored them); run `engine index --lexical-only` into a new folder",
+                opts.db.display()
+            )));
+        }
+        let backing = Backing::LexicalOnly { path: opts.db.clone(), index };
+        return Ok(Loaded { encoder_name: "none".into(), fusion, backing });
+    }
     let batch = BatchOptions::from_config(&opts.config.server)?;
     let encoder = Arc::new(Encoder::from_config(&opts.config)?);
     // The database must have been built by this very encoder (fingerprint check).
@@ -196,25 +211,40 @@ pub fn load(opts: &ServeOptions, metrics: Arc<Metrics>) -> Result<Loaded> {
     // BM25 is rebuilt first when missing or out of step with the store (tantivy indexes
     // thousands of documents a second: little next to loading the model).
     let index = Arc::new(SearchIndex::open(db, true)?);
-    let fusion = Fusion::from_config(&opts.config.eval)?;
     let batcher = Arc::new(Batcher::start(encoder, batch, metrics)?);
-    Ok(Loaded { batcher, encoder_name: encoder_name(&opts.config.model.path), index, fusion })
+    Ok(Loaded {
+        encoder_name: encoder_name(&opts.config.model.path),
+        fusion,
+        backing: Backing::Dense(Dense { batcher, index }),
+    })
 }
 
 /// The line `engine serve` prints once loaded: where it listens and what it loaded.
 pub fn ready_line(addr: Option<std::net::SocketAddr>, loaded: &Loaded, seconds: f64) -> String {
     let addr = addr.map(|a| format!("http://{a}/")).unwrap_or_else(|| "?".into());
-    let (documents, passages, backend) = match loaded.db().status() {
-        Ok(s) => (s.documents, s.passages, s.backend.to_string()),
-        Err(_) => (0, 0, "?".into()),
-    };
     let modes: Vec<&str> = loaded.modes().iter().map(|m| m.as_str()).collect();
+    let (contents, encoder) = match &loaded.backing {
+        Backing::Dense(d) => {
+            let (documents, passages, backend) = match d.db().status() {
+                Ok(s) => (s.documents, s.passages, s.backend.to_string()),
+                Err(_) => (0, 0, "?".into()),
+            };
+            let trained =
+                if loaded.encoder_trained() { "trained for retrieval" } else { "untrained base" };
+            (
+                format!("{documents} documents, {passages} passages, {backend} index"),
+                format!("encoder {} ({trained})", loaded.encoder_name),
+            )
+        }
+        Backing::LexicalOnly { index, .. } => (
+            format!("{} documents, lexical-only BM25 index", index.count()),
+            "no encoder".to_string(),
+        ),
+    };
     format!(
-        "engine serve: ready at {addr} after {seconds:.1} s: {} ({documents} documents, \
-         {passages} passages, {backend} index), encoder {} ({}), modes {} (default {})",
-        loaded.db().path().display(),
-        loaded.encoder_name,
-        if loaded.encoder_trained() { "trained for retrieval" } else { "untrained base" },
+        "engine serve: ready at {addr} after {seconds:.1} s: {} ({contents}), {encoder}, modes {} \
+         (default {})",
+        loaded.path().display(),
         modes.join(", "),
         loaded.default_mode().as_str()
     )
@@ -339,8 +369,13 @@ async fn serve_connections(
 
 /// After the last request: stop the encoder thread, persist the index.
 fn finish(loaded: &Loaded) -> Result<()> {
-    loaded.batcher.close();
-    loaded.db().save_index()
+    match &loaded.backing {
+        Backing::Dense(d) => {
+            d.batcher.close();
+            d.db().save_index()
+        }
+        Backing::LexicalOnly { .. } => Ok(()),
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -201,23 +201,27 @@ pub fn spec() -> Value {
                     }
                 },
                 "Hit": {
-                    "type": "object", "required": ["id", "score", "title", "snippet"],
+                    "type": "object", "required": ["id", "score", "title", "snippet", "highlights"],
                     "properties": {
                         "id": { "type": "string", "description": "Document id (accepted by /documents/{id})." },
-                        "score": { "type": "number" },
+                        "score": { "type": "number", "description": "On the scale the response's score_kind names." },
                         "title": { "type": "string" },
-                        "snippet": { "type": "string", "description": "Start of the best passage (server.snippet_chars)." },
+                        "snippet": { "type": "string", "description": "The server.snippet_chars characters of the best passage (BM25: of the document) where the query's words are densest, cut between words, with … where text was left out; the start of the passage when no query word occurs." },
+                        "highlights": { "type": "array", "items": { "type": "string" }, "description": "Words of the title and snippet that match a query word as BM25 matches them (stemmed: rise matches Rises; stop words never), as written: mark these whole words, case-insensitively." },
                         "text": { "type": "string", "description": "Whole document text, only with with_text." }
                     }
                 },
                 "SearchResponse": {
-                    "type": "object", "required": ["hits", "took_ms", "encoder", "mode", "offset"],
+                    "type": "object", "required": ["hits", "took_ms", "encoder", "mode", "score_kind", "offset", "more"],
                     "properties": {
                         "hits": { "type": "array", "items": { "$ref": "#/components/schemas/Hit" } },
                         "took_ms": { "type": "number" },
-                        "encoder": { "type": "string" },
+                        "encoder": { "type": "string", "description": "The model's name; none on a --lexical-only database." },
                         "mode": { "$ref": "#/components/schemas/Mode" },
-                        "offset": { "type": "integer" }
+                        "score_kind": { "type": "string", "enum": ["cosine", "bm25", "fused"], "description": "The scale of the scores: cosine similarity (dense, at most 1), BM25 (unbounded, depends on the corpus) or fused (hybrid: eval.fusion's RRF or convex combination, comparable within one list only)." },
+                        "offset": { "type": "integer" },
+                        "more": { "type": "boolean", "description": "Whether hits ranked below this page exist (ask again with offset + k)." },
+                        "warning": { "type": "string", "description": "Present when the best cosine similarity of a dense or hybrid search is below server.weak_dense_score." }
                     }
                 },
                 "NewDocument": {

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{blocking, prepare_query, AppStateRef};
-use crate::encoder::TextKind;
+use crate::encoder::{Embed, TextKind};
 use crate::server::auth::EmbedAccess;
 use crate::server::error::{ApiError, ApiJson};
 use crate::server::state::{AppState, Loaded};
@@ -70,7 +70,7 @@ pub async fn embed_texts(
     if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
         return Err(ApiError::invalid(format!("{field}[{i}] is empty")));
     }
-    let encoder = loaded.encoder().clone();
+    let encoder = loaded.dense("embedding")?.encoder().clone();
     let max_query_tokens = state.config.server.max_query_tokens;
     let items = blocking(move || {
         let limit = match kind {
@@ -142,7 +142,7 @@ pub async fn embed_texts(
             ),
         ));
     }
-    let vectors = loaded.batcher.embed_prepared(items, kind).await?;
+    let vectors = loaded.dense("embedding")?.batcher.embed_prepared(items, kind).await?;
     Ok(Embedded { vectors, tokens })
 }
 
@@ -263,7 +263,7 @@ pub async fn embed(
             embed_texts(&state, &loaded, req.texts, kind, TooLong::QueriesRefused, "texts").await?;
         return Ok(Json(json!({
             "embeddings": out.vectors,
-            "dim": loaded.dim(),
+            "dim": loaded.dense("embedding")?.encoder().dim(),
             "encoder": loaded.encoder_name,
             "kind": kind,
         }))
@@ -295,7 +295,8 @@ pub async fn embed(
 pub async fn info(State(state): AppStateRef) -> Result<Json<Value>, ApiError> {
     let loaded = state.ready()?;
     let c = &state.config;
-    let opts = loaded.encoder().options();
+    let encoder = loaded.dense("/info")?.encoder();
+    let opts = encoder.options();
     Ok(Json(json!({
         "model_id": loaded.encoder_name,
         "model_sha": null,
@@ -311,7 +312,7 @@ pub async fn info(State(state): AppStateRef) -> Result<Json<Value>, ApiError> {
         "version": env!("CARGO_PKG_VERSION"),
         "sha": null,
         "docker_label": null,
-        "dim": loaded.dim(),
+        "dim": encoder.dim(),
         "prompts": ["query", "passage"],
         "template": opts.template.as_str(),
     })))

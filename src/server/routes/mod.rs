@@ -11,7 +11,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::error::ApiError;
-use super::state::AppState;
+use super::state::{AppState, Backing};
 use crate::encoder::{Encoder, Prepared, TextKind};
 
 pub mod documents;
@@ -39,18 +39,34 @@ pub async fn metrics(State(state): AppStateRef) -> Response {
 pub async fn status(State(state): AppStateRef) -> Result<Json<serde_json::Value>, ApiError> {
     let loaded = state.ready()?;
     let l = loaded.clone();
-    let s = blocking(move || Ok(l.db().status()?)).await?;
-    Ok(Json(json!({
-        "documents": s.documents,
-        "passages": s.passages,
-        "indexed": s.indexed,
+    let common = json!({
         "encoder": loaded.encoder_name,
-        "backend": s.backend.as_str(),
-        "dim": s.dim,
         "modes": loaded.modes(),
         "encoder_trained": loaded.encoder_trained(),
         "default_mode": loaded.default_mode().as_str(),
-    })))
+    });
+    let mut out = match &loaded.backing {
+        Backing::Dense(_) => {
+            let s = blocking(move || Ok(l.dense("status")?.db().status()?)).await?;
+            json!({
+                "documents": s.documents,
+                "passages": s.passages,
+                "indexed": s.indexed,
+                "backend": s.backend.as_str(),
+                "dim": s.dim,
+                "lexical_only": false,
+            })
+        }
+        Backing::LexicalOnly { index, .. } => json!({
+            "documents": index.count(),
+            "backend": "bm25",
+            "lexical_only": true,
+        }),
+    };
+    if let (Some(o), Some(c)) = (out.as_object_mut(), common.as_object()) {
+        o.extend(c.clone());
+    }
+    Ok(Json(out))
 }
 
 pub async fn openapi() -> Json<serde_json::Value> {

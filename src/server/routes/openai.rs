@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 
 use super::embed::{embed_texts, from_value, text_inputs, TooLong};
 use super::AppStateRef;
-use crate::encoder::TextKind;
+use crate::encoder::{Embed, TextKind};
 use crate::server::auth::EmbedAccess;
 use crate::server::error::{ApiError, ApiJson};
 
@@ -73,7 +73,7 @@ pub async fn embeddings(
             )))
         }
     };
-    let dim = loaded.dim();
+    let dim = loaded.dense("/v1/embeddings")?.encoder().dim();
     if let Some(d) = req.dimensions {
         if d != dim as u64 {
             return Err(ApiError::invalid(format!(
