@@ -353,6 +353,23 @@ impl LexicalIndex {
         Ok(n > 0)
     }
 
+    /// Every indexed (committed) document id, in byte order.
+    pub fn ids(&self) -> Result<Vec<String>> {
+        let searcher = self.reader.searcher();
+        let addrs = searcher
+            .search(&tantivy::query::AllQuery, &tantivy::collector::DocSetCollector)
+            .map_err(lex_err(&self.dir))?;
+        let mut ids = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            let doc: TantivyDocument = searcher.doc(addr).map_err(lex_err(&self.dir))?;
+            if let Some(id) = doc.get_first(self.id).and_then(|v| v.as_str()) {
+                ids.push(id.to_string());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
     /// Whether this index stores documents' title and text ([`LexicalIndex::create_with_text`]).
     pub fn stores_text(&self) -> bool {
         self.stored.is_some()

@@ -489,3 +489,84 @@ fn eval_prints_a_table_on_request() {
     c.arg("--db").arg(dir.path().join("db"));
     assert!(fails(c).contains("--format"));
 }
+
+#[test]
+fn index_prune_deletes_the_documents_of_removed_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let search = |db: &Path, q: &str| {
+        let mut c = hashed(dir.path());
+        c.args(["search", "--mode", "bm25", "--db"]).arg(db).arg(q);
+        json(c)["hits"].as_array().unwrap().iter().map(|h| h["id"].clone()).collect::<Vec<_>>()
+    };
+    for lexical in [false, true] {
+        std::fs::create_dir_all(notes.join("sub")).unwrap();
+        std::fs::write(notes.join("apples.txt"), "Apples grow on orchard trees.").unwrap();
+        std::fs::write(notes.join("sub/bees.md"), "# Bees\nBees make honey from nectar.").unwrap();
+        std::fs::write(notes.join("comets.txt"), "Comets have icy tails.").unwrap();
+        let db = dir.path().join(format!("db-{lexical}"));
+        let index = |corpus: &Path, prune: bool| {
+            let mut c = hashed(dir.path());
+            c.arg("index").arg(corpus).arg("--db").arg(&db);
+            if lexical {
+                c.arg("--lexical-only");
+            }
+            if prune {
+                c.arg("--prune");
+            }
+            c
+        };
+        ok(index(&notes, false));
+        assert_eq!(search(&db, "icy comets"), ["comets.txt"]);
+        std::fs::remove_file(notes.join("comets.txt")).unwrap();
+        // Without --prune the removed file's document stays; with it, it goes.
+        assert_eq!(json(index(&notes, false))["pruned"].as_u64().unwrap_or(0), 0);
+        assert_eq!(search(&db, "icy comets"), ["comets.txt"]);
+        assert_eq!(json(index(&notes, true))["pruned"], 1, "lexical {lexical}");
+        assert!(search(&db, "icy comets").is_empty(), "lexical {lexical}");
+        assert_eq!(search(&db, "honey nectar"), ["sub/bees.md"]);
+        // An empty corpus would delete everything: refused, nothing deleted.
+        let err = fails(index(&empty, true));
+        assert!(err.contains("--prune") && err.contains("no document"), "{err}");
+        assert_eq!(search(&db, "orchard apples"), ["apples.txt"]);
+        // --prune with --limit would delete what --limit left out.
+        let mut c = index(&notes, true);
+        c.args(["--limit", "1"]);
+        assert!(fails(c).contains("--limit"));
+    }
+}
+
+#[test]
+fn a_snippet_shows_the_match_at_the_end_of_a_long_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let filler = "Flour, water and salt are weighed and mixed by hand. ".repeat(60);
+    let long = format!("{filler}At last the dough Rises in the warm kitchen.");
+    let corpus = dir.path().join("c.jsonl");
+    let lines = [
+        serde_json::json!({"_id": "long", "title": "Baking notes", "text": long}),
+        serde_json::json!({"_id": "other", "title": "Tides", "text": "The moon pulls the sea."}),
+    ];
+    std::fs::write(&corpus, lines.map(|l| l.to_string() + "\n").join("")).unwrap();
+    for lexical in [false, true] {
+        let db = dir.path().join(format!("db-{lexical}"));
+        let mut c = hashed(dir.path());
+        c.arg("index").arg(&corpus).arg("--db").arg(&db);
+        if lexical {
+            c.arg("--lexical-only");
+        }
+        ok(c);
+        let mut c = hashed(dir.path());
+        c.args(["search", "--mode", "bm25", "--db"]).arg(&db).arg("why does the dough rise");
+        let v = json(c);
+        assert_eq!(v["score_kind"], "bm25", "{v}");
+        let hit = &v["hits"][0];
+        assert_eq!(hit["id"], "long", "{v}");
+        let snippet = hit["snippet"].as_str().unwrap();
+        assert!(snippet.contains("the dough Rises in the warm kitchen."), "{snippet}");
+        assert!(snippet.starts_with('…') && snippet.chars().count() <= 242, "{snippet}");
+        // Stemmed highlighting of content words: "rise" marks "Rises"; "the" is never marked.
+        assert_eq!(hit["highlights"], serde_json::json!(["dough", "Rises"]), "{v}");
+    }
+}
