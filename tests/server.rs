@@ -777,12 +777,22 @@ async fn browser_ui_against_the_real_server() {
     // The untitled document's text is exactly its embedded passage text, and a search box
     // cannot hold the "title\ntext" of the others.
     let target = corpus().into_iter().find(|d| d.title.is_empty()).unwrap();
+    // A long document whose only match for the snippet query is at its end.
+    let filler = "Flour, water and salt are weighed and mixed by hand. ".repeat(30);
+    let long = format!("{filler}At last the dough Rises in the warm kitchen.");
+    let doc =
+        json!({ "documents": [{ "id": "notes/long", "title": "Baking notes", "text": long }] });
+    let (st, r) = s.post("/documents", &doc).await;
+    assert_eq!(st, 200, "{r}");
     let out = tokio::process::Command::new("node")
         .args(["--test", "tests/browser/ui.test.mjs"])
         .current_dir(root)
         .env("ENGINE_URL", &s.base)
         .env("EXPECT_QUERY", &target.text)
         .env("EXPECT_ID", &target.id)
+        .env("SNIPPET_QUERY", "why does the dough rise")
+        .env("SNIPPET_ID", "notes/long")
+        .env("SNIPPET_WORD", "Rises")
         .env("REQUIRE_BROWSER", "1")
         .env("CHROMIUM", &chromium)
         .output();
