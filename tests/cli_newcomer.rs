@@ -212,11 +212,54 @@ fn lexical_only_database_searches_and_checks_with_titles_and_snippets_without_a_
     let v = json(c);
     assert_eq!(v["lexical_only"], true);
     assert_eq!(v["default_mode"], "bm25");
-    // The server does not serve it (yet): a clear error pointing to `engine search`.
+    // The server answers BM25 with titles and snippets; it never loads the (missing) model.
+    // (Its log here is JSON lines, --log-format json.)
     let mut c = engine();
-    c.args(["serve", "--addr", "127.0.0.1:0", "--db"]).arg(&db);
-    let err = fails(c);
-    assert!(err.contains("--lexical-only") && err.contains("engine search"), "{err}");
+    c.args(["serve", "--log-format", "json", "--log-requests", "--addr", "127.0.0.1:0", "--db"]);
+    c.arg(&db);
+    let mut server = Serving::start(c);
+    let body = server.get_when_ready("/search?q=moon+gravity&k=2");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((v["mode"].as_str(), v["score_kind"].as_str()), (Some("bm25"), Some("bm25")), "{v}");
+    assert_eq!(v["encoder"], "none", "{v}");
+    assert_eq!(v["hits"][0]["id"], "tides", "{v}");
+    assert_eq!(v["hits"][0]["title"], "Ocean tides", "{v}");
+    assert!(v["hits"][0]["snippet"].as_str().unwrap().contains("gravity of the moon"), "{v}");
+    assert_eq!(v["hits"][0]["highlights"], serde_json::json!(["gravity", "moon"]), "{v}");
+    let (_, doc) = http_get(&server.addr, "/documents/tides");
+    assert!(doc.contains("The gravity of the moon"), "{doc}");
+    let (_, status) = http_get(&server.addr, "/status");
+    assert!(
+        status.contains("\"lexical_only\":true") && status.contains("\"modes\":[\"bm25\"]"),
+        "{status}"
+    );
+    // What needs an encoder is refused, saying why.
+    let (st, body) = http_get(&server.addr, "/search?q=moon&mode=dense");
+    assert_eq!(st, 422, "{body}");
+    let docs = r#"{"documents": [{"id": "x", "text": "new"}]}"#;
+    for (method, path, body) in [
+        ("POST", "/documents", docs),
+        ("POST", "/embed", r#"{"inputs": "moon"}"#),
+        ("DELETE", "/documents/tides", ""),
+    ] {
+        let (st, got) = http(&server.addr, method, path, body);
+        assert_eq!(st, 422, "{method} {path}: {got}");
+        assert!(got.contains("lexical_only") && got.contains("--lexical-only"), "{got}");
+    }
+    let rest = server.stop();
+    assert!(rest.contains("lexical-only BM25 index") && rest.contains("no encoder"), "{rest}");
+    let lines: Vec<serde_json::Value> = rest
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.iter().any(|l| l["event"] == "ready" && l["encoder"] == "none"), "{rest}");
+    let request = lines
+        .iter()
+        .find(|l| l["event"] == "request" && l["path"] == "/search")
+        .unwrap_or_else(|| panic!("no request line: {rest}"));
+    assert_eq!((request["method"].as_str(), request["status"].as_u64()), (Some("GET"), Some(200)));
+    assert!(request["ms"].is_f64() && request["ts"].is_f64(), "{request}");
+    assert!(!rest.contains("moon+gravity"), "query strings stay out of the log: {rest}");
 }
 
 #[test]

@@ -56,6 +56,51 @@ pub struct ServeOptions {
     pub read_api_key: Option<String>,
 }
 
+/// How the server writes its own lines on stderr (`server.log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    /// One JSON object per line: `ts` (Unix seconds), `level`, `event`, `message` and the
+    /// event's fields.
+    Json,
+}
+
+impl LogFormat {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(Error::Config(format!(
+                "server.log_format (--log-format) must be text or json, got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Writes one of the server's own lines (`event`: listening, ready, request) on stderr: `text`
+/// as is, or in JSON with `fields`.
+pub fn log_line(
+    config: &crate::config::ServerConfig,
+    event: &str,
+    text: &str,
+    fields: serde_json::Value,
+) {
+    if !matches!(LogFormat::parse(&config.log_format), Ok(LogFormat::Json)) {
+        eprintln!("{text}");
+        return;
+    }
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let mut line =
+        serde_json::json!({ "ts": ts, "level": "INFO", "event": event, "message": text });
+    if let (Some(o), serde_json::Value::Object(f)) = (line.as_object_mut(), fields) {
+        o.extend(f);
+    }
+    eprintln!("{line}");
+}
+
 /// Every route, as (method, path template): the router below and the OpenAPI document must
 /// both cover exactly these (a test checks).
 pub const ROUTES: &[(&str, &str)] = &[
@@ -148,7 +193,15 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
         // The request log (`server.log_requests`, `engine serve --log-requests`): the path
         // without its query string, so query texts stay out of the log.
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        eprintln!("{method} {path} {} {ms:.1} ms", status.as_u16());
+        let status = status.as_u16();
+        let fields =
+            serde_json::json!({ "method": method, "path": path, "status": status, "ms": ms });
+        log_line(
+            &state.config.server,
+            "request",
+            &format!("{method} {path} {status} {ms:.1} ms"),
+            fields,
+        );
     }
     res
 }
@@ -259,6 +312,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
+    LogFormat::parse(&opts.config.server.log_format)?;
     let keys = auth::ApiKeys::new(opts.api_key.as_deref(), opts.read_api_key.as_deref())?;
     cors::layer(&opts.config.server.cors_origins)?;
     let state = Arc::new(AppState::new(opts.config.clone(), keys, metrics.clone()));
@@ -273,7 +327,15 @@ pub async fn serve(
                     seconds = t.elapsed().as_secs_f64(),
                     "model and index loaded; ready"
                 );
-                eprintln!("{}", ready_line(local, &loaded, t.elapsed().as_secs_f64()));
+                let line = ready_line(local, &loaded, t.elapsed().as_secs_f64());
+                let fields = serde_json::json!({
+                    "address": local.map(|a| a.to_string()),
+                    "database": loaded.path(),
+                    "encoder": loaded.encoder_name,
+                    "modes": loaded.modes(),
+                    "seconds": t.elapsed().as_secs_f64(),
+                });
+                log_line(&loader_state.config.server, "ready", &line, fields);
                 let _ = loader_state.loaded.set(Arc::new(loaded));
             }
             Err(e) => {
@@ -406,8 +468,14 @@ pub fn run_blocking(addr: &str, opts: ServeOptions) -> Result<()> {
             .map_err(|e| Error::InvalidInput(format!("cannot listen on {addr}: {e}")))?;
         let local = listener.local_addr()?;
         tracing::info!("listening on http://{local}/");
-        eprintln!(
-            "engine serve: http://{local}/ (loading model and index; /readyz turns 200 when ready)"
+        log_line(
+            &opts.config.server,
+            "listening",
+            &format!(
+                "engine serve: http://{local}/ (loading model and index; /readyz turns 200 when \
+                 ready)"
+            ),
+            serde_json::json!({ "address": local.to_string() }),
         );
         serve(listener, opts, shutdown_signal()).await
     })
