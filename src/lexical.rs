@@ -336,6 +336,27 @@ impl LexicalIndex {
         self.reload()
     }
 
+    /// Copies the index's files into `dest` (created), first letting background merges finish,
+    /// so the copy is the whole index as of its last commit. Writes wait meanwhile; changes not
+    /// yet committed are dropped (every write of the engine commits before it returns).
+    pub fn copy_files_to(&self, dest: &Path) -> Result<()> {
+        let mut guard =
+            self.writer.lock().map_err(|_| Error::Lexical("writer lock poisoned".into()))?;
+        if let Some(w) = guard.take() {
+            w.wait_merging_threads().map_err(lex_err(&self.dir))?;
+        }
+        std::fs::create_dir_all(dest)?;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            // tantivy's lock files belong to the process holding them.
+            if entry.file_type()?.is_file() && !name.to_string_lossy().ends_with(".lock") {
+                std::fs::copy(entry.path(), dest.join(&name))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Picks up commits made by another process (this one's commits reload automatically).
     pub fn reload(&self) -> Result<()> {
         self.reader.reload().map_err(lex_err(&self.dir))

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::RwLock;
 
 use crate::error::{Error, Result};
 use crate::filter::Filter;
@@ -103,15 +104,22 @@ pub fn search_lexical_only(lex: &LexicalIndex, query: &str, k: usize) -> Result<
 pub struct SearchIndex {
     db: Database,
     lexical: Option<LexicalIndex>,
+    /// Writes hold it shared for their whole store-then-BM25 span; a snapshot holds it
+    /// exclusively, so it sees no write half done.
+    gate: RwLock<()>,
 }
 
 impl SearchIndex {
+    fn from_parts(db: Database, lexical: Option<LexicalIndex>) -> Self {
+        Self { db, lexical, gate: RwLock::new(()) }
+    }
+
     /// Wraps `db`, opening `DB/lexical/` when it exists.
     pub fn new(db: Database) -> Result<Self> {
         let dir = lexical_dir(db.path());
         let lexical =
             if LexicalIndex::exists(&dir) { Some(LexicalIndex::open(&dir)?) } else { None };
-        Ok(Self { db, lexical })
+        Ok(Self::from_parts(db, lexical))
     }
 
     /// Opens `db` with its BM25 index, first repairing BM25 when it may disagree with the
@@ -139,11 +147,11 @@ impl SearchIndex {
         match sync_lexical(&db) {
             Ok(lexical) => {
                 remove_if_present(&db.path().join(LEXICAL_PENDING))?;
-                Ok(Self { db, lexical: Some(lexical) })
+                Ok(Self::from_parts(db, Some(lexical)))
             }
             Err(e) => {
                 tracing::warn!("could not rebuild the BM25 index ({e}); serving dense search only");
-                Ok(Self { db, lexical: None })
+                Ok(Self::from_parts(db, None))
             }
         }
     }
@@ -159,6 +167,7 @@ impl SearchIndex {
         store: impl FnOnce(&Database) -> Result<Vec<String>>,
         lexical: impl FnOnce(&LexicalIndex) -> Result<()>,
     ) -> Result<Vec<String>> {
+        let _gate = self.gate.read().map_err(|_| Error::Store("snapshot gate poisoned".into()))?;
         let marker = self.db.path().join(LEXICAL_PENDING);
         if self.lexical.is_some() {
             crate::index::persist::atomic_write(&marker, b"")?;
@@ -171,6 +180,18 @@ impl SearchIndex {
             remove_if_present(&marker)?;
         }
         Ok(out)
+    }
+
+    /// Writes a consistent copy of the database into the empty folder `dir`: the store and
+    /// ANN index ([`Database::export_into`]) and the BM25 index's files in `dir/lexical/`,
+    /// between writes (each write is wholly in it or wholly not). Returns the manifest.
+    pub fn snapshot_into(&self, dir: &Path) -> Result<crate::store::Manifest> {
+        let _gate = self.gate.write().map_err(|_| Error::Store("snapshot gate poisoned".into()))?;
+        let manifest = self.db.export_into(dir)?;
+        if let Some(lex) = &self.lexical {
+            lex.copy_files_to(&lexical_dir(dir))?;
+        }
+        Ok(manifest)
     }
 
     pub fn lexical(&self) -> Option<&LexicalIndex> {

@@ -14,6 +14,7 @@ mod index;
 mod resolve;
 mod search;
 mod serve;
+mod snapshot;
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +57,10 @@ enum Command {
     Search(search::SearchArgs),
     /// Serve the HTTP API and the browser UI.
     Serve(serve::ServeArgs),
+    /// Write the database (store, vectors, ANN and BM25 indexes, manifest) as one archive file.
+    Snapshot(snapshot::SnapshotArgs),
+    /// Restore an archive of `engine snapshot` (or POST /snapshots) into a new database folder.
+    Restore(snapshot::RestoreArgs),
     /// Llama2Vec unsupervised adaptation (EBAE + EBAR) of a base LLM on raw text.
     Adapt(adapt::AdaptArgs),
     /// Contrastive (InfoNCE) fine-tuning of an encoder on query-passage pairs.
@@ -98,6 +103,8 @@ pub fn run() -> Result<()> {
         Command::Check(a) => index::run_check(&ctx, a),
         Command::Search(a) => search::run(&ctx, a),
         Command::Serve(a) => serve::run(&ctx, a),
+        Command::Snapshot(a) => snapshot::run_snapshot(a),
+        Command::Restore(a) => snapshot::run_restore(a),
         Command::Adapt(a) => adapt::run_adapt(&ctx, a),
         Command::Finetune(a) => adapt::run_finetune(&ctx, a),
         Command::ExportDelta(a) => adapt::run_export_delta(a),

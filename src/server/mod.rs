@@ -111,6 +111,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/documents/{id}"),
     ("post", "/embed"),
     ("post", "/v1/embeddings"),
+    ("post", "/snapshots"),
     ("get", "/v1/models"),
     ("get", "/info"),
     ("get", "/health"),
@@ -133,6 +134,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/embed", post(routes::embed::embed))
         .route("/v1/embeddings", post(routes::openai::embeddings))
+        .route("/snapshots", post(routes::snapshots::create_snapshot))
         .route("/v1/models", get(routes::openai::models))
         .route("/info", get(routes::embed::info))
         .route("/health", get(routes::embed::health))

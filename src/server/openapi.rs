@@ -135,7 +135,7 @@ pub fn spec() -> Value {
                 },
                 "delete": {
                     "summary": "Delete a document and its passages",
-                    "security": write_security,
+                    "security": write_security.clone(),
                     "parameters": [id_param()],
                     "responses": {
                         "200": json_response("Deleted.", "DeleteResponse"),
@@ -284,8 +284,28 @@ pub fn spec() -> Value {
     });
     // Added in parts: one json! of the whole document exceeds the macro recursion limit.
     merge(&mut doc["paths"], compat_paths(&read_security, &embed_errors));
+    merge(&mut doc["paths"], snapshot_paths(&write_security));
     merge(&mut doc["components"]["schemas"], compat_schemas());
     doc
+}
+
+/// `POST /snapshots`.
+fn snapshot_paths(write_security: &Value) -> Value {
+    json!({
+            "/snapshots": {
+                "post": {
+                    "summary": "Write a snapshot archive of the database (admin)",
+                    "description": "A tar archive of the store (documents, passages, vectors, manifest), the ANN and BM25 indexes, written to server.snapshot_dir (default DB.snapshots/ beside the database) while the server keeps answering; writes wait only while the files are copied, so it holds every write acknowledged before the request. engine restore FILE --db NEWDIR restores it.",
+                    "security": write_security,
+                    "responses": {
+                        "200": { "description": "Where the archive was written and what it holds: path, bytes, kind (dense or lexical_only), documents, passages, created_at, took_ms.", "content": { "application/json": { "schema": { "type": "object" } } } },
+                        "401": error_response("Missing or wrong API key."),
+                        "403": error_response("The read key was sent: snapshots need the admin key."),
+                        "503": error_response("Still loading.")
+                    }
+                }
+            }
+    })
 }
 
 fn merge(into: &mut Value, from: Value) {

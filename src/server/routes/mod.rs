@@ -18,6 +18,7 @@ pub mod documents;
 pub mod embed;
 pub mod openai;
 pub mod search;
+pub mod snapshots;
 
 pub type AppStateRef = State<Arc<AppState>>;
 
