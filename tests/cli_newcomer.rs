@@ -246,8 +246,33 @@ fn lexical_only_database_searches_and_checks_with_titles_and_snippets_without_a_
         assert_eq!(st, 422, "{method} {path}: {got}");
         assert!(got.contains("lexical_only") && got.contains("--lexical-only"), "{got}");
     }
+    // A snapshot of it, from the server and from the CLI, restores to the same BM25 answers.
+    let (st, snap) = http(&server.addr, "POST", "/snapshots", "{}");
+    assert_eq!(st, 200, "{snap}");
+    let snap: serde_json::Value = serde_json::from_str(&snap).unwrap();
+    assert_eq!(
+        (snap["kind"].as_str(), snap["documents"].as_u64()),
+        (Some("lexical_only"), Some(4))
+    );
     let rest = server.stop();
     assert!(rest.contains("lexical-only BM25 index") && rest.contains("no encoder"), "{rest}");
+    let cli_archive = dir.path().join("lex.tar");
+    let mut c = engine();
+    c.args(["snapshot", "--db"]).arg(&db).arg("--out").arg(&cli_archive);
+    ok(c);
+    for (i, archive) in [snap["path"].as_str().unwrap().into(), cli_archive].iter().enumerate() {
+        let restored = dir.path().join(format!("lex-restored-{i}"));
+        let mut c = engine();
+        c.arg("restore").arg(archive).arg("--db").arg(&restored);
+        ok(c);
+        let mut c = engine();
+        c.args(["search", "--db"]).arg(&restored).arg("moon gravity");
+        let v = json(c);
+        assert_eq!(
+            (v["hits"][0]["id"].as_str(), v["hits"][0]["title"].as_str()),
+            (Some("tides"), Some("Ocean tides"))
+        );
+    }
     let lines: Vec<serde_json::Value> = rest
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
