@@ -199,3 +199,24 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
             .map_err(ApiError::from)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 429 and 503 tell the client when to come back; other errors do not.
+    #[test]
+    fn busy_and_loading_answers_carry_retry_after() {
+        let not_ready = ApiError::not_ready().into_response();
+        assert_eq!(not_ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(not_ready.headers()[axum::http::header::RETRY_AFTER], "1");
+        let busy =
+            ApiError::from(Error::Overloaded { message: "full".into(), retry_after_secs: 7 });
+        let busy = busy.into_response();
+        assert_eq!(busy.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(busy.headers()[axum::http::header::RETRY_AFTER], "7");
+        let invalid = ApiError::invalid("k out of range").into_response();
+        assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(!invalid.headers().contains_key(axum::http::header::RETRY_AFTER));
+    }
+}
