@@ -246,13 +246,22 @@ fn lexical_only_database_searches_and_checks_with_titles_and_snippets_without_a_
         assert_eq!(st, 422, "{method} {path}: {got}");
         assert!(got.contains("lexical_only") && got.contains("--lexical-only"), "{got}");
     }
+    // Indexing more into it while it serves works (the server holds no writer) and shows.
+    let more = dir.path().join("more.jsonl");
+    let line = serde_json::json!({"_id": "comets", "title": "Comets", "text": "Icy comets."});
+    std::fs::write(&more, format!("{line}\n")).unwrap();
+    let mut c = engine();
+    c.arg("index").arg(&more).arg("--db").arg(&db).arg("--lexical-only");
+    assert_eq!(json(c)["documents"], 5);
+    let (_, body) = http_get(&server.addr, "/search?q=icy+comets");
+    assert!(body.contains("\"id\":\"comets\""), "{body}");
     // A snapshot of it, from the server and from the CLI, restores to the same BM25 answers.
     let (st, snap) = http(&server.addr, "POST", "/snapshots", "{}");
     assert_eq!(st, 200, "{snap}");
     let snap: serde_json::Value = serde_json::from_str(&snap).unwrap();
     assert_eq!(
         (snap["kind"].as_str(), snap["documents"].as_u64()),
-        (Some("lexical_only"), Some(4))
+        (Some("lexical_only"), Some(5))
     );
     let rest = server.stop();
     assert!(rest.contains("lexical-only BM25 index") && rest.contains("no encoder"), "{rest}");

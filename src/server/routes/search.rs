@@ -216,10 +216,15 @@ async fn search(state: Arc<AppState>, req: SearchRequest) -> Result<SearchRespon
                 &l.fusion,
                 filter.as_ref(),
             )?,
-            Backing::LexicalOnly { index, .. } => Ranked {
-                hits: crate::search::search_lexical_only(index, &query, want)?,
-                best_dense: None,
-            },
+            Backing::LexicalOnly { index, .. } => {
+                // The server holds no writer on it, so `engine index --lexical-only` may add
+                // to it meanwhile: pick up its commits.
+                index.reload()?;
+                Ranked {
+                    hits: crate::search::search_lexical_only(index, &query, want)?,
+                    best_dense: None,
+                }
+            }
         };
         let more = ranked.hits.len() == want;
         let terms = QueryTerms::new(&query);
