@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use crate::encoder::Embed;
 use crate::error::{Error, Result};
@@ -31,6 +31,17 @@ impl SearchMode {
             SearchMode::Dense => "dense",
             SearchMode::Bm25 => "bm25",
             SearchMode::Hybrid => "hybrid",
+        }
+    }
+
+    /// The scale of this mode's scores, as hits are labelled: cosine similarity (dense),
+    /// BM25 (unbounded, corpus-dependent) or a fused score (hybrid: `eval.fusion`'s RRF or
+    /// convex combination, comparable only within one result list).
+    pub fn score_kind(self) -> &'static str {
+        match self {
+            SearchMode::Dense => "cosine",
+            SearchMode::Bm25 => "bm25",
+            SearchMode::Hybrid => "fused",
         }
     }
 
@@ -70,6 +81,27 @@ impl FromStr for SearchMode {
 /// documents ranked just below k by both.
 const FUSION_DEPTH: usize = 100;
 
+/// Hits of a search, with what explains them.
+#[derive(Debug, Clone, Default)]
+pub struct Ranked {
+    pub hits: Vec<DocHit>,
+    /// The best cosine similarity of the dense ranking (dense and hybrid modes), whether or
+    /// not its document made the fused list: a low one says the encoder found nothing close.
+    pub best_dense: Option<f32>,
+}
+
+/// BM25 top `k` of a `--lexical-only` database, whose index stores each document's title and
+/// text ([`LexicalIndex::create_with_text`]): hits carry the title and the whole text as their
+/// passage, as BM25 hits of a full database do.
+pub fn search_lexical_only(lex: &LexicalIndex, query: &str, k: usize) -> Result<Vec<DocHit>> {
+    let mut hits = Vec::new();
+    for (id, score) in lex.search(query, k)? {
+        let (title, passage) = lex.stored_text(&id)?.unwrap_or_default();
+        hits.push(DocHit { id, score, title, passage, passage_ordinal: 0 });
+    }
+    Ok(hits)
+}
+
 /// A database and its BM25 index, written together.
 pub struct SearchIndex {
     db: Database,
@@ -77,6 +109,9 @@ pub struct SearchIndex {
     /// Writes between their store and BM25 halves: the [`LEXICAL_PENDING`] marker they share
     /// may only go when the last of them is done.
     pending: Mutex<PendingWrites>,
+    /// Writes hold it shared for their whole store-then-BM25 span; a snapshot holds it
+    /// exclusively, so it sees no write half done.
+    gate: RwLock<()>,
 }
 
 /// Writes of one [`SearchIndex`] under way, and whether one of them failed.
@@ -91,7 +126,7 @@ struct PendingWrites {
 impl SearchIndex {
     /// Wraps `db` and its BM25 index as they are (see [`SearchIndex::open`]).
     fn new(db: Database, lexical: Option<LexicalIndex>) -> Self {
-        Self { db, lexical, pending: Mutex::new(PendingWrites::default()) }
+        Self { db, lexical, pending: Mutex::new(PendingWrites::default()), gate: RwLock::new(()) }
     }
 
     /// Opens `db` with its BM25 index, first repairing BM25 when it may disagree with the
@@ -143,6 +178,7 @@ impl SearchIndex {
         lexical: impl FnOnce(&LexicalIndex) -> Result<()>,
     ) -> Result<Vec<String>> {
         self.db.check_writable()?;
+        let _gate = self.gate.read().map_err(|_| Error::Store("snapshot gate poisoned".into()))?;
         let Some(lex) = &self.lexical else {
             let out = store(&self.db)?;
             self.db.flush()?;
@@ -170,6 +206,18 @@ impl SearchIndex {
             remove_if_present(&marker)?;
         }
         result
+    }
+
+    /// Writes a consistent copy of the database into the empty folder `dir`: the store and
+    /// ANN index ([`Database::export_into`]) and the BM25 index's files in `dir/lexical/`,
+    /// between writes (each write is wholly in it or wholly not). Returns the manifest.
+    pub fn snapshot_into(&self, dir: &Path) -> Result<crate::store::Manifest> {
+        let _gate = self.gate.write().map_err(|_| Error::Store("snapshot gate poisoned".into()))?;
+        let manifest = self.db.export_into(dir)?;
+        if let Some(lex) = &self.lexical {
+            lex.copy_files_to(&lexical_dir(dir))?;
+        }
+        Ok(manifest)
     }
 
     pub fn lexical(&self) -> Option<&LexicalIndex> {
@@ -219,14 +267,15 @@ impl SearchIndex {
         k: usize,
         fusion: &Fusion,
     ) -> Result<Vec<DocHit>> {
-        self.search_filtered(mode, text, vector, k, fusion, None)
+        Ok(self.search_ranked(mode, text, vector, k, fusion, None)?.hits)
     }
 
     /// Top `k` documents passing `filter` in any mode. BM25 candidates are fetched with a
     /// growing depth until `k` pass or the lexical index is exhausted; dense goes through
     /// [`Database::search_dense_filtered`] (ANN, then an exact scan of the matching set); hybrid
     /// fuses the two filtered lists, so every fused hit matches.
-    pub fn search_filtered(
+    /// The best dense score comes back beside the hits (see [`Ranked`]).
+    pub fn search_ranked(
         &self,
         mode: SearchMode,
         text: &str,
@@ -234,18 +283,22 @@ impl SearchIndex {
         k: usize,
         fusion: &Fusion,
         filter: Option<&Filter>,
-    ) -> Result<Vec<DocHit>> {
+    ) -> Result<Ranked> {
         let filter = filter.filter(|f| !f.is_empty());
         let need_vector = || {
             vector.ok_or_else(|| {
                 Error::InvalidInput(format!("{} search needs a query vector", mode.as_str()))
             })
         };
+        let best = |hits: &[DocHit]| hits.first().map(|h| h.score);
         match mode {
-            SearchMode::Dense => self.db.search_dense_filtered(need_vector()?, k, filter),
+            SearchMode::Dense => {
+                let hits = self.db.search_dense_filtered(need_vector()?, k, filter)?;
+                Ok(Ranked { best_dense: best(&hits), hits })
+            }
             SearchMode::Bm25 => {
                 let hits = self.bm25_filtered(text, k, filter)?;
-                self.hydrate(&hits, &[])
+                Ok(Ranked { hits: self.hydrate(&hits, &[])?, best_dense: None })
             }
             SearchMode::Hybrid => {
                 let depth = k.max(FUSION_DEPTH);
@@ -254,7 +307,7 @@ impl SearchIndex {
                 let dense_ranked: Vec<(String, f32)> =
                     dense.iter().map(|h| (h.id.clone(), h.score)).collect();
                 let fused = fusion.fuse(&dense_ranked, &bm25, k);
-                self.hydrate(&fused, &dense)
+                Ok(Ranked { hits: self.hydrate(&fused, &dense)?, best_dense: best(&dense) })
             }
         }
     }
@@ -329,8 +382,9 @@ fn mark_pending(db_dir: &Path) -> Result<()> {
     crate::index::persist::atomic_write(&db_dir.join(LEXICAL_PENDING), b"")
 }
 
-/// Indexes `docs` into `db` (see [`index_documents`]), then rebuilds its BM25 index from the
-/// store. The [`LEXICAL_PENDING`] marker is on disk from before the first store write until
+/// Indexes `docs` into `db` (see [`index_documents`]), deletes the documents `prune` names
+/// (`engine index --prune`: files gone from a folder corpus), then rebuilds its BM25 index
+/// from the store. The [`LEXICAL_PENDING`] marker is on disk from before the first store write until
 /// BM25 matches, so a run killed or failing in between (an `--update` that changes documents
 /// without changing their count) is repaired by the next [`SearchIndex::open`]. On success
 /// returns the report and the rebuilt BM25 index.
@@ -338,11 +392,16 @@ pub fn index_with_bm25(
     db: &Database,
     embedder: &dyn Embed,
     docs: Vec<Document>,
+    prune: &[String],
     opts: &IndexOptions,
     progress: &dyn Progress,
 ) -> Result<(IndexReport, LexicalIndex)> {
     mark_pending(db.path())?;
     let report = index_documents(db, embedder, docs, opts, progress)?;
+    if !prune.is_empty() {
+        db.delete_documents(prune)?;
+        db.save_index()?;
+    }
     db.flush()?;
     Ok((report, sync_lexical(db)?))
 }

@@ -29,7 +29,7 @@ pub async fn get_document(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let loaded = state.ready()?;
     let doc = blocking(move || {
-        let d = loaded.db().get_document(&id)?;
+        let d = loaded.get_document(&id)?;
         Ok(d.map(|d| (id, d)))
     })
     .await?;
@@ -73,15 +73,15 @@ pub async fn add_documents(
     let started = Instant::now();
     let loaded = state.ready()?;
     // Before any encoder work: a read-only database refuses the write in the end.
-    loaded.db().check_writable()?;
+    loaded.dense("adding documents")?.db().check_writable()?;
     let max = state.config.server.max_documents_per_request;
     let n = req.documents.len();
     if n == 0 {
-        return Err(ApiError::bad_request("documents must not be empty"));
+        return Err(ApiError::invalid("documents must not be empty"));
     }
     if n > max {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "too_many_documents",
             format!("{n} documents, at most {max} per request (server.max_documents_per_request)"),
         ));
@@ -89,17 +89,17 @@ pub async fn add_documents(
     let mut seen = HashSet::new();
     for (i, d) in req.documents.iter().enumerate() {
         if let Err(why) = crate::pipeline::corpus::check_id(&d.id) {
-            return Err(ApiError::bad_request(format!("documents[{i}].id {why}")));
+            return Err(ApiError::invalid(format!("documents[{i}].id {why}")));
         }
         if d.text.trim().is_empty() {
-            return Err(ApiError::bad_request(format!("documents[{i}] ({:?}) has no text", d.id)));
+            return Err(ApiError::invalid(format!("documents[{i}] ({:?}) has no text", d.id)));
         }
         if !seen.insert(d.id.as_str()) {
-            return Err(ApiError::bad_request(format!("document id {:?} appears twice", d.id)));
+            return Err(ApiError::invalid(format!("document id {:?} appears twice", d.id)));
         }
     }
     let (chunk_tokens, chunk_overlap) = {
-        let m = loaded.db().manifest();
+        let m = loaded.dense("adding documents")?.db().manifest();
         (m.chunk_tokens, m.chunk_overlap)
     };
 
@@ -107,6 +107,7 @@ pub async fn add_documents(
     // and their tokenized texts.
     let l = loaded.clone();
     let (plan, unchanged, updated) = blocking(move || {
+        let l = l.dense("adding documents")?;
         let encoder = l.encoder();
         let mut plan = Vec::new();
         let (mut unchanged, mut updated) = (0usize, 0usize);
@@ -145,6 +146,7 @@ pub async fn add_documents(
 
     // Embed in queue-sized pieces so queries keep interleaving with a large write.
     let max_batch = state.config.server.max_batch.max(1);
+    let batcher = &loaded.dense("adding documents")?.batcher;
     let mut new_docs = Vec::with_capacity(plan.len());
     let mut passages = 0;
     for (doc, hash, chunks, prepared) in plan {
@@ -152,7 +154,7 @@ pub async fn add_documents(
         let mut rest = prepared;
         while !rest.is_empty() {
             let tail = rest.split_off(rest.len().min(max_batch));
-            vectors.extend(loaded.batcher.embed_prepared(rest, TextKind::Passage).await?);
+            vectors.extend(batcher.embed_prepared(rest, TextKind::Passage).await?);
             rest = tail;
         }
         passages += vectors.len();
@@ -173,6 +175,7 @@ pub async fn add_documents(
     let added = new_docs.len() - updated;
     let l = loaded.clone();
     blocking(move || {
+        let l = l.dense("adding documents")?;
         l.index.put_documents(new_docs)?;
         l.db().save_index_if_older(SAVE_INDEX_EVERY)?;
         Ok(())
@@ -194,8 +197,9 @@ pub async fn delete_document(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let loaded = state.ready()?;
     let deleted = blocking(move || {
-        let missing = loaded.index.delete_documents(std::slice::from_ref(&id))?;
-        loaded.db().save_index_if_older(SAVE_INDEX_EVERY)?;
+        let d = loaded.dense("deleting documents")?;
+        let missing = d.index.delete_documents(std::slice::from_ref(&id))?;
+        d.db().save_index_if_older(SAVE_INDEX_EVERY)?;
         Ok(missing.is_empty().then_some(id))
     })
     .await?;
