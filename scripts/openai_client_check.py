@@ -9,7 +9,7 @@ Checks, for the given texts (or a few built in):
   and one string as input) returns one vector per text, in order, equal to `/embed`'s
   `{"texts", "kind": "passage"}`; `extra_body={"input_type": "query"}` equals `kind: "query"`;
 - `/v1/models` lists the served model; an unknown model raises `openai.NotFoundError` and a
-  wrong `dimensions` `openai.BadRequestError`, with the server's message;
+  wrong `dimensions` `openai.UnprocessableEntityError` (422), with the server's message;
 - TEI's `{"inputs": [...], "prompt_name": "passage"}` returns a bare list equal to the passage
   vectors, and without `prompt_name` the query vectors.
 
@@ -112,7 +112,7 @@ def main():
     try:
         client.embeddings.create(model=model, input=texts[0], dimensions=dim + 1)
         fail("a wrong dimensions was accepted")
-    except openai.BadRequestError as e:
+    except openai.UnprocessableEntityError as e:
         if "dimensions" not in str(e):
             fail(f"dimensions: unexpected message {e}")
 

@@ -78,8 +78,16 @@ pub struct ServerConfig {
     pub max_documents_per_request: usize,
     pub max_embed_texts: usize,
     pub snippet_chars: usize,
+    /// A dense or hybrid search whose best cosine similarity is below this says the dense
+    /// match is weak (`warning` in the response, shown by the UI).
+    pub weak_dense_score: f32,
     /// Print one line per request (method, path, status, milliseconds) on stderr.
     pub log_requests: bool,
+    /// `text` or `json`: how log lines (the server's ready line and request log, and every
+    /// command's diagnostics) are written on stderr.
+    pub log_format: String,
+    /// Where `POST /snapshots` writes archives; empty: `DB.snapshots/` beside the database.
+    pub snapshot_dir: PathBuf,
     /// Origins browsers may call the API from (CORS); empty: none. See `server::cors`.
     #[serde(default)]
     pub cors_origins: Vec<String>,

@@ -76,6 +76,17 @@ impl Analyzer {
     }
 }
 
+/// The terms `analyzer` makes of `text` with the byte range of each in `text`: what BM25
+/// matches (stemmed, lower-cased, stop words gone), placed in the original text, for snippets
+/// and highlighting.
+pub fn analyzed_spans(analyzer: Analyzer, text: &str) -> Vec<(String, std::ops::Range<usize>)> {
+    let mut a = analyzer.build();
+    let mut stream = a.token_stream(text);
+    let mut out = Vec::new();
+    stream.process(&mut |t| out.push((t.text.clone(), t.offset_from..t.offset_to)));
+    out
+}
+
 impl std::str::FromStr for Analyzer {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -325,6 +336,27 @@ impl LexicalIndex {
         self.reload()
     }
 
+    /// Copies the index's files into `dest` (created), first letting background merges finish,
+    /// so the copy is the whole index as of its last commit. Writes wait meanwhile; changes not
+    /// yet committed are dropped (every write of the engine commits before it returns).
+    pub fn copy_files_to(&self, dest: &Path) -> Result<()> {
+        let mut guard =
+            self.writer.lock().map_err(|_| Error::Lexical("writer lock poisoned".into()))?;
+        if let Some(w) = guard.take() {
+            w.wait_merging_threads().map_err(lex_err(&self.dir))?;
+        }
+        std::fs::create_dir_all(dest)?;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            // tantivy's lock files belong to the process holding them.
+            if entry.file_type()?.is_file() && !name.to_string_lossy().ends_with(".lock") {
+                std::fs::copy(entry.path(), dest.join(&name))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Picks up commits made by another process (this one's commits reload automatically).
     pub fn reload(&self) -> Result<()> {
         self.reader.reload().map_err(lex_err(&self.dir))
@@ -340,6 +372,23 @@ impl LexicalIndex {
         let q = TermQuery::new(Term::from_field_text(self.id, id), IndexRecordOption::Basic);
         let n = self.reader.searcher().search(&q, &Count).map_err(lex_err(&self.dir))?;
         Ok(n > 0)
+    }
+
+    /// Every indexed (committed) document id, in byte order.
+    pub fn ids(&self) -> Result<Vec<String>> {
+        let searcher = self.reader.searcher();
+        let addrs = searcher
+            .search(&tantivy::query::AllQuery, &tantivy::collector::DocSetCollector)
+            .map_err(lex_err(&self.dir))?;
+        let mut ids = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            let doc: TantivyDocument = searcher.doc(addr).map_err(lex_err(&self.dir))?;
+            if let Some(id) = doc.get_first(self.id).and_then(|v| v.as_str()) {
+                ids.push(id.to_string());
+            }
+        }
+        ids.sort();
+        Ok(ids)
     }
 
     /// Whether this index stores documents' title and text ([`LexicalIndex::create_with_text`]).

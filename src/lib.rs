@@ -44,6 +44,8 @@ pub mod lexical;
 pub mod pipeline;
 pub mod search;
 pub mod server;
+pub mod snapshot;
+pub mod snippet;
 pub mod store;
 pub mod train;
 

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use crate::encoder::Embed;
 use crate::error::{Error, Result};
@@ -31,6 +31,17 @@ impl SearchMode {
             SearchMode::Dense => "dense",
             SearchMode::Bm25 => "bm25",
             SearchMode::Hybrid => "hybrid",
+        }
+    }
+
+    /// The scale of this mode's scores, as hits are labelled: cosine similarity (dense),
+    /// BM25 (unbounded, corpus-dependent) or a fused score (hybrid: `eval.fusion`'s RRF or
+    /// convex combination, comparable only within one result list).
+    pub fn score_kind(self) -> &'static str {
+        match self {
+            SearchMode::Dense => "cosine",
+            SearchMode::Bm25 => "bm25",
+            SearchMode::Hybrid => "fused",
         }
     }
 
@@ -101,6 +112,27 @@ impl SearchOptions<'_> {
 /// documents ranked just below k by both.
 const FUSION_DEPTH: usize = 100;
 
+/// Hits of a search, with what explains them.
+#[derive(Debug, Clone, Default)]
+pub struct Ranked {
+    pub hits: Vec<DocHit>,
+    /// The best cosine similarity of the dense ranking (dense and hybrid modes), whether or
+    /// not its document made the fused list: a low one says the encoder found nothing close.
+    pub best_dense: Option<f32>,
+}
+
+/// BM25 top `k` of a `--lexical-only` database, whose index stores each document's title and
+/// text ([`LexicalIndex::create_with_text`]): hits carry the title and the whole text as their
+/// passage, as BM25 hits of a full database do.
+pub fn search_lexical_only(lex: &LexicalIndex, query: &str, k: usize) -> Result<Vec<DocHit>> {
+    let mut hits = Vec::new();
+    for (id, score) in lex.search(query, k)? {
+        let (title, passage) = lex.stored_text(&id)?.unwrap_or_default();
+        hits.push(DocHit { id, score, title, passage, passage_ordinal: 0 });
+    }
+    Ok(hits)
+}
+
 /// A database and its BM25 index, written together.
 pub struct SearchIndex {
     db: Database,
@@ -108,6 +140,9 @@ pub struct SearchIndex {
     /// Writes between their store and BM25 halves: the [`LEXICAL_PENDING`] marker they share
     /// may only go when the last of them is done.
     pending: Mutex<PendingWrites>,
+    /// Writes hold it shared for their whole store-then-BM25 span; a snapshot holds it
+    /// exclusively, so it sees no write half done.
+    gate: RwLock<()>,
 }
 
 /// Writes of one [`SearchIndex`] under way, and whether one of them failed.
@@ -122,7 +157,7 @@ struct PendingWrites {
 impl SearchIndex {
     /// Wraps `db` and its BM25 index as they are (see [`SearchIndex::open`]).
     fn new(db: Database, lexical: Option<LexicalIndex>) -> Self {
-        Self { db, lexical, pending: Mutex::new(PendingWrites::default()) }
+        Self { db, lexical, pending: Mutex::new(PendingWrites::default()), gate: RwLock::new(()) }
     }
 
     /// Opens `db` with its BM25 index, first repairing BM25 when it may disagree with the
@@ -175,6 +210,7 @@ impl SearchIndex {
         lexical: impl FnOnce(&LexicalIndex, &T) -> Result<()>,
     ) -> Result<T> {
         self.db.check_writable()?;
+        let _gate = self.gate.read().map_err(|_| Error::Store("snapshot gate poisoned".into()))?;
         let Some(lex) = &self.lexical else {
             let out = store(&self.db)?;
             self.db.flush()?;
@@ -202,6 +238,18 @@ impl SearchIndex {
             remove_if_present(&marker)?;
         }
         result
+    }
+
+    /// Writes a consistent copy of the database into the empty folder `dir`: the store and
+    /// ANN index ([`Database::export_into`]) and the BM25 index's files in `dir/lexical/`,
+    /// between writes (each write is wholly in it or wholly not). Returns the manifest.
+    pub fn snapshot_into(&self, dir: &Path) -> Result<crate::store::Manifest> {
+        let _gate = self.gate.write().map_err(|_| Error::Store("snapshot gate poisoned".into()))?;
+        let manifest = self.db.export_into(dir)?;
+        if let Some(lex) = &self.lexical {
+            lex.copy_files_to(&lexical_dir(dir))?;
+        }
+        Ok(manifest)
     }
 
     pub fn lexical(&self) -> Option<&LexicalIndex> {
@@ -254,6 +302,14 @@ impl SearchIndex {
         )
     }
 
+    /// Replaces the metadata of stored documents ([`Database::update_metadata`]): nothing is
+    /// re-embedded and BM25 (titles and texts) is untouched, but the write goes through
+    /// [`SearchIndex::write_both`] like every other, so it waits for a snapshot in progress and
+    /// is refused on a read-only database. Returns the ids that did not exist.
+    pub fn update_metadata(&self, updates: &[(String, serde_json::Value)]) -> Result<Vec<String>> {
+        self.write_both(|db| db.update_metadata(updates), |_, _| Ok(()))
+    }
+
     /// Top `k` documents for a query. `vector` (the query's embedding) is required for dense
     /// and hybrid modes.
     pub fn search(
@@ -264,14 +320,15 @@ impl SearchIndex {
         k: usize,
         fusion: &Fusion,
     ) -> Result<Vec<DocHit>> {
-        self.search_filtered(mode, text, vector, k, fusion, None)
+        Ok(self.search_ranked(mode, text, vector, k, fusion, None)?.hits)
     }
 
     /// Top `k` documents passing `filter` in any mode. BM25 candidates are fetched with a
     /// growing depth until `k` pass or the lexical index is exhausted; dense goes through
     /// [`Database::search_dense_filtered`] (ANN, then an exact scan of the matching set); hybrid
     /// fuses the two filtered lists, so every fused hit matches.
-    pub fn search_filtered(
+    /// The best dense score comes back beside the hits (see [`Ranked`]).
+    pub fn search_ranked(
         &self,
         mode: SearchMode,
         text: &str,
@@ -279,20 +336,21 @@ impl SearchIndex {
         k: usize,
         fusion: &Fusion,
         filter: Option<&Filter>,
-    ) -> Result<Vec<DocHit>> {
+    ) -> Result<Ranked> {
         let opts = SearchOptions { k, fusion: *fusion, filter, score_threshold: None, ef: None };
         self.search_with(mode, text, vector, &opts)
     }
 
     /// Top `opts.k` documents with every per-search setting of [`SearchOptions`]: filtered as
-    /// [`SearchIndex::search_filtered`], then cut at the score threshold.
+    /// [`SearchIndex::search_ranked`], then cut at the score threshold. The best dense score
+    /// ([`Ranked::best_dense`]) is taken before the cut.
     pub fn search_with(
         &self,
         mode: SearchMode,
         text: &str,
         vector: Option<&[f32]>,
         opts: &SearchOptions,
-    ) -> Result<Vec<DocHit>> {
+    ) -> Result<Ranked> {
         opts.check()?;
         let SearchOptions { k, fusion, filter, ef, .. } = *opts;
         let filter = filter.filter(|f| !f.is_empty());
@@ -301,11 +359,15 @@ impl SearchIndex {
                 Error::InvalidInput(format!("{} search needs a query vector", mode.as_str()))
             })
         };
-        let mut hits = match mode {
-            SearchMode::Dense => self.db.search_dense_with(need_vector()?, k, filter, ef)?,
+        let best = |hits: &[DocHit]| hits.first().map(|h| h.score);
+        let mut ranked = match mode {
+            SearchMode::Dense => {
+                let hits = self.db.search_dense_with(need_vector()?, k, filter, ef)?;
+                Ranked { best_dense: best(&hits), hits }
+            }
             SearchMode::Bm25 => {
                 let hits = self.bm25_filtered(text, k, filter)?;
-                self.hydrate(&hits, &[])?
+                Ranked { hits: self.hydrate(&hits, &[])?, best_dense: None }
             }
             SearchMode::Hybrid => {
                 let depth = k.max(FUSION_DEPTH);
@@ -314,14 +376,14 @@ impl SearchIndex {
                 let dense_ranked: Vec<(String, f32)> =
                     dense.iter().map(|h| (h.id.clone(), h.score)).collect();
                 let fused = fusion.fuse(&dense_ranked, &bm25, k);
-                self.hydrate(&fused, &dense)?
+                Ranked { hits: self.hydrate(&fused, &dense)?, best_dense: best(&dense) }
             }
         };
         if let Some(t) = opts.score_threshold {
             // Hits are best first: the cut keeps a prefix.
-            hits.retain(|h| h.score >= t);
+            ranked.hits.retain(|h| h.score >= t);
         }
-        Ok(hits)
+        Ok(ranked)
     }
 
     /// BM25 top `k` among documents passing `filter`: the depth grows fourfold until `k`
@@ -394,8 +456,9 @@ fn mark_pending(db_dir: &Path) -> Result<()> {
     crate::index::persist::atomic_write(&db_dir.join(LEXICAL_PENDING), b"")
 }
 
-/// Indexes `docs` into `db` (see [`index_documents`]), then rebuilds its BM25 index from the
-/// store. The [`LEXICAL_PENDING`] marker is on disk from before the first store write until
+/// Indexes `docs` into `db` (see [`index_documents`]), deletes the documents `prune` names
+/// (`engine index --prune`: files gone from a folder corpus), then rebuilds its BM25 index
+/// from the store. The [`LEXICAL_PENDING`] marker is on disk from before the first store write until
 /// BM25 matches, so a run killed or failing in between (an `--update` that changes documents
 /// without changing their count) is repaired by the next [`SearchIndex::open`]. On success
 /// returns the report and the rebuilt BM25 index.
@@ -403,11 +466,16 @@ pub fn index_with_bm25(
     db: &Database,
     embedder: &dyn Embed,
     docs: Vec<Document>,
+    prune: &[String],
     opts: &IndexOptions,
     progress: &dyn Progress,
 ) -> Result<(IndexReport, LexicalIndex)> {
     mark_pending(db.path())?;
     let report = index_documents(db, embedder, docs, opts, progress)?;
+    if !prune.is_empty() {
+        db.delete_documents(prune)?;
+        db.save_index()?;
+    }
     db.flush()?;
     Ok((report, sync_lexical(db)?))
 }
@@ -491,6 +559,33 @@ mod tests {
         assert!(failed.is_err());
         index.write_both(store_only, |_, _| Ok(())).unwrap();
         assert!(marker.exists(), "a later write cleared the mark of a failed one");
+    }
+
+    /// A metadata update is a write like the others: it waits while a snapshot holds the gate.
+    #[test]
+    fn metadata_updates_wait_for_a_snapshot_in_progress() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let e = HashEmbedder::new(16);
+        let params = AnnParams::from_config(&crate::config::Config::default().index);
+        let opts = DbOptions { backend: Backend::Flat, params, chunk_tokens: 64, chunk_overlap: 8 };
+        let db = Database::create_or_open(dir.path(), &e.fingerprint(), &opts).unwrap();
+        let index = SearchIndex::open(db, true).unwrap();
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let snapshot = index.gate.write().unwrap();
+            let writer = s.spawn(|| {
+                let missing =
+                    index.update_metadata(&[("nope".into(), serde_json::json!({}))]).unwrap();
+                done.store(true, Ordering::SeqCst);
+                missing
+            });
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            assert!(!done.load(Ordering::SeqCst), "the update did not wait for the snapshot");
+            drop(snapshot);
+            assert_eq!(writer.join().unwrap(), vec!["nope".to_string()]);
+        });
+        assert!(!dir.path().join(LEXICAL_PENDING).exists());
     }
 
     #[test]

@@ -51,6 +51,10 @@ pub const LEXICAL_PENDING: &str = "lexical.pending";
 /// Where a BM25 rebuild is written before it is swapped in, and where the old one waits.
 pub const LEXICAL_REBUILD_DIRS: [&str; 2] = ["lexical.tmp", "lexical.old"];
 
+/// The store's records in a snapshot (see [`Database::export_into`]): length-prefixed
+/// (u64 little-endian) key and value, one after the other.
+pub const STORE_DUMP: &str = "store.bin";
+
 /// The BM25 index folder of the database at `db_dir`.
 pub fn lexical_dir(db_dir: &Path) -> PathBuf {
     db_dir.join(LEXICAL_DIR)
@@ -1088,6 +1092,76 @@ impl Database {
         Ok(())
     }
 
+    /// Writes a consistent copy of this database into the empty folder `dir`: every stored
+    /// record (documents, passages, vectors, manifest; not the embedding cache) to
+    /// [`STORE_DUMP`], and the ANN index's files into `dir/ann/`. Writes wait meanwhile (the
+    /// writer lock is held throughout), so the two agree and hold every write acknowledged
+    /// before the call. Returns the manifest they hold.
+    pub fn export_into(&self, dir: &Path) -> Result<Manifest> {
+        use std::io::Write;
+        let _w = self.writer.lock().map_err(poisoned)?;
+        self.db.flush()?;
+        self.ann.write().map_err(poisoned)?.flush()?;
+        let manifest = self.manifest();
+        let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join(STORE_DUMP))?);
+        for kv in self.tree.iter() {
+            let (k, v) = kv?;
+            if k.first() == Some(&b'c') {
+                continue;
+            }
+            for part in [&k[..], &v[..]] {
+                out.write_all(&(part.len() as u64).to_le_bytes())?;
+                out.write_all(part)?;
+            }
+        }
+        out.into_inner().map_err(|e| Error::Io(e.into_error()))?.sync_all()?;
+        let ann_dir = dir.join(ANN_DIR);
+        std::fs::create_dir(&ann_dir)?;
+        self.ann.read().map_err(poisoned)?.save_into(&ann_dir)?;
+        Ok(manifest)
+    }
+
+    /// Creates the database `dir` (which must not hold one) from a folder [`Database::export_into`]
+    /// wrote, and opens it.
+    pub fn import_from(export: &Path, dir: &Path) -> Result<Self> {
+        if Self::exists(dir) {
+            return Err(Error::InvalidInput(format!("{} already holds a database", dir.display())));
+        }
+        std::fs::create_dir_all(dir)?;
+        {
+            let db = open_sled(dir)?;
+            let tree = db.open_tree("engine")?;
+            let mut input = std::io::BufReader::new(std::fs::File::open(export.join(STORE_DUMP))?);
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            while let Some(k) = read_dump_part(&mut input)? {
+                let v = read_dump_part(&mut input)?
+                    .ok_or_else(|| Error::Store(format!("{STORE_DUMP} is truncated")))?;
+                batch.insert(k, v);
+                n += 1;
+                if n % 10_000 == 0 {
+                    tree.apply_batch(std::mem::take(&mut batch))?;
+                }
+            }
+            tree.apply_batch(batch)?;
+            read_manifest_from(dir, &tree)?;
+            db.flush()?;
+        }
+        let ann = export.join(ANN_DIR);
+        if ann.is_dir() {
+            Snapshots::new(dir.join(ANN_DIR)).save(|snap| {
+                for entry in std::fs::read_dir(&ann)? {
+                    let entry = entry?;
+                    if entry.file_type()?.is_file() {
+                        std::fs::copy(entry.path(), snap.join(entry.file_name()))?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Self::open(dir, None)
+    }
+
     /// Recall@k of the ANN index against an exact scan, using `queries` stored vectors sampled
     /// with `seed` as queries.
     pub fn verify_recall(&self, queries: usize, k: usize, seed: u64) -> Result<RecallReport> {
@@ -1112,6 +1186,24 @@ impl Database {
         let recall = index::mean_recall(ann.as_ref(), &exact, &qs, k)?;
         Ok(RecallReport { backend: m.backend, queries: qs.len(), k, recall })
     }
+}
+
+/// The next length-prefixed part of a [`STORE_DUMP`]; `None` at its end.
+fn read_dump_part(input: &mut impl std::io::Read) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut len = [0u8; 8];
+    match input.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u64::from_le_bytes(len) as usize;
+    let mut buf = Vec::new();
+    (&mut *input).take(len as u64).read_to_end(&mut buf)?;
+    if buf.len() != len {
+        return Err(Error::Store(format!("{STORE_DUMP} is truncated")));
+    }
+    Ok(Some(buf))
 }
 
 /// Opens the sled store of a database. sled holds an exclusive lock on it while open, so a

@@ -156,7 +156,7 @@ fn batch_search_writes_the_run_eval_writes() {
     assert!(fails(c).contains("topics.tsv:1"));
 }
 
-/// The CLI's hits have the server's shape: id, score, title, snippet.
+/// The CLI's hits have the server's shape: id, score, title, snippet, highlights.
 #[test]
 fn cli_hits_have_the_servers_shape() {
     let dir = tempfile::tempdir().unwrap();
@@ -172,8 +172,8 @@ fn cli_hits_have_the_servers_shape() {
     let hit = v["hits"][0].as_object().unwrap();
     let mut keys: Vec<&str> = hit.keys().map(String::as_str).collect();
     keys.sort();
-    assert_eq!(keys, ["id", "score", "snippet", "title"], "{v}");
-    for key in ["took_ms", "encoder", "mode", "query"] {
+    assert_eq!(keys, ["highlights", "id", "score", "snippet", "title"], "{v}");
+    for key in ["took_ms", "encoder", "mode", "score_kind", "query"] {
         assert!(v.get(key).is_some(), "{key} missing: {v}");
     }
 }
@@ -212,11 +212,107 @@ fn lexical_only_database_searches_and_checks_with_titles_and_snippets_without_a_
     let v = json(c);
     assert_eq!(v["lexical_only"], true);
     assert_eq!(v["default_mode"], "bm25");
-    // The server does not serve it (yet): a clear error pointing to `engine search`.
+    // The server answers BM25 with titles and snippets; it never loads the (missing) model.
+    // (Its log here is JSON lines, --log-format json.)
     let mut c = engine();
-    c.args(["serve", "--addr", "127.0.0.1:0", "--db"]).arg(&db);
-    let err = fails(c);
-    assert!(err.contains("--lexical-only") && err.contains("engine search"), "{err}");
+    c.args(["serve", "--log-format", "json", "--log-requests", "--addr", "127.0.0.1:0", "--db"]);
+    c.arg(&db);
+    let mut server = Serving::start(c);
+    let body = server.get_when_ready("/search?q=moon+gravity&k=2");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((v["mode"].as_str(), v["score_kind"].as_str()), (Some("bm25"), Some("bm25")), "{v}");
+    assert_eq!(v["encoder"], "none", "{v}");
+    assert_eq!(v["hits"][0]["id"], "tides", "{v}");
+    assert_eq!(v["hits"][0]["title"], "Ocean tides", "{v}");
+    assert!(v["hits"][0]["snippet"].as_str().unwrap().contains("gravity of the moon"), "{v}");
+    assert_eq!(v["hits"][0]["highlights"], serde_json::json!(["gravity", "moon"]), "{v}");
+    // Per-request settings that apply to BM25 work here too: a threshold above the best
+    // score leaves nothing (and nothing more).
+    let best = v["hits"][0]["score"].as_f64().unwrap();
+    let (st, cut) = http_get(
+        &server.addr,
+        &format!("/search?q=moon+gravity&k=2&score_threshold={}", best + 1.0),
+    );
+    assert_eq!(st, 200, "{cut}");
+    let cut: serde_json::Value = serde_json::from_str(&cut).unwrap();
+    assert_eq!(
+        (cut["hits"].as_array().map(Vec::len), cut["more"].as_bool()),
+        (Some(0), Some(false))
+    );
+    let (_, doc) = http_get(&server.addr, "/documents/tides");
+    assert!(doc.contains("The gravity of the moon"), "{doc}");
+    let (_, status) = http_get(&server.addr, "/status");
+    assert!(
+        status.contains("\"lexical_only\":true") && status.contains("\"modes\":[\"bm25\"]"),
+        "{status}"
+    );
+    // What needs an encoder is refused, saying why.
+    let (st, body) = http_get(&server.addr, "/search?q=moon&mode=dense");
+    assert_eq!(st, 422, "{body}");
+    let docs = r#"{"documents": [{"id": "x", "text": "new"}]}"#;
+    for (method, path, body) in [
+        ("POST", "/documents", docs),
+        ("POST", "/embed", r#"{"inputs": "moon"}"#),
+        ("DELETE", "/documents/tides", ""),
+        ("POST", "/documents/delete", r#"{"ids": ["tides"]}"#),
+        ("POST", "/documents/delete?wait=false", r#"{"ids": ["tides"]}"#),
+        ("POST", "/documents?wait=false", docs),
+        ("PATCH", "/documents/tides", r#"{"metadata": {"topic": "sea"}}"#),
+        ("GET", "/documents", ""),
+    ] {
+        let (st, got) = http(&server.addr, method, path, body);
+        assert_eq!(st, 422, "{method} {path}: {got}");
+        assert!(got.contains("lexical_only") && got.contains("--lexical-only"), "{got}");
+    }
+    // Indexing more into it while it serves works (the server holds no writer) and shows.
+    let more = dir.path().join("more.jsonl");
+    let line = serde_json::json!({"_id": "comets", "title": "Comets", "text": "Icy comets."});
+    std::fs::write(&more, format!("{line}\n")).unwrap();
+    let mut c = engine();
+    c.arg("index").arg(&more).arg("--db").arg(&db).arg("--lexical-only");
+    assert_eq!(json(c)["documents"], 5);
+    let (_, body) = http_get(&server.addr, "/search?q=icy+comets");
+    assert!(body.contains("\"id\":\"comets\""), "{body}");
+    // A snapshot of it, from the server and from the CLI, restores to the same BM25 answers.
+    let (st, snap) = http(&server.addr, "POST", "/snapshots", "{}");
+    assert_eq!(st, 200, "{snap}");
+    let snap: serde_json::Value = serde_json::from_str(&snap).unwrap();
+    assert_eq!(
+        (snap["kind"].as_str(), snap["documents"].as_u64()),
+        (Some("lexical_only"), Some(5))
+    );
+    let rest = server.stop();
+    assert!(rest.contains("lexical-only BM25 index") && rest.contains("no encoder"), "{rest}");
+    let cli_archive = dir.path().join("lex.tar");
+    let mut c = engine();
+    c.args(["snapshot", "--db"]).arg(&db).arg("--out").arg(&cli_archive);
+    ok(c);
+    for (i, archive) in [snap["path"].as_str().unwrap().into(), cli_archive].iter().enumerate() {
+        let restored = dir.path().join(format!("lex-restored-{i}"));
+        let mut c = engine();
+        c.arg("restore").arg(archive).arg("--db").arg(&restored);
+        ok(c);
+        let mut c = engine();
+        c.args(["search", "--db"]).arg(&restored).arg("moon gravity");
+        let v = json(c);
+        assert_eq!(
+            (v["hits"][0]["id"].as_str(), v["hits"][0]["title"].as_str()),
+            (Some("tides"), Some("Ocean tides"))
+        );
+    }
+    let lines: Vec<serde_json::Value> = rest
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.iter().any(|l| l["event"] == "ready" && l["encoder"] == "none"), "{rest}");
+    let request = lines
+        .iter()
+        // The first may be a 503 of get_when_ready's polling while the index loads.
+        .find(|l| l["event"] == "request" && l["path"] == "/search" && l["status"] != 503)
+        .unwrap_or_else(|| panic!("no request line: {rest}"));
+    assert_eq!((request["method"].as_str(), request["status"].as_u64()), (Some("GET"), Some(200)));
+    assert!(request["ms"].is_f64() && request["ts"].is_f64(), "{request}");
+    assert!(!rest.contains("moon+gravity"), "query strings stay out of the log: {rest}");
 }
 
 #[test]
@@ -386,41 +482,16 @@ fn a_database_loads_the_encoder_it_records_and_refuses_a_contradicting_one() {
     let err = fails(c);
     assert!(err.contains("--template") && err.contains("\"llama2vec\""), "{err}");
     // serve with no config and no flags loads the database's encoder and answers.
-    let mut child = bare(elsewhere.path())
-        .args(["serve", "--log-requests", "--addr", "127.0.0.1:0", "--db"])
-        .arg(&db)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let mut addr = None;
-    while addr.is_none() {
-        line.clear();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        addr = line.split("http://").nth(1).and_then(|r| r.split('/').next()).map(String::from);
-    }
-    let addr = addr.unwrap_or_else(|| panic!("no address line from serve: {line}"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let body = loop {
-        let (status, body) = http_get(&addr, "/search?q=moon+tides&k=2&mode=dense");
-        if status == 200 {
-            break body;
-        }
-        assert!(status == 503 && Instant::now() < deadline, "{status}: {body}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let _ = child.kill();
-    let _ = child.wait();
+    let mut c = bare(elsewhere.path());
+    c.args(["serve", "--log-requests", "--addr", "127.0.0.1:0", "--db"]).arg(&db);
+    let mut server = Serving::start(c);
+    let body = server.get_when_ready("/search?q=moon+tides&k=2&mode=dense");
+    let rest = server.stop();
+    let addr = server.addr.clone();
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["hits"].as_array().unwrap().len(), 2, "{v}");
     assert_eq!(v["encoder"], "model", "{v}");
     // A ready line says where it listens and what it loaded; --log-requests logs each request.
-    let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
     let ready = rest.lines().find(|l| l.contains("ready at")).unwrap_or_else(|| panic!("{rest}"));
     assert!(ready.contains(&format!("http://{addr}/")), "{ready}");
     assert!(ready.contains("4 documents") && ready.contains("encoder model"), "{ready}");
@@ -428,10 +499,68 @@ fn a_database_loads_the_encoder_it_records_and_refuses_a_contradicting_one() {
     assert!(!rest.contains("moon+tides"), "the request log leaves out query strings: {rest}");
 }
 
+/// An `engine serve` child process, its address read from its first stderr lines.
+struct Serving {
+    child: std::process::Child,
+    stderr: BufReader<std::process::ChildStderr>,
+    addr: String,
+}
+
+impl Serving {
+    fn start(mut c: Command) -> Self {
+        let mut child = c.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let mut addr = None;
+        while addr.is_none() {
+            line.clear();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            addr = line.split("http://").nth(1).and_then(|r| r.split('/').next()).map(String::from);
+        }
+        let addr = addr.unwrap_or_else(|| panic!("no address line from serve: {line}"));
+        Serving { child, stderr, addr }
+    }
+
+    /// GET `path` once the server is ready (503 until then); the body of the 200.
+    fn get_when_ready(&self, path: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, body) = http_get(&self.addr, path);
+            if status == 200 {
+                return body;
+            }
+            assert!(status == 503 && Instant::now() < deadline, "{status}: {body}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the server; the rest of its stderr.
+    fn stop(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut rest = String::new();
+        self.stderr.read_to_string(&mut rest).unwrap();
+        rest
+    }
+}
+
 /// A minimal HTTP/1.1 GET (status, body).
 fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http(addr, "GET", path, "")
+}
+
+/// A minimal HTTP/1.1 request with a JSON body (status, body).
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -455,4 +584,85 @@ fn eval_prints_a_table_on_request() {
     c.args(["eval", "--mode", "bm25", "--format", "csv", "--dataset"]).arg(&data);
     c.arg("--db").arg(dir.path().join("db"));
     assert!(fails(c).contains("--format"));
+}
+
+#[test]
+fn index_prune_deletes_the_documents_of_removed_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let search = |db: &Path, q: &str| {
+        let mut c = hashed(dir.path());
+        c.args(["search", "--mode", "bm25", "--db"]).arg(db).arg(q);
+        json(c)["hits"].as_array().unwrap().iter().map(|h| h["id"].clone()).collect::<Vec<_>>()
+    };
+    for lexical in [false, true] {
+        std::fs::create_dir_all(notes.join("sub")).unwrap();
+        std::fs::write(notes.join("apples.txt"), "Apples grow on orchard trees.").unwrap();
+        std::fs::write(notes.join("sub/bees.md"), "# Bees\nBees make honey from nectar.").unwrap();
+        std::fs::write(notes.join("comets.txt"), "Comets have icy tails.").unwrap();
+        let db = dir.path().join(format!("db-{lexical}"));
+        let index = |corpus: &Path, prune: bool| {
+            let mut c = hashed(dir.path());
+            c.arg("index").arg(corpus).arg("--db").arg(&db);
+            if lexical {
+                c.arg("--lexical-only");
+            }
+            if prune {
+                c.arg("--prune");
+            }
+            c
+        };
+        ok(index(&notes, false));
+        assert_eq!(search(&db, "icy comets"), ["comets.txt"]);
+        std::fs::remove_file(notes.join("comets.txt")).unwrap();
+        // Without --prune the removed file's document stays; with it, it goes.
+        assert_eq!(json(index(&notes, false))["pruned"].as_u64().unwrap_or(0), 0);
+        assert_eq!(search(&db, "icy comets"), ["comets.txt"]);
+        assert_eq!(json(index(&notes, true))["pruned"], 1, "lexical {lexical}");
+        assert!(search(&db, "icy comets").is_empty(), "lexical {lexical}");
+        assert_eq!(search(&db, "honey nectar"), ["sub/bees.md"]);
+        // An empty corpus would delete everything: refused, nothing deleted.
+        let err = fails(index(&empty, true));
+        assert!(err.contains("--prune") && err.contains("no document"), "{err}");
+        assert_eq!(search(&db, "orchard apples"), ["apples.txt"]);
+        // --prune with --limit would delete what --limit left out.
+        let mut c = index(&notes, true);
+        c.args(["--limit", "1"]);
+        assert!(fails(c).contains("--limit"));
+    }
+}
+
+#[test]
+fn a_snippet_shows_the_match_at_the_end_of_a_long_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let filler = "Flour, water and salt are weighed and mixed by hand. ".repeat(60);
+    let long = format!("{filler}At last the dough Rises in the warm kitchen.");
+    let corpus = dir.path().join("c.jsonl");
+    let lines = [
+        serde_json::json!({"_id": "long", "title": "Baking notes", "text": long}),
+        serde_json::json!({"_id": "other", "title": "Tides", "text": "The moon pulls the sea."}),
+    ];
+    std::fs::write(&corpus, lines.map(|l| l.to_string() + "\n").join("")).unwrap();
+    for lexical in [false, true] {
+        let db = dir.path().join(format!("db-{lexical}"));
+        let mut c = hashed(dir.path());
+        c.arg("index").arg(&corpus).arg("--db").arg(&db);
+        if lexical {
+            c.arg("--lexical-only");
+        }
+        ok(c);
+        let mut c = hashed(dir.path());
+        c.args(["search", "--mode", "bm25", "--db"]).arg(&db).arg("why does the dough rise");
+        let v = json(c);
+        assert_eq!(v["score_kind"], "bm25", "{v}");
+        let hit = &v["hits"][0];
+        assert_eq!(hit["id"], "long", "{v}");
+        let snippet = hit["snippet"].as_str().unwrap();
+        assert!(snippet.contains("the dough Rises in the warm kitchen."), "{snippet}");
+        assert!(snippet.starts_with('…') && snippet.chars().count() <= 242, "{snippet}");
+        // Stemmed highlighting of content words: "rise" marks "Rises"; "the" is never marked.
+        assert_eq!(hit["highlights"], serde_json::json!(["dough", "Rises"]), "{v}");
+    }
 }

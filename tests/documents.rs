@@ -97,10 +97,10 @@ async fn scroll_visits_every_document_present_throughout_exactly_once() {
     }
     assert!(seen.values().all(|&n| n == 1), "a document was listed twice: {seen:?}");
     assert!(deleted.iter().any(|id| !id.starts_with("a/new")), "no original was deleted");
-    // Bad pages are 400 JSON.
+    // Bad pages are 422 JSON.
     for bad in ["/documents?limit=0", "/documents?limit=100000", "/documents?cursor=zz"] {
         let (st, body) = s.get(bad).await;
-        assert_eq!(error_code(st, &body, 400), "bad_request", "{bad}");
+        assert_eq!(error_code(st, &body, 422), "invalid_request", "{bad}");
     }
     // Text only when asked for.
     let (_, body) = s.get("/documents?limit=1&with_text=true").await;
@@ -176,7 +176,7 @@ async fn delete_by_filter_removes_exactly_the_matching_documents_from_every_mode
     assert_eq!(error_code(st, &b, 401), "unauthorized");
     for bad in [json!({}), json!({ "filter": {} }), json!({ "filter": { "must": "x" } })] {
         let (st, b) = send(&s, "POST", "/documents/delete", Some(&bad), Some(KEY)).await;
-        assert_eq!(error_code(st, &b, 400), "bad_request", "{bad}");
+        assert_eq!(error_code(st, &b, 422), "invalid_request", "{bad}");
     }
     assert_eq!(s.get("/status").await.1["documents"], docs.len());
 
@@ -241,7 +241,7 @@ async fn per_request_fusion_threshold_and_limit_are_honoured_and_bounded() {
     assert_eq!(ids_of(&limited), dense[..3]);
     let (st, _) =
         s.get(&format!("/search?q={}&mode=hybrid&alpha=0.5&rrf_k=5&fusion=rrf", enc(q))).await;
-    assert_eq!(st, 400);
+    assert_eq!(st, 422);
     let (st, rrf) = s.get(&format!("/search?q={}&mode=hybrid&rrf_k=5", enc(q))).await;
     assert_eq!(st, 200, "{rrf}");
 
@@ -261,7 +261,7 @@ async fn per_request_fusion_threshold_and_limit_are_honoured_and_bounded() {
     let (_, with_ef) = s.post("/search", &search(json!({ "mode": "dense", "ef": 5 }))).await;
     assert_eq!(ids_of(&with_ef), dense);
 
-    // Bad values: 400 JSON naming the field.
+    // Bad values: 422 JSON naming the field.
     for (extra, field) in [
         (json!({ "mode": "hybrid", "alpha": 1.5 }), "alpha"),
         (json!({ "mode": "hybrid", "semantic_ratio": -0.1 }), "alpha"),
@@ -276,13 +276,13 @@ async fn per_request_fusion_threshold_and_limit_are_honoured_and_bounded() {
         (json!({ "mode": "dense", "limit": 4, "k": 5 }), "k"),
     ] {
         let (st, b) = s.post("/search", &search(extra.clone())).await;
-        assert_eq!(error_code(st, &b, 400), "bad_request", "{extra}");
+        assert_eq!(error_code(st, &b, 422), "invalid_request", "{extra}");
         let message = b["error"]["message"].as_str().unwrap();
         assert!(message.starts_with(field), "{extra}: {message}");
     }
     for bad in ["score_threshold=inf", "score_threshold=NaN", "alpha=abc", "ef=-1"] {
         let (st, b) = s.get(&format!("/search?q=rust&mode=hybrid&{bad}")).await;
-        assert_eq!(error_code(st, &b, 400), "bad_request", "{bad}");
+        assert_eq!(error_code(st, &b, 422), "invalid_request", "{bad}");
         let field = bad.split('=').next().unwrap();
         assert!(b["error"]["message"].as_str().unwrap().contains(field), "{bad}: {b}");
     }
@@ -335,12 +335,12 @@ async fn writes_with_wait_false_run_as_tasks_to_poll() {
     // the admin key.
     let empty = json!({ "documents": [] });
     let (st, b) = send(&s, "POST", "/documents?wait=false", Some(&empty), Some(KEY)).await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) = send(&s, "GET", "/tasks/999999", None, Some(KEY)).await;
     assert_eq!(error_code(st, &b, 404), "not_found");
     let (st, b) = send(&s, "GET", &format!("/tasks/{id}"), None, None).await;
     assert_eq!(error_code(st, &b, 401), "unauthorized");
     let (st, b) = send(&s, "POST", "/documents?wait=maybe", Some(&docs), Some(KEY)).await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     s.stop().await.unwrap();
 }

@@ -99,7 +99,7 @@ fn check(backend: Backend) {
         let text = "ocean tide reef";
         let q = e.embed(&[text], TextKind::Query).unwrap().remove(0);
         for mode in [SearchMode::Dense, SearchMode::Bm25, SearchMode::Hybrid] {
-            let hits = s.search_filtered(mode, text, Some(&q), k, &fusion, Some(&f)).unwrap();
+            let hits = s.search_ranked(mode, text, Some(&q), k, &fusion, Some(&f)).unwrap().hits;
             assert!(hits.iter().all(|h| matching.contains(&h.id)), "{backend:?} {mode:?} {pct}%");
             if mode != SearchMode::Bm25 {
                 // Every matching document has a vector, so dense finds min(k, matching).
@@ -145,8 +145,9 @@ fn check(backend: Backend) {
     let q = e.embed(&["ocean"], TextKind::Query).unwrap().remove(0);
     for mode in [SearchMode::Dense, SearchMode::Bm25, SearchMode::Hybrid] {
         assert!(s
-            .search_filtered(mode, "ocean", Some(&q), k, &fusion, Some(&none))
+            .search_ranked(mode, "ocean", Some(&q), k, &fusion, Some(&none))
             .unwrap()
+            .hits
             .is_empty());
     }
 }

@@ -497,7 +497,7 @@ fn bm25_is_repaired_after_an_indexing_run_stopped_before_it_reached_bm25() {
     let e = HashEmbedder::new(DIM);
     let db =
         Database::create_or_open(dir.path(), &e.fingerprint(), &db_opts(Backend::Flat)).unwrap();
-    let (report, lexical) = index_with_bm25(&db, &e, corpus(12), &opts(), &Silent).unwrap();
+    let (report, lexical) = index_with_bm25(&db, &e, corpus(12), &[], &opts(), &Silent).unwrap();
     assert_eq!((report.added, lexical.count()), (12, 12));
     assert!(!dir.path().join(LEXICAL_PENDING).exists());
     drop(lexical);
@@ -509,7 +509,7 @@ fn bm25_is_repaired_after_an_indexing_run_stopped_before_it_reached_bm25() {
     let failing =
         FailingEmbedder { inner: HashEmbedder::new(DIM), ok_calls: 2, calls: AtomicUsize::new(0) };
     let update = IndexOptions { update: true, window_batches: 1, ..opts() };
-    let Err(err) = index_with_bm25(&db, &failing, updated, &update, &Silent) else {
+    let Err(err) = index_with_bm25(&db, &failing, updated, &[], &update, &Silent) else {
         panic!("the failing encoder must stop the run");
     };
     assert!(err.to_string().contains("simulated crash"), "{err}");

@@ -147,7 +147,7 @@ async fn search_documents_embed_status_and_metadata_endpoints() {
     );
     let bad = json!({ "query": "sled", "filter": { "must": [{ "key": "k", "range": { "gt": "soon" } }] } });
     let (st, r) = s.post("/search", &bad).await;
-    assert_eq!(st, 400, "{r}");
+    assert_eq!(st, 422, "{r}");
     let changed = json!({ "documents": [{ "id": "new/one", "title": "Fresh", "text": "Changed text now." }] });
     let (st, r) = s.post("/documents", &changed).await;
     assert_eq!((st, r["updated"].as_u64()), (200, Some(1)), "{r}");
@@ -248,6 +248,8 @@ async fn every_error_is_json_with_the_right_status() {
     .await;
     let q = query_for(&corpus()[0]);
 
+    // One validation status: 400 only for JSON that does not parse, 413 only for a body over
+    // server.max_body_bytes, 422 for anything well-formed but invalid.
     // Malformed JSON, wrong content type, wrong shape.
     let r = s
         .client
@@ -277,30 +279,30 @@ async fn every_error_is_json_with_the_right_status() {
     let (st, b) = s.post("/search", &json!({ "query": "x", "bogus": 1 })).await;
     assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) = s.get("/search?k=3").await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) = s.get("/search?q=x&k=many").await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
 
     // k, offset, mode, empty and over-long queries.
     let (st, b) = s.post("/search", &json!({ "query": q, "k": 101 })).await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     assert!(b["error"]["message"].as_str().unwrap().contains("max_k"));
     let (st, b) = s.post("/search", &json!({ "query": q, "k": 0 })).await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) = s.post("/search", &json!({ "query": q, "k": -1 })).await;
     assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) = s.post("/search", &json!({ "query": q, "offset": 1_000_000 })).await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) = s.post("/search", &json!({ "query": q, "mode": "telepathy" })).await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) = s.post("/search", &json!({ "query": "   " })).await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     // The tiny tokenizer is byte-level: 65 bytes are 65 tokens, one over the limit of 64.
     let (st, b) = s.post("/search", &json!({ "query": "a".repeat(65) })).await;
-    assert_eq!(error_code(st, &b, 413), "query_too_long");
+    assert_eq!(error_code(st, &b, 422), "query_too_long");
     assert_eq!(s.post("/search", &json!({ "query": "a".repeat(64) })).await.0, 200);
     let (st, b) = s.get(&format!("/search?q={}", "b".repeat(100))).await;
-    assert_eq!(error_code(st, &b, 413), "query_too_long");
+    assert_eq!(error_code(st, &b, 422), "query_too_long");
 
     // Body over server.max_body_bytes, with and without a Content-Length.
     let big = json!({ "query": "x".repeat(10_000) });
@@ -317,11 +319,11 @@ async fn every_error_is_json_with_the_right_status() {
     assert_eq!(s.post_with_key("/embed", &json!({ "texts": ["x"] }), "sekret").await.0, 200);
     // /embed limits.
     let (st, b) = s.post_with_key("/embed", &json!({ "texts": vec!["t"; 65] }), "sekret").await;
-    assert_eq!(error_code(st, &b, 413), "too_many_texts");
+    assert_eq!(error_code(st, &b, 422), "too_many_texts");
     let (st, b) = s.post_with_key("/embed", &json!({ "texts": [] }), "sekret").await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) = s.post_with_key("/embed", &json!({ "texts": ["ok", ""] }), "sekret").await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) =
         s.post_with_key("/embed", &json!({ "texts": ["x"], "kind": "poem" }), "sekret").await;
     assert_eq!(error_code(st, &b, 422), "invalid_request");
@@ -386,15 +388,15 @@ async fn every_error_is_json_with_the_right_status() {
         }
     };
     let (st, b) = post_docs(json!({ "documents": [] })).await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) = post_docs(json!({ "documents": [{ "id": "", "text": "x" }] })).await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) =
         post_docs(json!({ "documents": [{ "id": "a", "text": "x" }, { "id": "a", "text": "y" }] }))
             .await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) = post_docs(json!({ "documents": [{ "id": "a" }] })).await;
-    assert_eq!(error_code(st, &b, 400), "bad_request");
+    assert_eq!(error_code(st, &b, 422), "invalid_request");
     let (st, b) = post_docs(json!({ "docs": [] })).await;
     assert_eq!(error_code(st, &b, 422), "invalid_request");
 
@@ -416,16 +418,16 @@ async fn every_error_is_json_with_the_right_status() {
     let three: Vec<Value> =
         (0..3).map(|i| json!({ "id": format!("m/{i}"), "text": "t" })).collect();
     let (st, b) = s.post("/documents", &json!({ "documents": three })).await;
-    assert_eq!(error_code(st, &b, 413), "too_many_documents");
+    assert_eq!(error_code(st, &b, 422), "too_many_documents");
     // /embed is bounded by tokens, not only by texts: two 60-byte passages are over 100 tokens.
     let text = "p".repeat(60);
     let (st, b) = s.post("/embed", &json!({ "texts": [text, text], "kind": "passage" })).await;
-    assert_eq!(error_code(st, &b, 413), "too_many_tokens");
+    assert_eq!(error_code(st, &b, 422), "too_many_tokens");
     assert!(b["error"]["message"].as_str().unwrap().contains("max_request_tokens"), "{b}");
     assert_eq!(s.post("/embed", &json!({ "texts": [text], "kind": "passage" })).await.0, 200);
     // A query of a megabyte is refused from its length, before it is tokenized.
     let (st, b) = s.post("/search", &json!({ "query": "word ".repeat(200_000) })).await;
-    assert_eq!(error_code(st, &b, 413), "query_too_long");
+    assert_eq!(error_code(st, &b, 422), "query_too_long");
     assert!(b["error"]["message"].as_str().unwrap().contains("far more than"), "{b}");
     s.stop().await.unwrap();
 }
@@ -715,7 +717,7 @@ async fn openapi_states_the_statuses_and_minimum_lengths_the_server_enforces() {
     ];
     for (path, body, schema, pointer) in probes {
         let (st, b) = s.post(path, &body).await;
-        assert_eq!(st, 400, "{path} {body}: {b}");
+        assert_eq!(st, 422, "{path} {body}: {b}");
         assert!(listed("post", path, st), "{path} does not list {st}");
         let field = spec["components"]["schemas"][schema].pointer(pointer).cloned();
         let field = field.unwrap_or_else(|| panic!("no {schema}{pointer}"));
@@ -725,7 +727,7 @@ async fn openapi_states_the_statuses_and_minimum_lengths_the_server_enforces() {
             assert_eq!(field["pattern"], "\\S", "{schema}{pointer}: blank texts are refused too");
         }
     }
-    assert_eq!(s.get("/search?q=%20").await.0, 400);
+    assert_eq!(s.get("/search?q=%20").await.0, 422);
     let params = spec["paths"]["/search"]["get"]["parameters"].as_array().unwrap();
     let q = params.iter().find(|p| p["name"] == "q").unwrap();
     assert_eq!(q["schema"]["minLength"], 1, "{q}");
@@ -852,6 +854,66 @@ async fn load_failures_stop_the_server_with_the_error() {
     assert!(matches!(err, engine::Error::EncoderMismatch(_)), "{err}");
 }
 
+/// Every score names its scale, `more` says whether a next page exists, and a dense match
+/// below `server.weak_dense_score` carries a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scores_are_labelled_pages_say_whether_more_exist_and_weak_dense_matches_warn() {
+    let fx = fixture();
+    let n = corpus().len();
+    for (threshold, warns) in [(2.0, true), (-2.0, false)] {
+        let s = TestServer::start(&fx, |c| c.server.weak_dense_score = threshold, None).await;
+        for (mode, kind) in [("dense", "cosine"), ("bm25", "bm25"), ("hybrid", "fused")] {
+            let (st, r) = s.get(&format!("/search?q=language&mode={mode}&k=2")).await;
+            assert_eq!(st, 200, "{r}");
+            assert_eq!(r["score_kind"], kind, "{r}");
+            let warned = r.get("warning").is_some();
+            assert_eq!(warned, warns && mode != "bm25", "{mode} at {threshold}: {r}");
+            if warned {
+                assert!(r["warning"].as_str().unwrap().contains("weak dense match"), "{r}");
+            }
+        }
+        // Dense ranks every document: a page is followed by more until the last one.
+        let (_, r) = s.get(&format!("/search?q=language&mode=dense&k={}", n - 1)).await;
+        assert_eq!(r["more"], true, "{r}");
+        let (_, r) = s.get(&format!("/search?q=language&mode=dense&k={n}")).await;
+        assert_eq!((r["more"].as_bool(), hit_ids(&r).len()), (Some(false), n), "{r}");
+        let (_, r) = s.get("/search?q=language&mode=dense&k=2&offset=1").await;
+        assert_eq!(r["more"], true, "{r}");
+        // Snippets say which words to highlight: stemmed, never stop words.
+        let (_, r) = s.get("/search?q=the+ranking+functions&mode=bm25&k=1").await;
+        assert_eq!(r["hits"][0]["id"], "wiki/Okapi_BM25", "{r}");
+        assert_eq!(r["hits"][0]["highlights"], json!(["ranking", "function"]), "{r}");
+        // A per-request score_threshold cuts the ranked list before the page: the hits keep
+        // their snippets, highlights and score kind, and `more` counts only hits above it.
+        let (_, two) = s.get("/search?q=the+ranking+functions&mode=bm25&k=2").await;
+        let (s0, s1) =
+            (two["hits"][0]["score"].as_f64().unwrap(), two["hits"][1]["score"].as_f64().unwrap());
+        assert!(s0 > s1, "{two}");
+        let (st, r) = s
+            .get(&format!("/search?q=the+ranking+functions&mode=bm25&k=1&score_threshold={s0}"))
+            .await;
+        assert_eq!(st, 200, "{r}");
+        assert_eq!(
+            (hit_ids(&r), r["more"].as_bool()),
+            (vec!["wiki/Okapi_BM25".to_string()], Some(false)),
+            "{r}"
+        );
+        assert_eq!(
+            (r["score_kind"].as_str(), r["hits"][0]["highlights"].clone()),
+            (Some("bm25"), json!(["ranking", "function"])),
+            "{r}"
+        );
+        assert!(r["hits"][0]["snippet"].is_string(), "{r}");
+        let (_, r) = s.get("/search?q=the+ranking+functions&mode=bm25&k=1").await;
+        assert_eq!(r["more"], true, "{r}");
+        // Per-request hybrid settings keep the fused label and the weak-match warning.
+        let (st, r) = s.get("/search?q=language&mode=hybrid&k=2&alpha=0.5").await;
+        assert_eq!((st, r["score_kind"].as_str()), (200, Some("fused")), "{r}");
+        assert_eq!(r.get("warning").is_some(), warns, "{r}");
+        s.stop().await.unwrap();
+    }
+}
+
 /// The web UI in headless Chromium against this server (tests/browser/ui.test.mjs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn browser_ui_against_the_real_server() {
@@ -880,12 +942,22 @@ async fn browser_ui_against_the_real_server() {
     // The untitled document's text is exactly its embedded passage text, and a search box
     // cannot hold the "title\ntext" of the others.
     let target = corpus().into_iter().find(|d| d.title.is_empty()).unwrap();
+    // A long document whose only match for the snippet query is at its end.
+    let filler = "Flour, water and salt are weighed and mixed by hand. ".repeat(30);
+    let long = format!("{filler}At last the dough Rises in the warm kitchen.");
+    let doc =
+        json!({ "documents": [{ "id": "notes/long", "title": "Baking notes", "text": long }] });
+    let (st, r) = s.post("/documents", &doc).await;
+    assert_eq!(st, 200, "{r}");
     let out = tokio::process::Command::new("node")
         .args(["--test", "tests/browser/ui.test.mjs"])
         .current_dir(root)
         .env("ENGINE_URL", &s.base)
         .env("EXPECT_QUERY", &target.text)
         .env("EXPECT_ID", &target.id)
+        .env("SNIPPET_QUERY", "why does the dough rise")
+        .env("SNIPPET_ID", "notes/long")
+        .env("SNIPPET_WORD", "Rises")
         .env("REQUIRE_BROWSER", "1")
         .env("CHROMIUM", &chromium)
         .output();

@@ -134,21 +134,21 @@ async fn openai_and_tei_shapes_give_the_engine_shapes_vectors() {
     // Refusals: OpenAI's error shape (message, type, code), a 4xx each.
     let refused = [
         (json!({ "input": "x", "model": "text-embedding-3-small" }), 404, "model_not_found"),
-        (json!({ "input": "x", "dimensions": 32 }), 400, "bad_request"),
-        (json!({ "input": "x", "encoding_format": "int8" }), 400, "bad_request"),
-        (json!({ "input": [1, 2, 3] }), 400, "bad_request"),
-        (json!({ "input": [[1, 2], [3]] }), 400, "bad_request"),
-        (json!({ "input": "x", "input_type": "poem" }), 400, "bad_request"),
-        (json!({ "input": [] }), 400, "bad_request"),
-        (json!({ "input": ["ok", " "] }), 400, "bad_request"),
+        (json!({ "input": "x", "dimensions": 32 }), 422, "invalid_request"),
+        (json!({ "input": "x", "encoding_format": "int8" }), 422, "invalid_request"),
+        (json!({ "input": [1, 2, 3] }), 422, "invalid_request"),
+        (json!({ "input": [[1, 2], [3]] }), 422, "invalid_request"),
+        (json!({ "input": "x", "input_type": "poem" }), 422, "invalid_request"),
+        (json!({ "input": [] }), 422, "invalid_request"),
+        (json!({ "input": ["ok", " "] }), 422, "invalid_request"),
         (json!({ "input": 5 }), 422, "invalid_request"),
         (json!({ "input": ["ok", null] }), 422, "invalid_request"),
         (json!({ "texts": ["x"] }), 422, "invalid_request"),
         (json!({ "input": "x", "dimensions": -1 }), 422, "invalid_request"),
-        (json!({ "input": vec!["t"; 65] }), 413, "too_many_texts"),
+        (json!({ "input": vec!["t"; 65] }), 422, "too_many_texts"),
         // Over the passage limit of 64 tokens, and a query over server.max_query_tokens.
-        (json!({ "input": "p".repeat(70) }), 413, "text_too_long"),
-        (json!({ "input": "q".repeat(60), "input_type": "query" }), 413, "query_too_long"),
+        (json!({ "input": "p".repeat(70) }), 422, "text_too_long"),
+        (json!({ "input": "q".repeat(60), "input_type": "query" }), 422, "query_too_long"),
         (json!([1]), 422, "invalid_request"),
     ];
     for (body, status, code) in refused {
@@ -187,7 +187,7 @@ async fn openai_and_tei_shapes_give_the_engine_shapes_vectors() {
     // truncate: over the limit refused by default, cut at the end with truncate.
     let long = "abcdefghij".repeat(7);
     let (st, b) = s.post("/embed", &json!({ "inputs": long, "prompt_name": "passage" })).await;
-    assert_eq!(error_code(st, &b, 413), "text_too_long");
+    assert_eq!(error_code(st, &b, 422), "text_too_long");
     assert!(b["error"]["message"].as_str().unwrap().contains("70 tokens"), "{b}");
     let (st, cut) = s
         .post(
@@ -200,7 +200,7 @@ async fn openai_and_tei_shapes_give_the_engine_shapes_vectors() {
     assert!(close(&vectors(&cut), &vectors(&head["embeddings"])), "truncated to the first 64");
     // A query is cut to server.max_query_tokens (48 here), below the encoder's own limit.
     let (st, b) = s.post("/embed", &json!({ "inputs": "q".repeat(60) })).await;
-    assert_eq!(error_code(st, &b, 413), "query_too_long");
+    assert_eq!(error_code(st, &b, 422), "query_too_long");
     let (st, cut) = s.post("/embed", &json!({ "inputs": "q".repeat(60), "truncate": true })).await;
     assert_eq!(st, 200, "{cut}");
     let (_, head) = s.post("/embed", &json!({ "texts": ["q".repeat(48)] })).await;
@@ -209,16 +209,16 @@ async fn openai_and_tei_shapes_give_the_engine_shapes_vectors() {
     let (st, r) = s.post("/embed", &json!({ "inputs": "€".repeat(30), "truncate": true })).await;
     assert_eq!(st, 200, "{r}");
     let tei_refused = [
-        (json!({ "inputs": "x", "normalize": false }), 400, "bad_request"),
-        (json!({ "inputs": "x", "prompt_name": "title" }), 400, "bad_request"),
-        (json!({ "inputs": "x", "truncation_direction": "Left" }), 400, "bad_request"),
-        (json!({ "inputs": [[1, 2]] }), 400, "bad_request"),
-        (json!({ "inputs": [] }), 400, "bad_request"),
-        (json!({ "inputs": "" }), 400, "bad_request"),
+        (json!({ "inputs": "x", "normalize": false }), 422, "invalid_request"),
+        (json!({ "inputs": "x", "prompt_name": "title" }), 422, "invalid_request"),
+        (json!({ "inputs": "x", "truncation_direction": "Left" }), 422, "invalid_request"),
+        (json!({ "inputs": [[1, 2]] }), 422, "invalid_request"),
+        (json!({ "inputs": [] }), 422, "invalid_request"),
+        (json!({ "inputs": "" }), 422, "invalid_request"),
         (json!({ "inputs": { "a": 1 } }), 422, "invalid_request"),
         (json!({ "inputs": "x", "texts": ["x"] }), 422, "invalid_request"),
         (json!({ "inputs": "x", "truncate": "yes" }), 422, "invalid_request"),
-        (json!({ "inputs": vec!["t"; 65] }), 413, "too_many_texts"),
+        (json!({ "inputs": vec!["t"; 65] }), 422, "too_many_texts"),
         (json!("just a string"), 422, "invalid_request"),
     ];
     for (body, status, code) in tei_refused {
@@ -253,7 +253,7 @@ async fn the_request_token_budget_bounds_every_embedding_shape() {
         ("/embed", json!({ "texts": texts, "kind": "passage" })),
     ] {
         let (st, b) = s.post(path, &body).await;
-        assert_eq!(error_code(st, &b, 413), "too_many_tokens", "{path} {body}");
+        assert_eq!(error_code(st, &b, 422), "too_many_tokens", "{path} {body}");
     }
     assert_eq!(s.post("/v1/embeddings", &json!({ "input": texts[..2] })).await.0, 200);
     s.stop().await.unwrap();

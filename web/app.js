@@ -12,15 +12,18 @@ const $ = (id) => document.getElementById(id);
 const el = {
   form: $('search-form'), q: $('q'), modes: $('modes'), progress: $('progress'),
   error: $('error'), searchView: $('search-view'), summary: $('summary'),
-  intro: $('intro'), results: $('results'), more: $('more'),
+  intro: $('intro'), results: $('results'), more: $('more'), end: $('end'), weak: $('weak'),
   docView: $('doc-view'), back: $('back'), docTitle: $('doc-title'), docId: $('doc-id'),
   docText: $('doc-text'), docMetaSection: $('doc-meta-section'), docMeta: $('doc-meta'),
-  status: $('status'),
+  status: $('status'), health: $('health'),
 };
 
 // What the search view currently shows, so "back" from a document is instant.
 // `next` is the server offset of the next page (hits with an id already shown are skipped).
-const shown = { key: null, query: '', mode: '', hits: [], ids: new Set(), next: 0, took: 0 };
+const shown = {
+  key: null, query: '', mode: '', hits: [], ids: new Set(), next: 0, took: 0, more: false,
+  scoreKind: '', words: new Set(),
+};
 let searchHash = '#/';   // last search route, target of the back link
 let cameFromSearch = false;
 let searchScroll = 0;
@@ -72,15 +75,54 @@ function endRequest(ctrl) {
   document.body.removeAttribute('aria-busy');
 }
 
-function showError(e) {
+// Shows an error; with `retry`, a button that runs it again.
+function showError(e, retry) {
   if (!e) { el.error.hidden = true; el.error.textContent = ''; return; }
   el.error.replaceChildren();
   const strong = document.createElement('strong');
   strong.textContent = e.status ? `Error ${e.status}` : 'Error';
   const code = document.createElement('code');
   code.textContent = e.code || 'error';
-  el.error.append(strong, ' ', code, document.createElement('br'), e.message || String(e));
+  el.error.append(strong, ' ', code);
+  if (retry) {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'secondary retry';
+    button.textContent = 'Retry';
+    button.addEventListener('click', () => { showError(null); retry(); });
+    el.error.append(button);
+  }
+  el.error.append(document.createElement('br'), e.message || String(e));
   el.error.hidden = false;
+  // The server may have gone: look now rather than at the next poll.
+  if (!e.status || e.status >= 500) checkHealth();
+}
+
+// ---------- health ----------
+
+// The footer's dot follows /readyz: ok (200), loading (503), down (no answer or another status);
+// polled, and checked at once after a failed request.
+const HEALTH = {
+  ok: 'server: ready', loading: 'server: loading the model and index', down: 'server: unreachable',
+};
+let healthTimer = null;
+
+async function checkHealth() {
+  clearTimeout(healthTimer);
+  let state;
+  try {
+    const res = await fetch('readyz', { headers: { Accept: 'application/json' }, cache: 'no-store' });
+    state = res.ok ? 'ok' : res.status === 503 ? 'loading' : 'down';
+  } catch {
+    state = 'down';
+  }
+  const was = el.health.dataset.health;
+  el.health.dataset.health = state;
+  el.health.title = HEALTH[state];
+  el.health.setAttribute('aria-label', HEALTH[state]);
+  // Back (or ready at last): the status line may be stale or missing.
+  if (state === 'ok' && was !== 'ok' && el.status.dataset.ready !== 'true') loadStatus();
+  healthTimer = setTimeout(checkHealth, state === 'ok' ? 10_000 : 2_000);
 }
 
 // ---------- status + modes ----------
@@ -109,12 +151,10 @@ async function loadStatus() {
     const s = await api('status');
     el.status.replaceChildren();
     const parts = [
-      ['documents', fmt(s.documents)], ['passages', fmt(s.passages)],
+      ['documents', fmt(s.documents)], ['passages', s.lexical_only ? undefined : fmt(s.passages)],
       ['encoder', s.encoder], ['backend', s.backend], ['dim', s.dim],
-    ];
-    el.status.append(Object.assign(document.createElement('span'), { className: 'dot', title: 'online' }));
+    ].filter(([, v]) => v !== undefined && v !== null);
     parts.forEach(([k, v], i) => {
-      if (v === undefined || v === null) return;
       if (i) el.status.append(' · ');
       const item = document.createElement('span');
       item.className = 'stat';
@@ -151,8 +191,9 @@ function hashFor(query, mode) {
   return `#/?${new URLSearchParams({ q: query, mode })}`;
 }
 
-function appendText(parent, text, query) {
-  for (const { text: t, hit } of highlightSegments(text, query)) {
+// `words`: the server's highlights for this text (stemmed matches); else the query's words.
+function appendText(parent, text, query, words) {
+  for (const { text: t, hit } of highlightSegments(text, query, words)) {
     if (hit) {
       const mark = document.createElement('mark');
       mark.textContent = t;
@@ -163,7 +204,15 @@ function appendText(parent, text, query) {
   }
 }
 
-function renderHit(hit, rank, query) {
+// What each score scale means, for the label's tooltip.
+const SCALES = {
+  cosine: 'cosine similarity of the query and the best passage (at most 1)',
+  bm25: 'BM25 keyword score (unbounded; depends on the collection)',
+  fused: 'fused score of the dense and BM25 rankings (compare within this list only)',
+};
+
+function renderHit(hit, rank, query, scoreKind) {
+  const words = Array.isArray(hit.highlights) ? hit.highlights : undefined;
   const li = document.createElement('li');
   li.className = 'hit';
   const head = document.createElement('div');
@@ -172,18 +221,25 @@ function renderHit(hit, rank, query) {
   a.className = 'hit-title';
   a.href = `#/doc/${encodeURIComponent(hit.id)}`;
   a.dataset.id = hit.id;
-  a.textContent = hit.title || hit.id;
+  if (hit.title) appendText(a, hit.title, query, words);
+  else a.textContent = hit.id;
   const score = document.createElement('span');
   score.className = 'score';
-  score.title = 'score';
-  score.textContent = typeof hit.score === 'number' ? hit.score.toFixed(3) : String(hit.score ?? '');
+  score.title = SCALES[scoreKind] || 'score';
+  if (scoreKind) {
+    const kind = document.createElement('span');
+    kind.className = 'score-kind';
+    kind.textContent = scoreKind;
+    score.append(kind);
+  }
+  score.append(typeof hit.score === 'number' ? hit.score.toFixed(3) : String(hit.score ?? ''));
   head.append(a, score);
   const id = document.createElement('div');
   id.className = 'hit-id';
   id.textContent = `${rank}. ${hit.id}`;
   const snip = document.createElement('p');
   snip.className = 'snippet';
-  appendText(snip, hit.snippet || '', query);
+  appendText(snip, hit.snippet || '', query, words);
   li.append(head, id, snip);
   return li;
 }
@@ -197,11 +253,13 @@ function renderSummary() {
     return;
   }
   const count = document.createElement('b');
-  count.textContent = `${n} result${n === 1 ? '' : 's'}`;
+  // What is shown, and whether the server has more: never a total it does not know.
+  count.textContent = `${n} result${n === 1 ? '' : 's'}${shown.more ? ', more available' : ''}`;
   const took = document.createElement('span');
   took.className = 'took';
   took.textContent = `${shown.took.toFixed(1)} ms`;
-  el.summary.append(count, ` for “${shown.query}” · ${shown.mode}${shown.encoder ? ` · ${shown.encoder}` : ''} · `, took);
+  const scale = shown.scoreKind && shown.scoreKind !== shown.mode ? ` · ${shown.scoreKind} scores` : '';
+  el.summary.append(count, ` for “${shown.query}” · ${shown.mode}${scale}${shown.encoder ? ` · ${shown.encoder}` : ''} · `, took);
 }
 
 async function runSearch(query, mode, { append = false } = {}) {
@@ -213,33 +271,46 @@ async function runSearch(query, mode, { append = false } = {}) {
     const r = await api(`search?${qs}`, { signal: ctrl.signal });
     showError(null);
     if (!append) {
-      Object.assign(shown, { key: hashFor(query, mode), query, mode, hits: [], ids: new Set(), next: 0 });
+      Object.assign(shown, {
+        key: hashFor(query, mode), query, mode, hits: [], ids: new Set(), next: 0, words: new Set(),
+      });
       el.results.replaceChildren();
     }
     const page = Array.isArray(r.hits) ? r.hits : [];
     const firstNew = shown.hits.length;
     const hits = page.filter((h) => !shown.ids.has(h.id));
+    shown.scoreKind = typeof r.score_kind === 'string' ? r.score_kind : '';
     for (const h of hits) {
       shown.ids.add(h.id);
       shown.hits.push(h);
-      el.results.append(renderHit(h, shown.hits.length, query));
+      for (const w of h.highlights || []) shown.words.add(w);
+      el.results.append(renderHit(h, shown.hits.length, query, shown.scoreKind));
     }
     shown.took = typeof r.took_ms === 'number' ? r.took_ms : 0;
     shown.encoder = r.encoder;
     shown.next = offset + page.length;
+    // The server says whether more exist; an older one only lets a full page suggest it.
+    shown.more = typeof r.more === 'boolean' ? r.more && hits.length > 0 : page.length >= PAGE && hits.length > 0;
     el.intro.hidden = true;
-    el.more.hidden = page.length < PAGE || hits.length === 0;
+    el.more.hidden = !shown.more;
+    el.end.hidden = shown.more || shown.hits.length === 0;
+    if (!append) {
+      el.weak.hidden = !r.warning;
+      el.weak.textContent = r.warning || '';
+    }
     renderSummary();
     if (append && hits.length) el.results.children[firstNew]?.querySelector('a')?.focus();
   } catch (e) {
     if (e.name === 'AbortError') return;
-    showError(e);
+    showError(e, () => runSearch(query, mode, { append }));
     if (!append) {
       el.intro.hidden = true;
       shown.key = null;
       el.results.replaceChildren();
       el.summary.textContent = '';
       el.more.hidden = true;
+      el.end.hidden = true;
+      el.weak.hidden = true;
     }
   } finally {
     el.more.disabled = false;
@@ -259,10 +330,12 @@ function showSearchView() {
   searchHash = location.hash || '#/';
   if (!query) {
     if (inflight) inflight.abort();
-    Object.assign(shown, { key: null, query: '', hits: [], ids: new Set() });
+    Object.assign(shown, { key: null, query: '', hits: [], ids: new Set(), words: new Set() });
     el.results.replaceChildren();
     el.summary.textContent = '';
     el.more.hidden = true;
+    el.end.hidden = true;
+    el.weak.hidden = true;
     el.intro.hidden = false;
     showError(null);
     return;
@@ -295,11 +368,13 @@ async function showDocView(id) {
     el.docId.textContent = d.id || id;
     document.title = `${d.title || id} — engine search`;
     const query = new URLSearchParams(searchHash.replace(/^#\/?\??/, '')).get('q') || '';
+    // The words the search's hits matched (stemmed by the server), else the query's own.
+    const words = shown.query === query && shown.words.size ? [...shown.words] : undefined;
     // Paragraphs split on blank lines; single newlines kept by CSS (pre-line).
     for (const para of String(d.text || '').split(/\n\s*\n/)) {
       if (!para.trim()) continue;
       const p = document.createElement('p');
-      appendText(p, para, query);
+      appendText(p, para, query, words);
       el.docText.append(p);
     }
     const meta = d.metadata && typeof d.metadata === 'object' ? Object.entries(d.metadata) : [];
@@ -318,7 +393,7 @@ async function showDocView(id) {
   } catch (e) {
     if (e.name === 'AbortError') return;
     el.docTitle.textContent = e.code === 'not_found' ? 'Document not found' : 'Could not load document';
-    showError(e);
+    showError(e, e.code === 'not_found' ? undefined : () => showDocView(id));
   } finally {
     endRequest(ctrl);
   }
@@ -377,4 +452,5 @@ window.addEventListener('hashchange', route);
 
 renderModes(DEFAULT_MODES, searchParams().get('mode') || DEFAULT_MODES[0]);
 loadStatus();
+checkHealth();
 route();

@@ -23,10 +23,19 @@ function termRegex(terms) {
   return new RegExp(`(?<![\\p{L}\\p{N}])(?:${alt})(?![\\p{L}\\p{N}])`, 'giu');
 }
 
-/** Split `text` into [{text, hit}] runs; `hit` runs match a query term. */
-export function highlightSegments(text, query) {
+/** Distinct words, lower-cased, longest first (the server's `highlights`). */
+function wordTerms(words) {
+  const seen = new Set(words.map((w) => String(w).toLocaleLowerCase()).filter((w) => w));
+  return [...seen].sort((a, b) => b.length - a.length);
+}
+
+/**
+ * Split `text` into [{text, hit}] runs; `hit` runs are whole words that match `words`
+ * (the server's stemmed matches, as written) when given, else a query term.
+ */
+export function highlightSegments(text, query, words) {
   const s = String(text ?? '');
-  const re = termRegex(queryTerms(query));
+  const re = termRegex(Array.isArray(words) ? wordTerms(words) : queryTerms(query));
   if (!re) return s ? [{ text: s, hit: false }] : [];
   const out = [];
   let last = 0;
@@ -46,8 +55,8 @@ export function escapeHtml(s) {
 }
 
 /** HTML string with every run escaped and matches wrapped in <mark>. */
-export function highlightHtml(text, query) {
-  return highlightSegments(text, query)
+export function highlightHtml(text, query, words) {
+  return highlightSegments(text, query, words)
     .map(({ text: t, hit }) => (hit ? `<mark>${escapeHtml(t)}</mark>` : escapeHtml(t)))
     .join('');
 }

@@ -54,6 +54,10 @@ pub struct IndexArgs {
     /// Index only the first N documents of the corpus (a quick trial on a large collection).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
+    /// Also delete the stored documents the corpus no longer holds (files removed from a
+    /// folder corpus, records removed from a JSONL file), so the database mirrors the corpus.
+    #[arg(long, conflicts_with = "limit")]
+    pub prune: bool,
     /// JSONL field holding the document id [default: index.id_field, "_id"; records without
     /// it may use Pyserini's "id"].
     #[arg(long, value_name = "NAME")]
@@ -114,6 +118,33 @@ pub(super) fn load_embedder(config: &Config) -> Result<Box<dyn Embed>> {
         return Ok(Box::new(pipeline::testing::HashEmbedder::new(dim)));
     }
     Ok(Box::new(super::embed::load_encoder(config)?))
+}
+
+/// The stored ids `--prune` deletes: those the corpus no longer holds. Refused when the corpus
+/// holds nothing (pruning would empty the database) or some of its entries could not be read
+/// (their documents would be deleted although their files remain).
+fn stale_ids(
+    stored: Vec<String>,
+    corpus: &pipeline::Corpus,
+    dir: &std::path::Path,
+) -> Result<Vec<String>> {
+    if corpus.docs.is_empty() {
+        anyhow::bail!(
+            "--prune: the corpus holds no document, so pruning would delete all of {}; \
+             nothing was deleted",
+            dir.display()
+        );
+    }
+    if !corpus.skipped.is_empty() {
+        anyhow::bail!(
+            "--prune: {} corpus entries could not be read (listed above), and pruning would \
+             delete their documents; fix them or index without --prune",
+            corpus.skipped.len()
+        );
+    }
+    let present: std::collections::HashSet<&str> =
+        corpus.docs.iter().map(|d| d.id.as_str()).collect();
+    Ok(stored.into_iter().filter(|id| !present.contains(id.as_str())).collect())
 }
 
 /// Reads the corpus `engine index` names, with its field-name flags, `--limit` and a warning
@@ -191,12 +222,17 @@ pub fn run_index(ctx: &Ctx, args: IndexArgs) -> Result<()> {
         let ms: u64 = ms.parse().with_context(|| format!("{ENV_SLOW_BATCH}={ms:?}"))?;
         opts.batch_delay = Some(Duration::from_millis(ms));
     }
+    // Decided before any write: a refused prune leaves the database as it was.
+    let stale =
+        if args.prune { Some(stale_ids(db.document_ids()?, &corpus, &args.db)?) } else { None };
     let bar = progress_bar();
     // The BM25 index mirrors the store; rebuilding it is seconds beside the embedding.
     let started = std::time::Instant::now();
+    let prune = stale.unwrap_or_default();
     let (report, lexical) =
-        engine::search::index_with_bm25(&db, embedder.as_ref(), corpus.docs, &opts, &bar)
+        engine::search::index_with_bm25(&db, embedder.as_ref(), corpus.docs, &prune, &opts, &bar)
             .with_context(|| format!("indexing into {}", args.db.display()))?;
+    let pruned = prune.len();
     let lexical_seconds = (started.elapsed().as_secs_f64() - report.seconds).max(0.0);
     let verify = if args.verify { Some(db.verify_recall(200, 10, 42)?) } else { None };
     let lexical_report = serde_json::json!({
@@ -205,6 +241,7 @@ pub fn run_index(ctx: &Ctx, args: IndexArgs) -> Result<()> {
     });
     let out = serde_json::json!({
         "report": report,
+        "pruned": pruned,
         "lexical": lexical_report,
         "bad_lines_skipped": corpus.skipped.len(),
         "status": db.status()?,
@@ -281,12 +318,15 @@ fn run_lexical_only(ctx: &Ctx, args: &IndexArgs) -> Result<()> {
         .filter(|d| !(d.title.trim().is_empty() && d.text.trim().is_empty()))
         .collect();
     let empty = corpus.docs.len() - docs.len();
+    let stale = if args.prune { stale_ids(lex.ids()?, &corpus, &args.db)? } else { Vec::new() };
     lex.add(docs.iter().map(|d| LexicalDoc { id: &d.id, title: &d.title, text: &d.text }))?;
+    lex.delete(stale.iter().map(String::as_str))?;
     lex.commit()?;
     lex.reload()?;
     let out = serde_json::json!({
         "lexical_only": true,
         "documents": lex.count(),
+        "pruned": stale.len(),
         "empty_skipped": empty,
         "bad_lines_skipped": corpus.skipped.len(),
         "seconds": started.elapsed().as_secs_f64(),

@@ -14,6 +14,7 @@ mod index;
 mod resolve;
 mod search;
 mod serve;
+mod snapshot;
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +30,10 @@ pub struct Cli {
     /// Compute threads (0 = one per core); overrides model.threads.
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// text | json: how log lines are written on stderr (json: one object per line; the
+    /// server's ready line and request log too) [default: server.log_format].
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<String>,
     /// More log output (-v info, -vv debug); RUST_LOG also works.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -52,6 +57,10 @@ enum Command {
     Search(search::SearchArgs),
     /// Serve the HTTP API and the browser UI.
     Serve(serve::ServeArgs),
+    /// Write the database (store, vectors, ANN and BM25 indexes, manifest) as one archive file.
+    Snapshot(snapshot::SnapshotArgs),
+    /// Restore an archive of `engine snapshot` (or POST /snapshots) into a new database folder.
+    Restore(snapshot::RestoreArgs),
     /// Llama2Vec unsupervised adaptation (EBAE + EBAR) of a base LLM on raw text.
     Adapt(adapt::AdaptArgs),
     /// Contrastive (InfoNCE) fine-tuning of an encoder on query-passage pairs.
@@ -73,8 +82,13 @@ pub struct Ctx {
 
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
     let mut config = engine::config::Config::load(cli.config.as_deref())?;
+    if let Some(f) = cli.log_format {
+        config.server.log_format = f;
+    }
+    let json_logs = engine::server::LogFormat::parse(&config.server.log_format)?
+        == engine::server::LogFormat::Json;
+    init_logging(cli.verbose, json_logs);
     if let Some(t) = cli.threads {
         config.model.threads = t;
     }
@@ -89,6 +103,8 @@ pub fn run() -> Result<()> {
         Command::Check(a) => index::run_check(&ctx, a),
         Command::Search(a) => search::run(&ctx, a),
         Command::Serve(a) => serve::run(&ctx, a),
+        Command::Snapshot(a) => snapshot::run_snapshot(a),
+        Command::Restore(a) => snapshot::run_restore(a),
         Command::Adapt(a) => adapt::run_adapt(&ctx, a),
         Command::Finetune(a) => adapt::run_finetune(&ctx, a),
         Command::ExportDelta(a) => adapt::run_export_delta(a),
@@ -97,7 +113,7 @@ pub fn run() -> Result<()> {
     }
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, json: bool) {
     let default = match verbose {
         0 => "warn",
         1 => "info",
@@ -105,8 +121,8 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { fmt.json().flatten_event(true).try_init() } else { fmt.try_init() };
 }
 
 /// candle's CPU matmuls and our own parallel loops both run on rayon's global pool.

@@ -12,7 +12,8 @@ use engine::eval::run::Run;
 use engine::fusion::{Fusion, FusionRequest};
 use engine::lexical::LexicalIndex;
 use engine::search::{SearchIndex, SearchMode, SearchOptions};
-use engine::server::routes::search::{snippet, Hit};
+use engine::server::routes::search::{weak_dense_warning, Hit};
+use engine::snippet::QueryTerms;
 use engine::store::{lexical_dir, Database};
 
 use super::resolve::{self, EncoderFlags};
@@ -111,6 +112,7 @@ struct Answer {
     query: String,
     hits: Vec<Hit>,
     took_ms: f64,
+    warning: Option<String>,
 }
 
 pub fn run(ctx: &Ctx, args: SearchArgs) -> Result<()> {
@@ -174,37 +176,36 @@ pub fn run(ctx: &Ctx, args: SearchArgs) -> Result<()> {
     let mut answers = Vec::with_capacity(queries.len());
     for ((qid, query), vector) in queries.into_iter().zip(vectors) {
         let t = std::time::Instant::now();
-        let hits = match &searcher {
-            Searcher::Full { index, .. } => index
-                .search_with(mode, &query, vector.as_deref(), &opts(args.k))?
-                .into_iter()
-                .map(|h| {
-                    let metadata = match &filter {
-                        Some(_) => index.db().get_document(&h.id)?.map(|d| {
-                            serde_json::from_str(&d.metadata).unwrap_or(serde_json::Value::Null)
-                        }),
-                        None => None,
-                    };
-                    Ok(Hit {
-                        snippet: snippet(&h.passage, snippet_chars),
-                        id: h.id,
-                        score: h.score,
-                        title: h.title,
-                        text: None,
-                        metadata,
-                    })
-                })
-                .collect::<Result<_>>()?,
+        let terms = QueryTerms::new(&query);
+        let (found, best_dense) = match &searcher {
+            Searcher::Full { index, .. } => {
+                let r = index.search_with(mode, &query, vector.as_deref(), &opts(args.k))?;
+                (r.hits, r.best_dense)
+            }
             Searcher::Lexical(lex) => {
-                let mut hits = lexical_hits(lex, &query, args.k, snippet_chars)?;
+                let mut hits = engine::search::search_lexical_only(lex, &query, args.k)?;
                 if let Some(t) = args.score_threshold {
                     hits.retain(|h| h.score >= t);
                 }
-                hits
+                (hits, None)
             }
         };
+        let mut hits = Vec::with_capacity(found.len());
+        for h in found {
+            let metadata = match (&searcher, &filter) {
+                (Searcher::Full { index, .. }, Some(_)) => index
+                    .db()
+                    .get_document(&h.id)?
+                    .map(|d| serde_json::from_str(&d.metadata).unwrap_or(serde_json::Value::Null)),
+                _ => None,
+            };
+            let mut hit = Hit::new(h, &terms, snippet_chars);
+            hit.metadata = metadata;
+            hits.push(hit);
+        }
+        let warning = weak_dense_warning(best_dense, ctx.config.server.weak_dense_score);
         let took_ms = t.elapsed().as_secs_f64() * 1000.0 + encode_ms;
-        answers.push(Answer { qid, query, hits, took_ms });
+        answers.push(Answer { qid, query, hits, took_ms, warning });
     }
     let encoder = match &searcher {
         Searcher::Full { name, .. } => name.clone(),
@@ -272,23 +273,6 @@ fn open(
     Ok((Searcher::Full { index: Box::new(index), embedder: Some(embedder), name }, mode))
 }
 
-/// BM25 hits of a `--lexical-only` database, with the title and text it stores.
-fn lexical_hits(lex: &LexicalIndex, query: &str, k: usize, chars: usize) -> Result<Vec<Hit>> {
-    let mut hits = Vec::new();
-    for (id, score) in lex.search(query, k)? {
-        let (title, text) = lex.stored_text(&id)?.unwrap_or_default();
-        hits.push(Hit {
-            snippet: snippet(&text, chars),
-            id,
-            score,
-            title,
-            text: None,
-            metadata: None,
-        });
-    }
-    Ok(hits)
-}
-
 fn to_run(answers: &[Answer]) -> Run {
     let mut run = Run::new();
     for a in answers {
@@ -306,14 +290,19 @@ fn write_answers(
     tag: &str,
 ) -> Result<()> {
     let json = |a: &Answer| {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "query_id": a.qid,
             "query": a.query,
             "hits": a.hits,
             "took_ms": a.took_ms,
             "encoder": encoder,
             "mode": mode,
-        })
+            "score_kind": mode.score_kind(),
+        });
+        if let (Some(w), Some(o)) = (&a.warning, v.as_object_mut()) {
+            o.insert("warning".into(), w.clone().into());
+        }
+        v
     };
     match format {
         Format::Json if answers.len() == 1 => {
@@ -336,13 +325,16 @@ fn write_answers(
         Format::Table => {
             for a in answers {
                 writeln!(out, "query {}: {}", a.qid, a.query)?;
-                writeln!(out, "{:>4}  {:>10}  {:<24}  title", "rank", "score", "id")?;
+                writeln!(out, "{:>4}  {:>10}  {:<24}  title", "rank", mode.score_kind(), "id")?;
                 for (i, h) in a.hits.iter().enumerate() {
                     let title: String = h.title.chars().take(60).collect();
                     writeln!(out, "{:>4}  {:>10.4}  {:<24}  {title}", i + 1, h.score, h.id)?;
                 }
                 if a.hits.is_empty() {
                     writeln!(out, "      (no hits)")?;
+                }
+                if let Some(w) = &a.warning {
+                    writeln!(out, "warning: {w}")?;
                 }
                 writeln!(out)?;
             }

@@ -10,7 +10,8 @@ use super::Ctx;
 #[derive(Args)]
 pub struct ServeArgs {
     /// Database folder (made by `engine index`); its encoder is loaded unless --model,
-    /// --pooling or --template name the same one.
+    /// --pooling or --template name the same one. A --lexical-only database is served in BM25
+    /// mode without a model.
     #[arg(long, value_name = "DIR")]
     pub db: PathBuf,
     #[command(flatten)]
@@ -38,22 +39,26 @@ pub struct ServeArgs {
 
 pub fn run(ctx: &Ctx, args: ServeArgs) -> Result<()> {
     let addr = args.addr.unwrap_or_else(|| ctx.config.server.addr.clone());
-    if !engine::store::Database::exists(&args.db)
-        && engine::lexical::LexicalIndex::exists(&engine::store::lexical_dir(&args.db))
-    {
-        anyhow::bail!(
-            "{} was built with --lexical-only; the server needs a database with vectors \
-             (`engine index` without --lexical-only); `engine search --db {}` answers BM25 \
-             queries on it",
-            args.db.display(),
-            args.db.display()
-        );
-    }
-    // The encoder the database records, unless the flags or config name one (which must then
-    // be the same: the server's load refuses another fingerprint).
-    let manifest = engine::store::Database::read_manifest(&args.db)
-        .with_context(|| format!("opening database {}", args.db.display()))?;
-    let mut config = super::resolve::config_for_db(ctx, &args.db, &manifest, &args.encoder)?;
+    let lexical_only = !engine::store::Database::exists(&args.db)
+        && engine::lexical::LexicalIndex::exists(&engine::store::lexical_dir(&args.db));
+    let mut config = if lexical_only {
+        // BM25 alone: no model is loaded, so encoder flags have nothing to name.
+        let flags = &args.encoder;
+        if flags.model.is_some() || flags.pooling.is_some() || flags.template.is_some() {
+            anyhow::bail!(
+                "{} was built with --lexical-only: it has no encoder, so --model, --pooling and \
+                 --template do not apply",
+                args.db.display()
+            );
+        }
+        ctx.config.clone()
+    } else {
+        // The encoder the database records, unless the flags or config name one (which must
+        // then be the same: the server's load refuses another fingerprint).
+        let manifest = engine::store::Database::read_manifest(&args.db)
+            .with_context(|| format!("opening database {}", args.db.display()))?;
+        super::resolve::config_for_db(ctx, &args.db, &manifest, &args.encoder)?
+    };
     if !args.cors_origins.is_empty() {
         config.server.cors_origins = args.cors_origins;
     }

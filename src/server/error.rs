@@ -35,8 +35,17 @@ impl ApiError {
         self
     }
 
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    /// 422 `invalid_request`: well-formed, but semantically invalid (a value out of range, an
+    /// empty text, an unknown mode, too many texts or tokens). The API's one validation status:
+    /// 400 is only for JSON that does not parse and 413 only for a body over
+    /// `server.max_body_bytes`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+    }
+
+    /// 422: the request is well-formed but asks for something invalid.
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -107,7 +116,7 @@ impl IntoResponse for ApiError {
 impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
         match err {
-            Error::InvalidInput(m) => ApiError::bad_request(m),
+            Error::InvalidInput(m) => ApiError::invalid(m),
             Error::NotFound(m) => ApiError::not_found(m),
             Error::Overloaded { message, retry_after_secs } => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", message)
@@ -148,8 +157,9 @@ impl From<JsonRejection> for ApiError {
 }
 
 impl From<QueryRejection> for ApiError {
+    /// A query string whose values do not fit their fields: the JSON body's data error.
     fn from(rej: QueryRejection) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", rej.body_text())
+        ApiError::invalid(rej.body_text())
     }
 }
 
@@ -195,5 +205,26 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
             .await
             .map(|axum::extract::Path(v)| ApiPath(v))
             .map_err(ApiError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 429 and 503 tell the client when to come back; other errors do not.
+    #[test]
+    fn busy_and_loading_answers_carry_retry_after() {
+        let not_ready = ApiError::not_ready().into_response();
+        assert_eq!(not_ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(not_ready.headers()[axum::http::header::RETRY_AFTER], "1");
+        let busy =
+            ApiError::from(Error::Overloaded { message: "full".into(), retry_after_secs: 7 });
+        let busy = busy.into_response();
+        assert_eq!(busy.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(busy.headers()[axum::http::header::RETRY_AFTER], "7");
+        let invalid = ApiError::invalid("k out of range").into_response();
+        assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(!invalid.headers().contains_key(axum::http::header::RETRY_AFTER));
     }
 }

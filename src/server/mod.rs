@@ -36,13 +36,14 @@ use tracing::Level;
 use self::batching::{BatchOptions, Batcher};
 use self::error::{error_body, ApiError};
 use self::metrics::Metrics;
-use self::state::{encoder_name, AppState, Loaded};
+use self::state::{encoder_name, AppState, Backing, Dense, Loaded};
 use crate::config::Config;
 use crate::encoder::{Embed, Encoder};
 use crate::error::{Error, Result};
 use crate::fusion::Fusion;
+use crate::lexical::LexicalIndex;
 use crate::search::SearchIndex;
-use crate::store::Database;
+use crate::store::{lexical_dir, Database};
 
 /// What `engine serve` needs besides the listener.
 #[derive(Debug, Clone)]
@@ -54,6 +55,51 @@ pub struct ServeOptions {
     pub api_key: Option<String>,
     /// The read key: when set (with `api_key`), reads need one of the two keys.
     pub read_api_key: Option<String>,
+}
+
+/// How the server writes its own lines on stderr (`server.log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    /// One JSON object per line: `ts` (Unix seconds), `level`, `event`, `message` and the
+    /// event's fields.
+    Json,
+}
+
+impl LogFormat {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(Error::Config(format!(
+                "server.log_format (--log-format) must be text or json, got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Writes one of the server's own lines (`event`: listening, ready, request) on stderr: `text`
+/// as is, or in JSON with `fields`.
+pub fn log_line(
+    config: &crate::config::ServerConfig,
+    event: &str,
+    text: &str,
+    fields: serde_json::Value,
+) {
+    if !matches!(LogFormat::parse(&config.log_format), Ok(LogFormat::Json)) {
+        eprintln!("{text}");
+        return;
+    }
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let mut line =
+        serde_json::json!({ "ts": ts, "level": "INFO", "event": event, "message": text });
+    if let (Some(o), serde_json::Value::Object(f)) = (line.as_object_mut(), fields) {
+        o.extend(f);
+    }
+    eprintln!("{line}");
 }
 
 /// Every route, as (method, path template): the router below and the OpenAPI document must
@@ -70,6 +116,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/tasks/{id}"),
     ("post", "/embed"),
     ("post", "/v1/embeddings"),
+    ("post", "/snapshots"),
     ("get", "/v1/models"),
     ("get", "/info"),
     ("get", "/health"),
@@ -105,6 +152,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/tasks/{id}", get(routes::documents::get_task))
         .route("/embed", post(routes::embed::embed))
         .route("/v1/embeddings", post(routes::openai::embeddings))
+        .route("/snapshots", post(routes::snapshots::create_snapshot))
         .route("/v1/models", get(routes::openai::models))
         .route("/info", get(routes::embed::info))
         .route("/health", get(routes::embed::health))
@@ -165,7 +213,15 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
         // The request log (`server.log_requests`, `engine serve --log-requests`): the path
         // without its query string, so query texts stay out of the log.
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        eprintln!("{method} {path} {} {ms:.1} ms", status.as_u16());
+        let status = status.as_u16();
+        let fields =
+            serde_json::json!({ "method": method, "path": path, "status": status, "ms": ms });
+        log_line(
+            &state.config.server,
+            "request",
+            &format!("{method} {path} {status} {ms:.1} ms"),
+            fields,
+        );
     }
     res
 }
@@ -198,8 +254,24 @@ async fn json_error_for(res: Response) -> Response {
 }
 
 /// Loads the encoder and the database and starts the encoder thread (blocking: minutes for a
-/// large model).
+/// large model); a `--lexical-only` database loads its BM25 index alone, without any model.
 pub fn load(opts: &ServeOptions, metrics: Arc<Metrics>) -> Result<Loaded> {
+    // Fusion settings are checked here, so a bad `[eval]` stops the server at load rather than
+    // failing every hybrid search; each search builds its own (`Fusion::for_request`).
+    Fusion::from_config(&opts.config.eval)?;
+    let lexical = lexical_dir(&opts.db);
+    if !Database::exists(&opts.db) && LexicalIndex::exists(&lexical) {
+        let index = Arc::new(LexicalIndex::open(&lexical)?);
+        if !index.stores_text() {
+            return Err(Error::InvalidInput(format!(
+                "{} is a BM25 index without titles and texts (made before lexical-only databases \
+                 stored them); run `engine index --lexical-only` into a new folder",
+                opts.db.display()
+            )));
+        }
+        let backing = Backing::LexicalOnly { path: opts.db.clone(), index };
+        return Ok(Loaded { encoder_name: "none".into(), backing });
+    }
     let batch = BatchOptions::from_config(&opts.config.server)?;
     let encoder = Arc::new(Encoder::from_config(&opts.config)?);
     // The database must have been built by this very encoder (fingerprint check). One whose
@@ -215,28 +287,40 @@ pub fn load(opts: &ServeOptions, metrics: Arc<Metrics>) -> Result<Loaded> {
     // BM25 is rebuilt first when missing or out of step with the store (tantivy indexes
     // thousands of documents a second: little next to loading the model).
     let index = Arc::new(SearchIndex::open(db, true)?);
-    // Fusion settings are checked here, so a bad `[eval]` stops the server at load rather than
-    // failing every hybrid search; each search builds its own (`Fusion::for_request`).
-    Fusion::from_config(&opts.config.eval)?;
     let batcher = Arc::new(Batcher::start(encoder, batch, metrics)?);
-    Ok(Loaded { batcher, encoder_name: encoder_name(&opts.config.model.path), index })
+    Ok(Loaded {
+        encoder_name: encoder_name(&opts.config.model.path),
+        backing: Backing::Dense(Dense { batcher, index }),
+    })
 }
 
 /// The line `engine serve` prints once loaded: where it listens and what it loaded.
 pub fn ready_line(addr: Option<std::net::SocketAddr>, loaded: &Loaded, seconds: f64) -> String {
     let addr = addr.map(|a| format!("http://{a}/")).unwrap_or_else(|| "?".into());
-    let (documents, passages, backend) = match loaded.db().status() {
-        Ok(s) => (s.documents, s.passages, s.backend.to_string()),
-        Err(_) => (0, 0, "?".into()),
-    };
     let modes: Vec<&str> = loaded.modes().iter().map(|m| m.as_str()).collect();
-    let read_only = if loaded.db().read_only() { ", read-only" } else { "" };
+    let (contents, encoder) = match &loaded.backing {
+        Backing::Dense(d) => {
+            let (documents, passages, backend) = match d.db().status() {
+                Ok(s) => (s.documents, s.passages, s.backend.to_string()),
+                Err(_) => (0, 0, "?".into()),
+            };
+            let trained =
+                if loaded.encoder_trained() { "trained for retrieval" } else { "untrained base" };
+            let read_only = if d.db().read_only() { ", read-only" } else { "" };
+            (
+                format!("{documents} documents, {passages} passages, {backend} index{read_only}"),
+                format!("encoder {} ({trained})", loaded.encoder_name),
+            )
+        }
+        Backing::LexicalOnly { index, .. } => (
+            format!("{} documents, lexical-only BM25 index", index.count()),
+            "no encoder".to_string(),
+        ),
+    };
     format!(
-        "engine serve: ready at {addr} after {seconds:.1} s: {} ({documents} documents, \
-         {passages} passages, {backend} index{read_only}), encoder {} ({}), modes {} (default {})",
-        loaded.db().origin().display(),
-        loaded.encoder_name,
-        if loaded.encoder_trained() { "trained for retrieval" } else { "untrained base" },
+        "engine serve: ready at {addr} after {seconds:.1} s: {} ({contents}), {encoder}, modes {} \
+         (default {})",
+        loaded.path().display(),
         modes.join(", "),
         loaded.default_mode().as_str()
     )
@@ -251,6 +335,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
+    LogFormat::parse(&opts.config.server.log_format)?;
     let keys = auth::ApiKeys::new(opts.api_key.as_deref(), opts.read_api_key.as_deref())?;
     cors::layer(&opts.config.server.cors_origins)?;
     let state = Arc::new(AppState::new(opts.config.clone(), keys, metrics.clone()));
@@ -265,7 +350,15 @@ pub async fn serve(
                     seconds = t.elapsed().as_secs_f64(),
                     "model and index loaded; ready"
                 );
-                eprintln!("{}", ready_line(local, &loaded, t.elapsed().as_secs_f64()));
+                let line = ready_line(local, &loaded, t.elapsed().as_secs_f64());
+                let fields = serde_json::json!({
+                    "address": local.map(|a| a.to_string()),
+                    "database": loaded.path(),
+                    "encoder": loaded.encoder_name,
+                    "modes": loaded.modes(),
+                    "seconds": t.elapsed().as_secs_f64(),
+                });
+                log_line(&loader_state.config.server, "ready", &line, fields);
                 let _ = loader_state.loaded.set(Arc::new(loaded));
             }
             Err(e) => {
@@ -361,11 +454,16 @@ async fn serve_connections(
 
 /// After the last request: stop the encoder thread, persist the index.
 fn finish(loaded: &Loaded) -> Result<()> {
-    loaded.batcher.close();
-    if loaded.db().read_only() {
-        return Ok(());
+    match &loaded.backing {
+        Backing::Dense(d) => {
+            d.batcher.close();
+            if d.db().read_only() {
+                return Ok(());
+            }
+            d.db().save_index()
+        }
+        Backing::LexicalOnly { .. } => Ok(()),
     }
-    loaded.db().save_index()
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
@@ -396,8 +494,14 @@ pub fn run_blocking(addr: &str, opts: ServeOptions) -> Result<()> {
             .map_err(|e| Error::InvalidInput(format!("cannot listen on {addr}: {e}")))?;
         let local = listener.local_addr()?;
         tracing::info!("listening on http://{local}/");
-        eprintln!(
-            "engine serve: http://{local}/ (loading model and index; /readyz turns 200 when ready)"
+        log_line(
+            &opts.config.server,
+            "listening",
+            &format!(
+                "engine serve: http://{local}/ (loading model and index; /readyz turns 200 when \
+                 ready)"
+            ),
+            serde_json::json!({ "address": local.to_string() }),
         );
         serve(listener, opts, shutdown_signal()).await
     })

@@ -52,11 +52,11 @@ fn id_param() -> Value {
 pub fn spec() -> Value {
     let search_responses = json!({
         "200": json_response("Hits, best first, one per document.", "SearchResponse"),
-        "400": error_response("Invalid input: empty query, k out of range, unknown or unavailable mode, malformed JSON."),
+        "400": error_response("Malformed JSON (code invalid_json)."),
         "401": error_response("A read key is configured and no valid key was sent."),
-        "413": error_response("Query longer than server.max_query_tokens, or body over server.max_body_bytes."),
+        "413": error_response("Body over server.max_body_bytes (code payload_too_large)."),
         "415": error_response("POST body without Content-Type: application/json."),
-        "422": error_response("JSON of the wrong shape."),
+        "422": error_response("Well-formed but invalid: JSON of the wrong shape, an empty query, k or offset out of range, an unknown or unavailable mode, a bad filter, a per-request setting out of range or given outside hybrid mode (limit differing from k, alpha, semantic_ratio, fusion, rrf_k, score_threshold, ef) (code invalid_request), a query over server.max_query_tokens (query_too_long)."),
         "429": busy_response(),
         "503": error_response("Model and index still loading.")
     });
@@ -67,12 +67,12 @@ pub fn spec() -> Value {
     let embed_errors = |ok: Value| {
         json!({
             "200": ok,
-            "400": error_response("Invalid input: an empty text list or text, token ids instead of text, an unsupported option value (dimensions, encoding_format, normalize: false, prompt_name, input_type, truncation_direction), malformed JSON."),
+            "400": error_response("Malformed JSON (code invalid_json)."),
             "401": error_response("A key is configured and no valid key was sent."),
             "404": error_response("/v1/embeddings: model is not the served encoder's name (code model_not_found)."),
-            "413": error_response("More than server.max_embed_texts texts or server.max_request_tokens tokens, a query over server.max_query_tokens, a text over its kind's limit where it is refused rather than cut, or a body over server.max_body_bytes."),
+            "413": error_response("Body over server.max_body_bytes (code payload_too_large)."),
             "415": error_response("Body without Content-Type: application/json."),
-            "422": error_response("JSON of the wrong shape (unknown fields, wrong types)."),
+            "422": error_response("Well-formed but invalid: JSON of the wrong shape (unknown fields, wrong types), an empty text list or text, token ids instead of text, an unsupported option value (dimensions, encoding_format, normalize: false, prompt_name, input_type, truncation_direction) (code invalid_request); more than server.max_embed_texts texts (too_many_texts) or server.max_request_tokens tokens (too_many_tokens), a query over server.max_query_tokens (query_too_long), a text over its kind's limit where it is refused rather than cut (text_too_long); on a --lexical-only database, any embedding (lexical_only)."),
             "429": busy_response(),
             "503": error_response("Model and index still loading.")
         })
@@ -82,7 +82,7 @@ pub fn spec() -> Value {
         "info": {
             "title": "engine",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Dense retrieval with a Llama2Vec LLM encoder. Every error is {\"error\": {\"code\", \"message\", \"type\"}}, OpenAI's error shape (type: invalid_request_error, authentication_error, permission_error, rate_limit_error or server_error). Keys (engine serve --api-key, --read-api-key) travel as Authorization: Bearer KEY, api-key: KEY or x-api-key: KEY: writes need the admin key (401 without, 403 with the read key); /embed and /v1/embeddings need a key once any is set; searches and document reads need one once a read key is set; health, info, status, metrics and this document are open."
+            "description": "Dense retrieval with a Llama2Vec LLM encoder. Validation uses one status: 422 for a well-formed request that is invalid (wrong shape, values out of range, texts over their limits); 400 only for JSON that does not parse, 413 only for a body over server.max_body_bytes. Every error is {\"error\": {\"code\", \"message\", \"type\"}}, OpenAI's error shape (type: invalid_request_error, authentication_error, permission_error, rate_limit_error or server_error). Keys (engine serve --api-key, --read-api-key) travel as Authorization: Bearer KEY, api-key: KEY or x-api-key: KEY: writes need the admin key (401 without, 403 with the read key); /embed and /v1/embeddings need a key once any is set; searches and document reads need one once a read key is set; health, info, status, metrics and this document are open."
         },
         "paths": {
             "/search": {
@@ -112,12 +112,12 @@ pub fn spec() -> Value {
                     "requestBody": json_body("AddDocumentsRequest"),
                     "responses": {
                         "200": json_response("What was done.", "AddDocumentsResponse"),
-                        "400": error_response("Invalid documents (no document, an empty or blank id, a duplicate id, an empty text), malformed JSON."),
+                        "400": error_response("Malformed JSON (code invalid_json)."),
+                        "422": error_response("Invalid documents: wrong shape, empty id, duplicate id, empty text and title (code invalid_request); more than server.max_documents_per_request documents (too_many_documents); a --lexical-only database (lexical_only)."),
                         "401": error_response("Missing or wrong API key."),
                         "403": error_response("The read key was sent: writes need the admin key (code forbidden); or the database folder cannot be written, so the server serves a read-only copy (code read_only)."),
-                        "413": error_response("More than server.max_documents_per_request documents, or body too large."),
+                        "413": error_response("Body over server.max_body_bytes (code payload_too_large)."),
                         "415": error_response("Body without Content-Type: application/json."),
-                        "422": error_response("JSON of the wrong shape (unknown fields, wrong types)."),
                         "429": busy_response(),
                         "503": error_response("Still loading.")
                     }
@@ -136,7 +136,7 @@ pub fn spec() -> Value {
                 },
                 "delete": {
                     "summary": "Delete a document and its passages",
-                    "security": write_security,
+                    "security": write_security.clone(),
                     "parameters": [id_param()],
                     "responses": {
                         "200": json_response("Deleted.", "DeleteResponse"),
@@ -202,23 +202,27 @@ pub fn spec() -> Value {
                     }
                 },
                 "Hit": {
-                    "type": "object", "required": ["id", "score", "title", "snippet"],
+                    "type": "object", "required": ["id", "score", "title", "snippet", "highlights"],
                     "properties": {
                         "id": { "type": "string", "description": "Document id (accepted by /documents/{id})." },
-                        "score": { "type": "number" },
+                        "score": { "type": "number", "description": "On the scale the response's score_kind names." },
                         "title": { "type": "string" },
-                        "snippet": { "type": "string", "description": "Start of the best passage (server.snippet_chars)." },
+                        "snippet": { "type": "string", "description": "The server.snippet_chars characters of the best passage (BM25: of the document) where the query's words are densest, cut between words, with … where text was left out; the start of the passage when no query word occurs." },
+                        "highlights": { "type": "array", "items": { "type": "string" }, "description": "Words of the title and snippet that match a query word as BM25 matches them (stemmed: rise matches Rises; stop words never), as written: mark these whole words, case-insensitively." },
                         "text": { "type": "string", "description": "Whole document text, only with with_text." }
                     }
                 },
                 "SearchResponse": {
-                    "type": "object", "required": ["hits", "took_ms", "encoder", "mode", "offset"],
+                    "type": "object", "required": ["hits", "took_ms", "encoder", "mode", "score_kind", "offset", "more"],
                     "properties": {
                         "hits": { "type": "array", "items": { "$ref": "#/components/schemas/Hit" } },
                         "took_ms": { "type": "number" },
-                        "encoder": { "type": "string" },
+                        "encoder": { "type": "string", "description": "The model's name; none on a --lexical-only database." },
                         "mode": { "$ref": "#/components/schemas/Mode" },
-                        "offset": { "type": "integer" }
+                        "score_kind": { "type": "string", "enum": ["cosine", "bm25", "fused"], "description": "The scale of the scores: cosine similarity (dense, at most 1), BM25 (unbounded, depends on the corpus) or fused (hybrid: eval.fusion's RRF or convex combination, comparable within one list only)." },
+                        "offset": { "type": "integer" },
+                        "more": { "type": "boolean", "description": "Whether hits ranked below this page exist (ask again with offset + k)." },
+                        "warning": { "type": "string", "description": "Present when the best cosine similarity of a dense or hybrid search is below server.weak_dense_score." }
                     }
                 },
                 "NewDocument": {
@@ -281,6 +285,7 @@ pub fn spec() -> Value {
     });
     // Added in parts: one json! of the whole document exceeds the macro recursion limit.
     merge(&mut doc["paths"], compat_paths(&read_security, &embed_errors));
+    merge(&mut doc["paths"], snapshot_paths(&write_security));
     merge(&mut doc["components"]["schemas"], compat_schemas());
     // The per-request retrieval settings, the same in the body and the query string.
     let settings = retrieval_settings();
@@ -311,11 +316,11 @@ pub fn spec() -> Value {
 /// Search settings a request may override (`SearchRequest`, and `GET /search`'s query).
 fn retrieval_settings() -> Value {
     json!({
-        "limit": { "type": "integer", "minimum": 1, "description": "Alias of k; both given must be equal (else 400)." },
-        "fusion": { "type": "string", "enum": ["rrf", "convex"], "description": "Hybrid mode only (else 400). Default: the server's eval.fusion." },
-        "alpha": { "type": "number", "minimum": 0, "maximum": 1, "description": "Hybrid mode only: the dense weight of convex fusion (1 = dense order, 0 = BM25 order). Alone it means fusion convex; with fusion rrf it is refused (400). Default eval.hybrid_alpha." },
+        "limit": { "type": "integer", "minimum": 1, "description": "Alias of k; both given must be equal (else 422)." },
+        "fusion": { "type": "string", "enum": ["rrf", "convex"], "description": "Hybrid mode only (else 422). Default: the server's eval.fusion." },
+        "alpha": { "type": "number", "minimum": 0, "maximum": 1, "description": "Hybrid mode only: the dense weight of convex fusion (1 = dense order, 0 = BM25 order). Alone it means fusion convex; with fusion rrf it is refused (422). Default eval.hybrid_alpha." },
         "semantic_ratio": { "type": "number", "minimum": 0, "maximum": 1, "description": "Alias of alpha (Meilisearch's name); both given must be equal." },
-        "rrf_k": { "type": "integer", "minimum": 1, "maximum": crate::fusion::RRF_K_MAX, "description": "Hybrid mode only: RRF's constant. Alone it means fusion rrf; with fusion convex it is refused (400). Default eval.rrf_k." },
+        "rrf_k": { "type": "integer", "minimum": 1, "maximum": crate::fusion::RRF_K_MAX, "description": "Hybrid mode only: RRF's constant. Alone it means fusion rrf; with fusion convex it is refused (422). Default eval.rrf_k." },
         "score_threshold": { "type": "number", "description": "Drop hits scoring below it, in the mode's own scale: cosine for dense, BM25's for bm25, the fused score for hybrid. Must be finite." },
         "ef": { "type": "integer", "minimum": 1, "maximum": crate::index::MAX_SEARCH_EFFORT, "description": "HNSW search effort for this request (index.hnsw_ef_search otherwise); ignored by the flat (exact) and faiss backends." }
     })
@@ -333,8 +338,8 @@ fn document_management(doc: &mut Value, read_security: &Value, write_security: &
         ],
         "responses": {
             "200": json_response("A page of documents.", "DocumentPage"),
-            "400": error_response("limit out of range, or a cursor this server did not return."),
             "401": error_response("A read key is configured and no valid key was sent."),
+            "422": error_response("limit out of range, a cursor this server did not return, unknown parameters (code invalid_request); a --lexical-only database (lexical_only)."),
             "503": error_response("Still loading.")
         }
     });
@@ -342,7 +347,8 @@ fn document_management(doc: &mut Value, read_security: &Value, write_security: &
         "401": error_response("Missing or wrong API key."),
         "403": error_response("The read key was sent: writes need the admin key (code forbidden); or the database is read-only (code read_only)."),
         "415": error_response("Body without Content-Type: application/json."),
-        "422": error_response("JSON of the wrong shape (unknown fields, wrong types)."),
+        "400": error_response("Malformed JSON (code invalid_json)."),
+        "413": error_response("Body over server.max_body_bytes (code payload_too_large)."),
         "503": error_response("Still loading.")
     });
     let mut delete = json!({
@@ -351,8 +357,7 @@ fn document_management(doc: &mut Value, read_security: &Value, write_security: &
         "requestBody": json_body("DeleteManyRequest"),
         "responses": {
             "200": json_response("How many documents were deleted (dense, BM25 and hybrid search no longer find them).", "DeleteManyResponse"),
-            "400": error_response("Neither ids nor filter, a filter without a condition (it would delete everything), an invalid filter, malformed JSON."),
-            "413": error_response("More than server.max_documents_per_request ids.")
+            "422": error_response("Well-formed but invalid: JSON of the wrong shape, neither ids nor filter, a filter without a condition (it would delete everything), an invalid filter (code invalid_request); more than server.max_documents_per_request ids (too_many_documents); a --lexical-only database (lexical_only).")
         }
     });
     merge(&mut delete["responses"], write_errors.clone());
@@ -364,7 +369,8 @@ fn document_management(doc: &mut Value, read_security: &Value, write_security: &
         "requestBody": json_body("PatchDocumentRequest"),
         "responses": {
             "200": json_response("Updated.", "PatchDocumentResponse"),
-            "404": error_response("No document with this id.")
+            "404": error_response("No document with this id."),
+            "422": error_response("Well-formed but invalid: JSON of the wrong shape (unknown fields, no metadata) (code invalid_request); a --lexical-only database (lexical_only).")
         }
     });
     merge(&mut patch["responses"], write_errors);
@@ -384,7 +390,7 @@ fn document_management(doc: &mut Value, read_security: &Value, write_security: &
         "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "integer", "minimum": 1 } }],
         "responses": {
             "200": json_response("The task.", "Task"),
-            "400": error_response("The id is not a number."),
+            "422": error_response("The id is not a number."),
             "401": error_response("Missing or wrong API key."),
             "403": error_response("The read key was sent: tasks need the admin key."),
             "404": error_response("No task with this id.")
@@ -428,6 +434,25 @@ fn document_management(doc: &mut Value, read_security: &Value, write_security: &
             "PatchDocumentResponse": { "type": "object", "properties": { "updated": { "type": "string" } } }
         }),
     );
+}
+
+/// `POST /snapshots`.
+fn snapshot_paths(write_security: &Value) -> Value {
+    json!({
+            "/snapshots": {
+                "post": {
+                    "summary": "Write a snapshot archive of the database (admin)",
+                    "description": "A tar archive of the store (documents, passages, vectors, manifest), the ANN and BM25 indexes, written to server.snapshot_dir (default DB.snapshots/ beside the database) while the server keeps answering; writes wait only while the files are copied, so it holds every write acknowledged before the request. engine restore FILE --db NEWDIR restores it.",
+                    "security": write_security,
+                    "responses": {
+                        "200": { "description": "Where the archive was written and what it holds: path, bytes, kind (dense or lexical_only), documents, passages, created_at, took_ms.", "content": { "application/json": { "schema": { "type": "object" } } } },
+                        "401": error_response("Missing or wrong API key."),
+                        "403": error_response("The read key was sent: snapshots need the admin key."),
+                        "503": error_response("Still loading.")
+                    }
+                }
+            }
+    })
 }
 
 fn merge(into: &mut Value, from: Value) {

@@ -1,7 +1,9 @@
 // Tiny stand-in for `engine serve`, for developing web/ and its browser test.
 // Serves ../../web at / and fake JSON for /status, /search, /documents/{id}.
 //   node tests/browser/mock_server.mjs [port]      (default 8787; 0 = ephemeral)
-// Special queries: "boom" -> 500 error JSON, "busy" -> 429.
+// Special queries: "boom" -> 500 error JSON, "busy" -> 429, "vague" (dense) -> a weak-match
+// warning. POST /__mock/down makes it drop every connection (a dead server) until
+// POST /__mock/up. Snippets centre on the first query word, as the engine's do.
 
 import http from 'node:http';
 import { readFile } from 'node:fs/promises';
@@ -50,12 +52,41 @@ export const DOCS = [
   ['wiki/WebAssembly', 'WebAssembly',
     'WebAssembly is a portable binary instruction format. Rust, C and C++ can be compiled to WebAssembly to run in a browser at near-native speed.',
     { source: 'wikipedia', lang: 'en' }],
+  ['test/long', 'Baking notes',
+    `${'Flour, water and salt are weighed and mixed by hand. '.repeat(30)}At last the dough rises in the warm kitchen.`,
+    { source: 'test' }],
   ['test/xss', 'Markup <img src=x onerror="window.__xss=1"> is shown as text',
     'This markup note contains <script>window.__xss=1</script> and <b>tags</b> that must be shown as text, never run.',
     { source: 'test', note: '<i>not html</i>' }],
 ].map(([id, title, text, metadata]) => ({ id, title, text, metadata }));
 
 const terms = (s) => (s.toLowerCase().match(/[\p{L}\p{N}]+/gu) || []);
+const STOP = new Set(['a', 'an', 'and', 'the', 'of', 'is', 'in', 'to', 'it']);
+// A crude stemmer: enough for "rise" to match "rises".
+const stem = (w) => w.replace(/(es|s|ing|ed)$/, '').replace(/e$/, '');
+const SNIPPET = 180;
+
+// The engine's contract: the window around the first matching word, cut between words with
+// … marks, and the matching words (stemmed, no stop words) as written.
+function snippetOf(d, q) {
+  const stems = new Set(q.filter((t) => !STOP.has(t)).map(stem));
+  const match = (w) => stems.has(stem(w.toLowerCase()));
+  const words = [...d.text.matchAll(/[\p{L}\p{N}]+/gu)];
+  const first = words.find((m) => match(m[0]));
+  let start = 0;
+  if (first && d.text.length > SNIPPET) {
+    start = Math.max(0, Math.min(first.index - SNIPPET / 2, d.text.length - SNIPPET));
+    while (start > 0 && start < first.index && !/\s/.test(d.text[start - 1])) start += 1;
+  }
+  let text = d.text.slice(start, start + SNIPPET).trim();
+  if (start > 0) text = `…${text}`;
+  if (start + SNIPPET < d.text.length) text = `${text}…`;
+  const seen = new Map();
+  for (const m of `${d.title} ${text}`.matchAll(/[\p{L}\p{N}]+/gu)) {
+    if (match(m[0]) && !seen.has(m[0].toLowerCase())) seen.set(m[0].toLowerCase(), m[0]);
+  }
+  return { snippet: text, highlights: [...seen.values()] };
+}
 
 function search(query, k, mode, offset) {
   const q = terms(query);
@@ -65,10 +96,10 @@ function search(query, k, mode, offset) {
     const s = q.reduce((acc, t) => acc + words.filter((w) => w === t).length, 0);
     return { d, s };
   }).filter((x) => x.s > 0).sort((a, b) => b.s - a.s || a.d.id.localeCompare(b.d.id));
-  return scored.slice(offset, offset + k).map(({ d, s }) => ({
-    id: d.id, score: s * scale + (mode === 'dense' ? 0.5 : 0), title: d.title,
-    snippet: d.text.length > 180 ? `${d.text.slice(0, 180)}…` : d.text,
+  const hits = scored.slice(offset, offset + k).map(({ d, s }) => ({
+    id: d.id, score: s * scale + (mode === 'dense' ? 0.5 : 0), title: d.title, ...snippetOf(d, q),
   }));
+  return { hits, more: scored.length > offset + k };
 }
 
 function send(res, status, body, type = 'application/json') {
@@ -85,14 +116,25 @@ function handleSearch(res, { query, k, mode, offset }) {
   if (query === 'busy') return fail(res, 429, 'overloaded', 'too many concurrent searches');
   mode = mode || 'dense';
   if (!['dense', 'bm25', 'hybrid'].includes(mode)) return fail(res, 400, 'bad_request', `unknown mode ${mode}`);
-  const hits = search(String(query), Math.min(Number(k) || 10, 100), mode, Number(offset) || 0);
+  const { hits, more } = search(String(query), Math.min(Number(k) || 10, 100), mode, Number(offset) || 0);
   const took_ms = Number(process.hrtime.bigint() - t0) / 1e6 + 3.2;
-  send(res, 200, { hits, took_ms, encoder: 'mock-llama2vec-tiny', mode });
+  const score_kind = { dense: 'cosine', bm25: 'bm25', hybrid: 'fused' }[mode];
+  const warning = mode === 'dense' && query === 'vague'
+    ? 'weak dense match: the closest passage has cosine 0.213, below 0.5 (server.weak_dense_score)' : undefined;
+  send(res, 200, { hits, took_ms, encoder: 'mock-llama2vec-tiny', mode, score_kind, more, warning });
 }
+
+let down = false;
 
 async function handler(req, res) {
   const url = new URL(req.url, 'http://x');
   const p = url.pathname;
+  if (p === '/__mock/down' || p === '/__mock/up') {
+    down = p === '/__mock/down';
+    return send(res, 200, { down });
+  }
+  if (down) return req.socket.destroy();
+  if (p === '/readyz') return send(res, 200, { status: 'ready' });
   if (p === '/status') {
     return send(res, 200, { documents: DOCS.length, passages: DOCS.length * 3, encoder: 'mock-llama2vec-tiny',
       backend: 'hnsw', dim: 64, modes: ['dense', 'bm25', 'hybrid'] });

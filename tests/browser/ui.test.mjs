@@ -9,6 +9,9 @@
 // EXPECT_ID     document id that must be among its results (unset: the first hit)
 // CHROMIUM      browser binary (default /usr/bin/chromium; the tests skip if it is
 //               missing, or fail instead when REQUIRE_BROWSER=1)
+// SNIPPET_QUERY a BM25 query whose match sits at the end of a long document (mock: built in)
+// SNIPPET_ID    that document's id
+// SNIPPET_WORD  the word its snippet must show highlighted (as written in the text)
 // SCREENSHOT    if set, a PNG of the results page is written there
 
 import { test, before, after } from 'node:test';
@@ -23,6 +26,9 @@ if (NO_BROWSER && process.env.REQUIRE_BROWSER === '1') throw new Error(`REQUIRE_
 const USE_MOCK = !process.env.ENGINE_URL;
 const EXPECT_QUERY = process.env.EXPECT_QUERY || (USE_MOCK ? 'rust programming language' : '');
 const EXPECT_ID = process.env.EXPECT_ID || (USE_MOCK ? 'wiki/Rust_(programming_language)' : '');
+const SNIPPET_QUERY = process.env.SNIPPET_QUERY || (USE_MOCK ? 'why does the dough rise' : '');
+const SNIPPET_ID = process.env.SNIPPET_ID || (USE_MOCK ? 'test/long' : '');
+const SNIPPET_WORD = process.env.SNIPPET_WORD || (USE_MOCK ? 'rises' : '');
 const WAIT = { timeout: 30_000 };
 
 let base;
@@ -122,7 +128,11 @@ test('search, open a document, go back', { skip: NO_BROWSER, timeout: 120_000 },
   await box.fill(EXPECT_QUERY);
   await box.press('Enter');
   await page.locator('#results .hit').first().waitFor(WAIT);
-  assert.match(await page.locator('#summary').innerText(), /\d+ results? .*\d+(\.\d+)? ms/);
+  assert.match(await page.locator('#summary').innerText(), /\d+ results?\b.*\d+(\.\d+)? ms/);
+  // Every score carries its scale, and the footer's dot says the server is up.
+  const kinds = await page.locator('#results .score .score-kind').allInnerTexts();
+  assert.ok(kinds.length > 0 && kinds.every((k) => ['cosine', 'bm25', 'fused'].includes(k)), String(kinds));
+  await page.locator('#health[data-health="ok"]').waitFor(WAIT);
   assert.equal(new URLSearchParams(new URL(page.url()).hash.slice(2)).get('q'), EXPECT_QUERY);
 
   // The expected document is among the results, under its title.
@@ -167,6 +177,21 @@ test('search, open a document, go back', { skip: NO_BROWSER, timeout: 120_000 },
   assert.ok((await deep.locator('#results a.hit-title').evaluateAll((as) => as.map((a) => a.dataset.id))).includes(id));
 });
 
+test('a snippet shows the match at the end of a long document, stem highlighted', { skip: NO_BROWSER || (!SNIPPET_QUERY && 'SNIPPET_QUERY not set'), timeout: 120_000 }, async (t) => {
+  const page = await openPage(t);
+  await page.goto(`${base}/#/?${new URLSearchParams({ q: SNIPPET_QUERY, mode: 'bm25' })}`);
+  const hit = page.locator('#results .hit', { has: page.locator(`a.hit-title[data-id="${SNIPPET_ID}"]`) });
+  await hit.waitFor(WAIT);
+  const snippet = hit.locator('.snippet');
+  const text = await snippet.innerText();
+  assert.ok(text.startsWith('…'), `snippet centred on the match, not the start: ${text}`);
+  assert.ok(text.includes(SNIPPET_WORD), text);
+  const marks = (await snippet.locator('mark').allInnerTexts()).map((m) => m.toLowerCase());
+  assert.ok(marks.includes(SNIPPET_WORD.toLowerCase()), `"${SNIPPET_WORD}" highlighted: ${marks}`);
+  assert.ok(!marks.includes('the'), `stop words are not highlighted: ${marks}`);
+  assert.equal(await hit.locator('.score-kind').innerText(), 'bm25');
+});
+
 test('mock only: errors, escaping, paging, modes', { skip: NO_BROWSER || (!USE_MOCK && 'needs the mock server'), timeout: 120_000 }, async (t) => {
   const page = await openPage(t);
   await page.goto(`${base}/#/?q=boom&mode=dense`);
@@ -200,16 +225,46 @@ test('mock only: errors, escaping, paging, modes', { skip: NO_BROWSER || (!USE_M
   // "More results" appends the next page without duplicates, then hides.
   await page.getByRole('searchbox').fill('the of and is');
   await page.getByRole('button', { name: 'Search' }).click();
-  await page.locator('#summary', { hasText: '10 results' }).waitFor(WAIT);
+  await page.locator('#summary', { hasText: '10 results, more available' }).waitFor(WAIT);
   const more = page.getByRole('button', { name: 'More results' });
+  assert.ok(await page.locator('#end').isHidden());
   await more.click();
   await page.waitForFunction(() => document.querySelectorAll('#results .hit').length > 10);
   const ids = await page.locator('#results a.hit-title').evaluateAll((as) => as.map((a) => a.dataset.id));
   assert.equal(new Set(ids).size, ids.length);
   assert.ok(await more.isHidden());
+  // The last page says so.
+  assert.ok(await page.locator('#end', { hasText: 'End of results' }).isVisible());
+  assert.doesNotMatch(await page.locator('#summary').innerText(), /more available/);
+
+  // A weak dense match is flagged above the results.
+  await page.goto(`${base}/#/?q=vague&mode=dense`);
+  await page.locator('#weak', { hasText: 'weak dense match' }).waitFor(WAIT);
 
   // Unknown document: error shown, page still usable.
   await page.goto(`${base}/#/doc/${encodeURIComponent('no/such doc')}`);
   await page.getByRole('alert').filter({ hasText: 'not_found' }).waitFor(WAIT);
   assert.equal(await page.locator('#doc-title').innerText(), 'Document not found');
+});
+
+test('mock only: the health dot follows the server, and errors can be retried', { skip: NO_BROWSER || (!USE_MOCK && 'needs the mock server'), timeout: 120_000 }, async (t) => {
+  const page = await openPage(t);
+  await page.goto(`${base}/`);
+  const dot = page.locator('#health');
+  await page.locator('#health[data-health="ok"]').waitFor(WAIT);
+  t.after(() => fetch(`${base}/__mock/up`, { method: 'POST' }));
+  await fetch(`${base}/__mock/down`, { method: 'POST' });
+  // The server is gone: a search fails with a Retry button and the dot turns red.
+  await page.getByRole('searchbox').fill('rust');
+  await page.getByRole('button', { name: 'Search' }).click();
+  const retry = page.getByRole('alert').getByRole('button', { name: 'Retry' });
+  await retry.waitFor(WAIT);
+  await page.locator('#health[data-health="down"]').waitFor(WAIT);
+  assert.match(await dot.getAttribute('title'), /unreachable/);
+  // Back up: Retry runs the search again, and the dot turns green.
+  await fetch(`${base}/__mock/up`, { method: 'POST' });
+  await retry.click();
+  await page.locator('#results .hit').first().waitFor(WAIT);
+  assert.ok(await page.getByRole('alert').isHidden());
+  await page.locator('#health[data-health="ok"]').waitFor(WAIT);
 });

@@ -42,7 +42,7 @@ async fn get_document_by_id(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let loaded = state.ready()?;
     let doc = blocking(move || {
-        let d = loaded.db().get_document(&id)?;
+        let d = loaded.get_document(&id)?;
         Ok(d.map(|d| (id, d)))
     })
     .await?;
@@ -89,15 +89,15 @@ pub async fn add_documents(
     let started = Instant::now();
     let loaded = state.ready()?;
     // Before any encoder work: a read-only database refuses the write in the end.
-    loaded.db().check_writable()?;
+    loaded.dense("adding documents")?.db().check_writable()?;
     let max = state.config.server.max_documents_per_request;
     let n = req.documents.len();
     if n == 0 {
-        return Err(ApiError::bad_request("documents must not be empty"));
+        return Err(ApiError::invalid("documents must not be empty"));
     }
     if n > max {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "too_many_documents",
             format!("{n} documents, at most {max} per request (server.max_documents_per_request)"),
         ));
@@ -105,13 +105,13 @@ pub async fn add_documents(
     let mut seen = HashSet::new();
     for (i, d) in req.documents.iter().enumerate() {
         if let Err(why) = crate::pipeline::corpus::check_id(&d.id) {
-            return Err(ApiError::bad_request(format!("documents[{i}].id {why}")));
+            return Err(ApiError::invalid(format!("documents[{i}].id {why}")));
         }
         if d.text.trim().is_empty() {
-            return Err(ApiError::bad_request(format!("documents[{i}] ({:?}) has no text", d.id)));
+            return Err(ApiError::invalid(format!("documents[{i}] ({:?}) has no text", d.id)));
         }
         if !seen.insert(d.id.as_str()) {
-            return Err(ApiError::bad_request(format!("document id {:?} appears twice", d.id)));
+            return Err(ApiError::invalid(format!("document id {:?} appears twice", d.id)));
         }
     }
     let work = store_documents(state.clone(), loaded, req, started);
@@ -126,7 +126,7 @@ async fn store_documents(
     started: Instant,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (chunk_tokens, chunk_overlap) = {
-        let m = loaded.db().manifest();
+        let m = loaded.dense("adding documents")?.db().manifest();
         (m.chunk_tokens, m.chunk_overlap)
     };
 
@@ -134,6 +134,7 @@ async fn store_documents(
     // and their tokenized texts.
     let l = loaded.clone();
     let (plan, unchanged, updated, metadata_only) = blocking(move || {
+        let l = l.dense("adding documents")?;
         let encoder = l.encoder();
         let mut plan = Vec::new();
         let (mut unchanged, mut updated) = (0usize, 0usize);
@@ -178,6 +179,7 @@ async fn store_documents(
 
     // Embed in queue-sized pieces so queries keep interleaving with a large write.
     let max_batch = state.config.server.max_batch.max(1);
+    let batcher = &loaded.dense("adding documents")?.batcher;
     let mut new_docs = Vec::with_capacity(plan.len());
     let mut passages = 0;
     for (doc, hash, chunks, prepared) in plan {
@@ -185,7 +187,7 @@ async fn store_documents(
         let mut rest = prepared;
         while !rest.is_empty() {
             let tail = rest.split_off(rest.len().min(max_batch));
-            vectors.extend(loaded.batcher.embed_prepared(rest, TextKind::Passage).await?);
+            vectors.extend(batcher.embed_prepared(rest, TextKind::Passage).await?);
             rest = tail;
         }
         passages += vectors.len();
@@ -206,8 +208,9 @@ async fn store_documents(
     let added = new_docs.len() + metadata_only.len() - updated;
     let l = loaded.clone();
     blocking(move || {
+        let l = l.dense("adding documents")?;
         // Metadata-only changes touch neither vectors nor BM25 (which indexes title and text).
-        l.db().update_metadata(&metadata_only)?;
+        l.index.update_metadata(&metadata_only)?;
         l.index.put_documents(new_docs)?;
         l.db().save_index_if_older(SAVE_INDEX_EVERY)?;
         Ok(())
@@ -237,8 +240,9 @@ async fn delete_document_by_id(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let loaded = state.ready()?;
     let deleted = blocking(move || {
-        let missing = loaded.index.delete_documents(std::slice::from_ref(&id))?;
-        loaded.db().save_index_if_older(SAVE_INDEX_EVERY)?;
+        let d = loaded.dense("deleting documents")?;
+        let missing = d.index.delete_documents(std::slice::from_ref(&id))?;
+        d.db().save_index_if_older(SAVE_INDEX_EVERY)?;
         Ok(missing.is_empty().then_some(id))
     })
     .await?;
@@ -271,7 +275,7 @@ fn id_of_cursor(cursor: &str) -> Result<String, ApiError> {
     hex::decode(cursor)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| ApiError::bad_request("cursor is not one this server returned"))
+        .ok_or_else(|| ApiError::invalid("cursor is not one this server returned"))
 }
 
 /// `GET /documents`: a page of documents in id order and the cursor of the next page (`null`
@@ -285,14 +289,16 @@ pub async fn list_documents(
     let loaded = state.ready()?;
     let limit = p.limit.unwrap_or(PAGE_DEFAULT);
     if limit == 0 || limit > PAGE_MAX {
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::invalid(format!(
             "limit must be between 1 and {PAGE_MAX}, got {limit}"
         )));
     }
     let after = p.cursor.as_deref().filter(|c| !c.is_empty()).map(id_of_cursor).transpose()?;
     let with_text = p.with_text.unwrap_or(false);
-    let (page, more) =
-        blocking(move || Ok(loaded.db().scroll_documents(after.as_deref(), limit)?)).await?;
+    let (page, more) = blocking(move || {
+        Ok(loaded.dense("listing documents")?.db().scroll_documents(after.as_deref(), limit)?)
+    })
+    .await?;
     let next_cursor = page.last().filter(|_| more).map(|(id, _)| cursor_after(id));
     let documents: Vec<serde_json::Value> = page
         .into_iter()
@@ -331,20 +337,22 @@ pub async fn delete_many(
     ApiJson(req): ApiJson<DeleteManyRequest>,
 ) -> Result<Response, ApiError> {
     let loaded = state.ready()?;
-    loaded.db().check_writable()?;
+    // Refused before any work (and before a task is started): a lexical-only or read-only
+    // database.
+    loaded.dense("deleting documents")?.db().check_writable()?;
     let filter = req.filter.as_ref().map(Filter::parse).transpose()?;
     let filter = filter.filter(|f| !f.is_empty());
     match (&req.ids, &filter) {
         (None, None) if req.filter.is_some() => {
-            return Err(ApiError::bad_request(
+            return Err(ApiError::invalid(
                 "filter has no condition, so it would delete every document; name the ids or \
                  give a condition",
             ))
         }
-        (None, None) => return Err(ApiError::bad_request("give ids, a filter, or both")),
+        (None, None) => return Err(ApiError::invalid("give ids, a filter, or both")),
         (Some(ids), _) if ids.len() > state.config.server.max_documents_per_request => {
             return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
+                StatusCode::UNPROCESSABLE_ENTITY,
                 "too_many_documents",
                 format!(
                     "{} ids, at most {} per request (server.max_documents_per_request)",
@@ -356,15 +364,16 @@ pub async fn delete_many(
         _ => {}
     }
     let work = blocking(move || {
+        let d = loaded.dense("deleting documents")?;
         let n = match (&req.ids, &filter) {
-            (ids, Some(f)) => loaded.index.delete_matching(f, ids.as_deref())?.len(),
+            (ids, Some(f)) => d.index.delete_matching(f, ids.as_deref())?.len(),
             (Some(ids), None) => {
                 let unique: HashSet<&String> = ids.iter().collect();
-                unique.len() - loaded.index.delete_documents(ids)?.len()
+                unique.len() - d.index.delete_documents(ids)?.len()
             }
             (None, None) => 0,
         };
-        loaded.db().save_index_if_older(SAVE_INDEX_EVERY)?;
+        d.db().save_index_if_older(SAVE_INDEX_EVERY)?;
         Ok(Json(json!({ "deleted": n })))
     });
     state.tasks.run_or_start(w.wait.unwrap_or(true), "delete_documents", work).await
@@ -374,8 +383,11 @@ pub async fn delete_many(
 pub async fn get_task(
     State(state): AppStateRef,
     _auth: ApiKeyAccess,
-    ApiPath(id): ApiPath<u64>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::invalid(format!("task id must be a number, got {id:?}")))?;
     state.tasks.get(id).map(Json).ok_or_else(|| {
         ApiError::not_found("no task with this id (tasks are kept in memory until a restart)")
     })
@@ -408,7 +420,8 @@ async fn patch_document_by_id(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let loaded = state.ready()?;
     let missing = blocking(move || {
-        let missing = loaded.db().update_metadata(&[(id.clone(), req.metadata)])?;
+        let d = loaded.dense("updating metadata")?;
+        let missing = d.index.update_metadata(&[(id.clone(), req.metadata)])?;
         Ok(missing.is_empty().then_some(id))
     })
     .await?;

@@ -6,7 +6,7 @@
 //!   "truncation_direction"}` answers a bare `[[f32]]`. `prompt_name` picks the Llama2Vec
 //!   template: `query` (the default, as in the engine's shape) or `passage` (`document` is an
 //!   alias). Vectors are always L2-normalised, so `normalize: false` is refused. Without
-//!   `truncate: true` a text over its kind's token limit is refused (413), as TEI does; with it
+//!   `truncate: true` a text over its kind's token limit is refused (422), as TEI refuses it; with it
 //!   the text is cut at the end (`truncation_direction` `right`; `left` is refused).
 //!
 //! Both, and `/v1/embeddings` (see `openai`), share [`embed_texts`]: the same limits
@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{blocking, prepare_query, AppStateRef};
-use crate::encoder::TextKind;
+use crate::encoder::{Embed, TextKind};
 use crate::server::auth::EmbedAccess;
 use crate::server::error::{ApiError, ApiJson};
 use crate::server::state::{AppState, Loaded};
@@ -33,7 +33,7 @@ pub enum TooLong {
     /// The engine's `/embed`: a query is refused (`server.max_query_tokens`), a passage is cut
     /// to `encoder.max_passage_tokens` as at indexing time.
     QueriesRefused,
-    /// Refused with 413 (TEI without `truncate`, OpenAI).
+    /// Refused with 422 (TEI without `truncate`, OpenAI).
     Refused,
     /// Cut at the end to the limit (TEI `truncate: true`).
     Truncated,
@@ -58,19 +58,19 @@ pub async fn embed_texts(
 ) -> Result<Embedded, ApiError> {
     let max = state.config.server.max_embed_texts;
     if texts.is_empty() {
-        return Err(ApiError::bad_request(format!("{field} must not be empty")));
+        return Err(ApiError::invalid(format!("{field} must not be empty")));
     }
     if texts.len() > max {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "too_many_texts",
             format!("{} texts, at most {max} per request (server.max_embed_texts)", texts.len()),
         ));
     }
     if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
-        return Err(ApiError::bad_request(format!("{field}[{i}] is empty")));
+        return Err(ApiError::invalid(format!("{field}[{i}] is empty")));
     }
-    let encoder = loaded.encoder().clone();
+    let encoder = loaded.dense("embedding")?.encoder().clone();
     let max_query_tokens = state.config.server.max_query_tokens;
     let items = blocking(move || {
         let limit = match kind {
@@ -83,7 +83,7 @@ pub async fn embed_texts(
                 TextKind::Passage => "encoder.max_passage_tokens",
             };
             ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
+                StatusCode::UNPROCESSABLE_ENTITY,
                 "text_too_long",
                 format!(
                     "{field}[{i}] has {n} tokens, the limit for a {} is {limit} ({setting})",
@@ -134,7 +134,7 @@ pub async fn embed_texts(
     let max_tokens = state.config.server.max_request_tokens;
     if tokens > max_tokens {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "too_many_tokens",
             format!(
                 "the texts come to {tokens} tokens, at most {max_tokens} per request \
@@ -142,7 +142,7 @@ pub async fn embed_texts(
             ),
         ));
     }
-    let vectors = loaded.batcher.embed_prepared(items, kind).await?;
+    let vectors = loaded.dense("embedding")?.batcher.embed_prepared(items, kind).await?;
     Ok(Embedded { vectors, tokens })
 }
 
@@ -157,7 +157,7 @@ fn kind_name(kind: TextKind) -> &'static str {
 /// list of integers, or of lists of them) is refused: the server tokenizes.
 pub fn text_inputs(value: Value, field: &str) -> Result<Vec<String>, ApiError> {
     let token_ids = || {
-        ApiError::bad_request(format!(
+        ApiError::invalid(format!(
             "{field} holds token ids; this server takes text only (a string or a list of strings)"
         ))
     };
@@ -241,7 +241,7 @@ fn prompt_kind(name: Option<&str>) -> Result<TextKind, ApiError> {
         Some(n) if n.eq_ignore_ascii_case("passage") || n.eq_ignore_ascii_case("document") => {
             Ok(TextKind::Passage)
         }
-        Some(n) => Err(ApiError::bad_request(format!(
+        Some(n) => Err(ApiError::invalid(format!(
             "unknown prompt_name {n:?}: this server has the prompts query and passage (alias document)"
         ))),
     }
@@ -263,7 +263,7 @@ pub async fn embed(
             embed_texts(&state, &loaded, req.texts, kind, TooLong::QueriesRefused, "texts").await?;
         return Ok(Json(json!({
             "embeddings": out.vectors,
-            "dim": loaded.dim(),
+            "dim": loaded.dense("embedding")?.encoder().dim(),
             "encoder": loaded.encoder_name,
             "kind": kind,
         }))
@@ -271,7 +271,7 @@ pub async fn embed(
     }
     let req: TeiEmbedRequest = from_value(body)?;
     if req.normalize == Some(false) {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::invalid(
             "normalize: false is not supported: this encoder's vectors are always L2-normalised",
         ));
     }
@@ -279,7 +279,7 @@ pub async fn embed(
         None | Some("") => {}
         Some(d) if d.eq_ignore_ascii_case("right") => {}
         Some(d) => {
-            return Err(ApiError::bad_request(format!(
+            return Err(ApiError::invalid(format!(
                 "truncation_direction {d:?} is not supported: texts are cut at the end (right)"
             )))
         }
@@ -295,7 +295,8 @@ pub async fn embed(
 pub async fn info(State(state): AppStateRef) -> Result<Json<Value>, ApiError> {
     let loaded = state.ready()?;
     let c = &state.config;
-    let opts = loaded.encoder().options();
+    let encoder = loaded.dense("/info")?.encoder();
+    let opts = encoder.options();
     Ok(Json(json!({
         "model_id": loaded.encoder_name,
         "model_sha": null,
@@ -311,7 +312,7 @@ pub async fn info(State(state): AppStateRef) -> Result<Json<Value>, ApiError> {
         "version": env!("CARGO_PKG_VERSION"),
         "sha": null,
         "docker_label": null,
-        "dim": loaded.dim(),
+        "dim": encoder.dim(),
         "prompts": ["query", "passage"],
         "template": opts.template.as_str(),
     })))

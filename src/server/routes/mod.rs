@@ -11,13 +11,14 @@ use axum::Json;
 use serde_json::json;
 
 use super::error::ApiError;
-use super::state::AppState;
+use super::state::{AppState, Backing};
 use crate::encoder::{Encoder, Prepared, TextKind};
 
 pub mod documents;
 pub mod embed;
 pub mod openai;
 pub mod search;
+pub mod snapshots;
 
 pub type AppStateRef = State<Arc<AppState>>;
 
@@ -39,18 +40,34 @@ pub async fn metrics(State(state): AppStateRef) -> Response {
 pub async fn status(State(state): AppStateRef) -> Result<Json<serde_json::Value>, ApiError> {
     let loaded = state.ready()?;
     let l = loaded.clone();
-    let s = blocking(move || Ok(l.db().status()?)).await?;
-    Ok(Json(json!({
-        "documents": s.documents,
-        "passages": s.passages,
-        "indexed": s.indexed,
+    let common = json!({
         "encoder": loaded.encoder_name,
-        "backend": s.backend.as_str(),
-        "dim": s.dim,
         "modes": loaded.modes(),
         "encoder_trained": loaded.encoder_trained(),
         "default_mode": loaded.default_mode().as_str(),
-    })))
+    });
+    let mut out = match &loaded.backing {
+        Backing::Dense(_) => {
+            let s = blocking(move || Ok(l.dense("status")?.db().status()?)).await?;
+            json!({
+                "documents": s.documents,
+                "passages": s.passages,
+                "indexed": s.indexed,
+                "backend": s.backend.as_str(),
+                "dim": s.dim,
+                "lexical_only": false,
+            })
+        }
+        Backing::LexicalOnly { index, .. } => json!({
+            "documents": index.count(),
+            "backend": "bm25",
+            "lexical_only": true,
+        }),
+    };
+    if let (Some(o), Some(c)) = (out.as_object_mut(), common.as_object()) {
+        o.extend(c.clone());
+    }
+    Ok(Json(out))
 }
 
 pub async fn openapi() -> Json<serde_json::Value> {
@@ -64,7 +81,7 @@ pub async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?
 }
 
-/// Tokenizes a query, refusing (413) one longer than `max_tokens` rather than silently
+/// Tokenizes a query, refusing (422) one longer than `max_tokens` rather than silently
 /// searching with a truncated query.
 pub fn prepare_query(
     encoder: &Encoder,
@@ -72,11 +89,11 @@ pub fn prepare_query(
     max_tokens: usize,
 ) -> Result<Prepared, ApiError> {
     if text.trim().is_empty() {
-        return Err(ApiError::bad_request("query must not be empty"));
+        return Err(ApiError::invalid("query must not be empty"));
     }
     let too_long = |n: String| {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "query_too_long",
             format!("query has {n} tokens, the limit is {max_tokens} (server.max_query_tokens)"),
         )

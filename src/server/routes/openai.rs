@@ -14,7 +14,7 @@
 //!   default, as in `engine embed`) or `query` picks the Llama2Vec template.
 //! - `user`: accepted and ignored.
 //!
-//! Texts over their kind's token limit are refused (413), as OpenAI refuses over-long input.
+//! Texts over their kind's token limit are refused (422), as OpenAI refuses over-long input.
 //! Errors are the engine's error shape, which is OpenAI's (`error.message`, `error.type`,
 //! `error.code`). `usage` counts the tokens the encoder ran, prompt template included.
 
@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 
 use super::embed::{embed_texts, from_value, text_inputs, TooLong};
 use super::AppStateRef;
-use crate::encoder::TextKind;
+use crate::encoder::{Embed, TextKind};
 use crate::server::auth::EmbedAccess;
 use crate::server::error::{ApiError, ApiJson};
 
@@ -68,15 +68,15 @@ pub async fn embeddings(
         None | Some("") | Some("float") => false,
         Some("base64") => true,
         Some(other) => {
-            return Err(ApiError::bad_request(format!(
+            return Err(ApiError::invalid(format!(
                 "encoding_format must be float or base64, got {other:?}"
             )))
         }
     };
-    let dim = loaded.dim();
+    let dim = loaded.dense("/v1/embeddings")?.encoder().dim();
     if let Some(d) = req.dimensions {
         if d != dim as u64 {
-            return Err(ApiError::bad_request(format!(
+            return Err(ApiError::invalid(format!(
                 "dimensions {d} is not supported: this model's vectors have {dim} dimensions \
                  (send {dim} or leave dimensions out)"
             )));
@@ -86,7 +86,7 @@ pub async fn embeddings(
         None | Some("") | Some("passage") | Some("document") => TextKind::Passage,
         Some("query") => TextKind::Query,
         Some(other) => {
-            return Err(ApiError::bad_request(format!(
+            return Err(ApiError::invalid(format!(
                 "input_type must be passage (alias document) or query, got {other:?}"
             )))
         }

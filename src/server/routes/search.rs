@@ -13,10 +13,12 @@ use super::{blocking, prepare_query, AppStateRef};
 use crate::encoder::TextKind;
 use crate::filter::Filter;
 use crate::fusion::{Fusion, FusionRequest};
-use crate::search::{SearchMode, SearchOptions};
+use crate::search::{Ranked, SearchMode, SearchOptions};
 use crate::server::auth::ReadAccess;
 use crate::server::error::{ApiError, ApiJson, ApiQuery};
-use crate::server::state::AppState;
+use crate::server::state::{AppState, Backing};
+use crate::snippet::{self, QueryTerms};
+use crate::store::DocHit;
 
 /// Parses the request's `mode`; absent or empty means `default`.
 fn parse_mode(s: Option<&str>, default: SearchMode) -> Result<SearchMode, ApiError> {
@@ -87,13 +89,46 @@ pub struct SearchParams {
 #[derive(Debug, Serialize)]
 pub struct Hit {
     pub id: String,
+    /// On the scale the response's `score_kind` names.
     pub score: f32,
     pub title: String,
+    /// The part of the passage where the query's words are densest (`crate::snippet`).
     pub snippet: String,
+    /// Words of the title and snippet matching the query (stemmed, stop words ignored), as
+    /// written: what to highlight.
+    pub highlights: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,
+}
+
+impl Hit {
+    /// A hit with its query-biased snippet (`snippet_chars` characters of its passage).
+    pub fn new(h: DocHit, terms: &QueryTerms, snippet_chars: usize) -> Self {
+        let s = snippet::snippet(&h.title, &h.passage, terms, snippet_chars);
+        Hit {
+            id: h.id,
+            score: h.score,
+            title: h.title,
+            snippet: s.text,
+            highlights: s.highlights,
+            text: None,
+            metadata: None,
+        }
+    }
+}
+
+/// The warning a dense or hybrid search carries when its best cosine similarity is below
+/// `threshold` (`server.weak_dense_score`).
+pub fn weak_dense_warning(best_dense: Option<f32>, threshold: f32) -> Option<String> {
+    let best = best_dense?;
+    (best < threshold).then(|| {
+        format!(
+            "weak dense match: the closest passage has cosine {best:.3}, below {threshold} \
+             (server.weak_dense_score); bm25 may find the query's words"
+        )
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -102,7 +137,14 @@ pub struct SearchResponse {
     pub took_ms: f64,
     pub encoder: String,
     pub mode: SearchMode,
+    /// The scale of every hit's score: `cosine` (dense), `bm25` or `fused` (hybrid).
+    pub score_kind: &'static str,
     pub offset: usize,
+    /// Whether hits ranked below these exist (ask with `offset + k`).
+    pub more: bool,
+    /// Set when the dense match is weak (see `server.weak_dense_score`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 pub async fn post_search(
@@ -119,7 +161,7 @@ pub async fn get_search(
     ApiQuery(p): ApiQuery<SearchParams>,
 ) -> Result<Json<SearchResponse>, ApiError> {
     let req = SearchRequest {
-        query: p.q.ok_or_else(|| ApiError::bad_request("missing query parameter q"))?,
+        query: p.q.ok_or_else(|| ApiError::invalid("missing query parameter q"))?,
         k: p.k,
         with_text: p.with_text.unwrap_or(false),
         mode: p.mode,
@@ -128,7 +170,7 @@ pub async fn get_search(
             .filter
             .map(|f| serde_json::from_str(&f))
             .transpose()
-            .map_err(|e| ApiError::bad_request(format!("filter is not valid JSON: {e}")))?,
+            .map_err(|e| ApiError::invalid(format!("filter is not valid JSON: {e}")))?,
         with_metadata: p.with_metadata.unwrap_or(false),
         limit: p.limit,
         alpha: p.alpha,
@@ -141,28 +183,19 @@ pub async fn get_search(
     search(state, req).await.map(Json)
 }
 
-/// Cuts `text` to at most `max` characters (on a char boundary), marking the cut.
-pub fn snippet(text: &str, max: usize) -> String {
-    let text = text.trim();
-    match text.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}…", text[..cut].trim_end()),
-        None => text.to_string(),
-    }
-}
-
 async fn search(state: Arc<AppState>, req: SearchRequest) -> Result<SearchResponse, ApiError> {
     let started = Instant::now();
     let loaded = state.ready()?;
     let cfg = &state.config.server;
     let k = one_of("k", req.k, "limit", req.limit)?.unwrap_or(cfg.default_k);
     if k == 0 || k > cfg.max_k {
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::invalid(format!(
             "k must be between 1 and {} (server.max_k), got {k}",
             cfg.max_k
         )));
     }
     if req.offset > cfg.max_offset {
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::invalid(format!(
             "offset must be at most {} (server.max_offset), got {}",
             cfg.max_offset, req.offset
         )));
@@ -170,7 +203,7 @@ async fn search(state: Arc<AppState>, req: SearchRequest) -> Result<SearchRespon
     let filter = req.filter.as_ref().map(Filter::parse).transpose()?;
     let mode = parse_mode(req.mode.as_deref(), loaded.default_mode())?;
     if !loaded.modes().contains(&mode) {
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::invalid(format!(
             "mode {} is not available on this server (available: {})",
             mode.as_str(),
             loaded.modes().iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
@@ -181,47 +214,70 @@ async fn search(state: Arc<AppState>, req: SearchRequest) -> Result<SearchRespon
     let settings =
         SearchOptions { k, fusion, filter: None, score_threshold: req.score_threshold, ef: req.ef };
     settings.check()?;
-    let encoder = loaded.encoder().clone();
-    let max_tokens = cfg.max_query_tokens;
     let query = req.query;
-    let q = query.clone();
-    // The token limit applies in every mode, so a query's validity does not depend on it.
-    let prepared = blocking(move || prepare_query(&encoder, &q, max_tokens)).await?;
-    let vector = if mode.needs_vector() {
-        Some(
-            loaded
-                .batcher
-                .embed_prepared(vec![prepared], TextKind::Query)
-                .await?
-                .pop()
-                .ok_or_else(|| ApiError::internal("encoder returned no vector"))?,
-        )
-    } else {
-        None
+    let vector = match &loaded.backing {
+        Backing::Dense(d) => {
+            let encoder = d.encoder().clone();
+            let max_tokens = cfg.max_query_tokens;
+            let q = query.clone();
+            // The token limit applies in every mode, so a query's validity does not depend on it.
+            let prepared = blocking(move || prepare_query(&encoder, &q, max_tokens)).await?;
+            if mode.needs_vector() {
+                let mut v = d.batcher.embed_prepared(vec![prepared], TextKind::Query).await?;
+                Some(v.pop().ok_or_else(|| ApiError::internal("encoder returned no vector"))?)
+            } else {
+                None
+            }
+        }
+        Backing::LexicalOnly { .. } => {
+            if query.trim().is_empty() {
+                return Err(ApiError::invalid("query must not be empty"));
+            }
+            if filter.is_some() {
+                return Err(ApiError::invalid(
+                    "a --lexical-only database stores no metadata, so it cannot filter",
+                ));
+            }
+            None
+        }
     };
     let (offset, with_text, snippet_chars) = (req.offset, req.with_text, cfg.snippet_chars);
     let with_metadata = req.with_metadata;
+    let weak = cfg.weak_dense_score;
     let l = loaded.clone();
-    let hits = blocking(move || {
-        let opts = SearchOptions { k: offset + k, filter: filter.as_ref(), ..settings };
-        let found = l.index.search_with(mode, &query, vector.as_deref(), &opts)?;
+    let (hits, more, best_dense) = blocking(move || {
+        // One hit beyond the page says whether more exist.
+        let want = offset + k + 1;
+        let ranked = match &l.backing {
+            Backing::Dense(d) => {
+                let opts = SearchOptions { k: want, filter: filter.as_ref(), ..settings };
+                d.index.search_with(mode, &query, vector.as_deref(), &opts)?
+            }
+            Backing::LexicalOnly { index, .. } => {
+                // The server holds no writer on it, so `engine index --lexical-only` may add
+                // to it meanwhile: pick up its commits.
+                index.reload()?;
+                let mut hits = crate::search::search_lexical_only(index, &query, want)?;
+                if let Some(t) = settings.score_threshold {
+                    // Hits are best first: the cut keeps a prefix.
+                    hits.retain(|h| h.score >= t);
+                }
+                Ranked { hits, best_dense: None }
+            }
+        };
+        let more = ranked.hits.len() == want;
+        let terms = QueryTerms::new(&query);
         let mut hits = Vec::with_capacity(k);
-        for h in found.into_iter().skip(offset) {
-            let doc = if with_text || with_metadata { l.db().get_document(&h.id)? } else { None };
-            let text = doc.as_ref().filter(|_| with_text).map(|d| d.text.clone());
-            let metadata = doc
+        for h in ranked.hits.into_iter().skip(offset).take(k) {
+            let doc = if with_text || with_metadata { l.get_document(&h.id)? } else { None };
+            let mut hit = Hit::new(h, &terms, snippet_chars);
+            hit.text = doc.as_ref().filter(|_| with_text).map(|d| d.text.clone());
+            hit.metadata = doc
                 .filter(|_| with_metadata)
                 .map(|d| serde_json::from_str(&d.metadata).unwrap_or(serde_json::Value::Null));
-            hits.push(Hit {
-                snippet: snippet(&h.passage, snippet_chars),
-                id: h.id,
-                score: h.score,
-                title: h.title,
-                text,
-                metadata,
-            });
+            hits.push(hit);
         }
-        Ok(hits)
+        Ok((hits, more, ranked.best_dense))
     })
     .await?;
     Ok(SearchResponse {
@@ -229,11 +285,14 @@ async fn search(state: Arc<AppState>, req: SearchRequest) -> Result<SearchRespon
         took_ms: started.elapsed().as_secs_f64() * 1000.0,
         encoder: loaded.encoder_name.clone(),
         mode,
+        score_kind: mode.score_kind(),
         offset,
+        more,
+        warning: weak_dense_warning(best_dense, weak),
     })
 }
 
-/// `a` or its alias `b` (400 naming both when they are given and differ).
+/// `a` or its alias `b` (422 naming both when they are given and differ).
 fn one_of<T: PartialEq + std::fmt::Display>(
     name: &str,
     a: Option<T>,
@@ -241,7 +300,7 @@ fn one_of<T: PartialEq + std::fmt::Display>(
     b: Option<T>,
 ) -> Result<Option<T>, ApiError> {
     match (a, b) {
-        (Some(a), Some(b)) if a != b => Err(ApiError::bad_request(format!(
+        (Some(a), Some(b)) if a != b => Err(ApiError::invalid(format!(
             "{name} ({a}) and its alias {alias} ({b}) differ: send one of them"
         ))),
         (a, b) => Ok(a.or(b)),
@@ -261,7 +320,7 @@ fn request_fusion(
         rrf_k: req.rrf_k,
     };
     if let (Some(field), false) = (r.first_given(), mode == SearchMode::Hybrid) {
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::invalid(format!(
             "{field} applies to hybrid mode only; this search's mode is {} (send mode: hybrid)",
             mode.as_str()
         )));
