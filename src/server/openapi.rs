@@ -494,20 +494,20 @@ fn compat_schemas() -> Value {
                     "type": "object", "required": ["inputs"],
                     "description": "text-embeddings-inference's /embed body; told from EmbedRequest by its inputs field.",
                     "properties": {
-                        "inputs": { "oneOf": [ { "type": "string", "minLength": 1, "pattern": "\\S" }, { "type": "array", "minItems": 1, "items": { "type": "string", "minLength": 1, "pattern": "\\S" } } ], "description": "One text or a list (at most server.max_embed_texts). Token ids are refused (400)." },
+                        "inputs": { "oneOf": [ { "type": "string", "minLength": 1, "pattern": "\\S" }, { "type": "array", "minItems": 1, "items": { "type": "string", "minLength": 1, "pattern": "\\S" } } ], "description": "One text or a list (at most server.max_embed_texts). Token ids are refused (422)." },
                         "prompt_name": { "type": "string", "enum": ["query", "passage", "document"], "default": "query", "description": "The Llama2Vec template: query (NEXT) or passage (SELF; document is an alias)." },
-                        "normalize": { "type": "boolean", "default": true, "description": "Vectors are always L2-normalised: false is refused (400)." },
-                        "truncate": { "type": "boolean", "default": false, "description": "Cut texts over their kind's token limit (encoder.max_passage_tokens; server.max_query_tokens for queries) instead of refusing them (413)." },
-                        "truncation_direction": { "type": "string", "enum": ["right", "Right"], "description": "Texts are cut at the end; left is refused (400)." }
+                        "normalize": { "type": "boolean", "default": true, "description": "Vectors are always L2-normalised: false is refused (422)." },
+                        "truncate": { "type": "boolean", "default": false, "description": "Cut texts over their kind's token limit (encoder.max_passage_tokens; server.max_query_tokens for queries) instead of refusing them (422)." },
+                        "truncation_direction": { "type": "string", "enum": ["right", "Right"], "description": "Texts are cut at the end; left is refused (422)." }
                     }
                 },
                 "OpenAiEmbeddingsRequest": {
                     "type": "object", "required": ["input"],
                     "properties": {
-                        "input": { "oneOf": [ { "type": "string", "minLength": 1, "pattern": "\\S" }, { "type": "array", "minItems": 1, "items": { "type": "string", "minLength": 1, "pattern": "\\S" } } ], "description": "One text or a list (at most server.max_embed_texts). Token-id arrays are refused (400). Texts over their kind's token limit are refused (413)." },
+                        "input": { "oneOf": [ { "type": "string", "minLength": 1, "pattern": "\\S" }, { "type": "array", "minItems": 1, "items": { "type": "string", "minLength": 1, "pattern": "\\S" } } ], "description": "One text or a list (at most server.max_embed_texts). Token-id arrays are refused (422). Texts over their kind's token limit are refused (422)." },
                         "model": { "type": "string", "description": "Optional; when sent, the served encoder's name (/v1/models, /info model_id, /status encoder: the model file or folder name), else 404 model_not_found." },
                         "encoding_format": { "type": "string", "enum": ["float", "base64"], "default": "float", "description": "base64: the little-endian f32 bytes of each vector, base64-encoded (what OpenAI's clients ask for by default)." },
-                        "dimensions": { "type": "integer", "description": "Refused (400) unless equal to the model's dimension (/info dim)." },
+                        "dimensions": { "type": "integer", "description": "Refused (422) unless equal to the model's dimension (/info dim)." },
                         "input_type": { "type": "string", "enum": ["passage", "document", "query"], "default": "passage", "description": "Extension (NVIDIA NIM's name; send it with the OpenAI client's extra_body): the Llama2Vec template." },
                         "user": { "type": "string", "description": "Accepted and ignored." }
                     }
