@@ -533,17 +533,22 @@ mod tests {
     use crate::pipeline::testing::HashEmbedder;
     use crate::store::DbOptions;
 
+    /// An empty flat-backend database with its BM25 index, in `dir`.
+    fn flat_index(dir: &Path) -> SearchIndex {
+        let e = HashEmbedder::new(16);
+        let params = AnnParams::from_config(&crate::config::Config::default().index);
+        let opts = DbOptions { backend: Backend::Flat, params, chunk_tokens: 64, chunk_overlap: 8 };
+        let db = Database::create_or_open(dir, &e.fingerprint(), &opts).unwrap();
+        SearchIndex::open(db, true).unwrap()
+    }
+
     /// Overlapping writes (the server runs them concurrently) share the marker: one that
     /// finishes first must not remove it while another's BM25 half is still to come, and a
     /// write that failed half-way leaves it for the next open whatever follows.
     #[test]
     fn the_marker_stays_until_the_last_overlapping_write_is_done() {
         let dir = tempfile::tempdir().unwrap();
-        let e = HashEmbedder::new(16);
-        let params = AnnParams::from_config(&crate::config::Config::default().index);
-        let opts = DbOptions { backend: Backend::Flat, params, chunk_tokens: 64, chunk_overlap: 8 };
-        let db = Database::create_or_open(dir.path(), &e.fingerprint(), &opts).unwrap();
-        let index = SearchIndex::open(db, true).unwrap();
+        let index = flat_index(dir.path());
         let marker = dir.path().join(LEXICAL_PENDING);
         let store_only = |_: &Database| Ok(());
         index
@@ -566,11 +571,7 @@ mod tests {
     fn metadata_updates_wait_for_a_snapshot_in_progress() {
         use std::sync::atomic::{AtomicBool, Ordering};
         let dir = tempfile::tempdir().unwrap();
-        let e = HashEmbedder::new(16);
-        let params = AnnParams::from_config(&crate::config::Config::default().index);
-        let opts = DbOptions { backend: Backend::Flat, params, chunk_tokens: 64, chunk_overlap: 8 };
-        let db = Database::create_or_open(dir.path(), &e.fingerprint(), &opts).unwrap();
-        let index = SearchIndex::open(db, true).unwrap();
+        let index = flat_index(dir.path());
         let done = AtomicBool::new(false);
         std::thread::scope(|s| {
             let snapshot = index.gate.write().unwrap();
