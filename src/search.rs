@@ -320,29 +320,16 @@ impl SearchIndex {
         k: usize,
         fusion: &Fusion,
     ) -> Result<Vec<DocHit>> {
-        Ok(self.search_ranked(mode, text, vector, k, fusion, None)?.hits)
+        let opts =
+            SearchOptions { k, fusion: *fusion, filter: None, score_threshold: None, ef: None };
+        Ok(self.search_with(mode, text, vector, &opts)?.hits)
     }
 
-    /// Top `k` documents passing `filter` in any mode. BM25 candidates are fetched with a
-    /// growing depth until `k` pass or the lexical index is exhausted; dense goes through
-    /// [`Database::search_dense_filtered`] (ANN, then an exact scan of the matching set); hybrid
-    /// fuses the two filtered lists, so every fused hit matches.
-    /// The best dense score comes back beside the hits (see [`Ranked`]).
-    pub fn search_ranked(
-        &self,
-        mode: SearchMode,
-        text: &str,
-        vector: Option<&[f32]>,
-        k: usize,
-        fusion: &Fusion,
-        filter: Option<&Filter>,
-    ) -> Result<Ranked> {
-        let opts = SearchOptions { k, fusion: *fusion, filter, score_threshold: None, ef: None };
-        self.search_with(mode, text, vector, &opts)
-    }
-
-    /// Top `opts.k` documents with every per-search setting of [`SearchOptions`]: filtered as
-    /// [`SearchIndex::search_ranked`], then cut at the score threshold. The best dense score
+    /// Top `opts.k` documents with every per-search setting of [`SearchOptions`]. With a
+    /// filter, BM25 candidates are fetched with a growing depth until `k` pass or the lexical
+    /// index is exhausted; dense goes through [`Database::search_dense_filtered`] (ANN, then an
+    /// exact scan of the matching set); hybrid fuses the two filtered lists, so every fused hit
+    /// matches. Hits are then cut at the score threshold; the best dense score
     /// ([`Ranked::best_dense`]) is taken before the cut.
     pub fn search_with(
         &self,

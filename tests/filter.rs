@@ -10,7 +10,7 @@ use engine::fusion::Fusion;
 use engine::index::{AnnParams, Backend};
 use engine::pipeline::testing::HashEmbedder;
 use engine::pipeline::{index_documents, Document, IndexOptions, Silent};
-use engine::search::{sync_lexical, SearchIndex, SearchMode};
+use engine::search::{sync_lexical, SearchIndex, SearchMode, SearchOptions};
 use engine::store::{Database, DbOptions};
 use serde_json::json;
 
@@ -99,7 +99,9 @@ fn check(backend: Backend) {
         let text = "ocean tide reef";
         let q = e.embed(&[text], TextKind::Query).unwrap().remove(0);
         for mode in [SearchMode::Dense, SearchMode::Bm25, SearchMode::Hybrid] {
-            let hits = s.search_ranked(mode, text, Some(&q), k, &fusion, Some(&f)).unwrap().hits;
+            let opts =
+                SearchOptions { k, fusion, filter: Some(&f), score_threshold: None, ef: None };
+            let hits = s.search_with(mode, text, Some(&q), &opts).unwrap().hits;
             assert!(hits.iter().all(|h| matching.contains(&h.id)), "{backend:?} {mode:?} {pct}%");
             if mode != SearchMode::Bm25 {
                 // Every matching document has a vector, so dense finds min(k, matching).
@@ -144,11 +146,9 @@ fn check(backend: Backend) {
         Filter::parse(&json!({"must": [{"key": "topic", "match": {"value": "nope"}}]})).unwrap();
     let q = e.embed(&["ocean"], TextKind::Query).unwrap().remove(0);
     for mode in [SearchMode::Dense, SearchMode::Bm25, SearchMode::Hybrid] {
-        assert!(s
-            .search_ranked(mode, "ocean", Some(&q), k, &fusion, Some(&none))
-            .unwrap()
-            .hits
-            .is_empty());
+        let opts =
+            SearchOptions { k, fusion, filter: Some(&none), score_threshold: None, ef: None };
+        assert!(s.search_with(mode, "ocean", Some(&q), &opts).unwrap().hits.is_empty());
     }
 }
 
