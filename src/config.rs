@@ -52,6 +52,8 @@ pub struct IndexConfig {
     pub faiss_nprobe: usize,
     pub chunk_tokens: usize,
     pub chunk_overlap: usize,
+    /// Encoder batches sorted by length and committed together by `engine index`.
+    pub window_batches: usize,
     pub id_field: String,
     pub title_field: String,
     pub text_field: String,

@@ -36,7 +36,7 @@ fn ok_json(out: Output) -> serde_json::Value {
 /// A config with small batches and chunks so a small corpus has many batches.
 fn setup(dir: &Path) -> PathBuf {
     let p = dir.join("test.toml");
-    std::fs::write(&p, "[encoder]\nbatch_size = 4\n[index]\nchunk_tokens = 12\nchunk_overlap = 3\nbackend = \"hnsw\"\n")
+    std::fs::write(&p, "[encoder]\nbatch_size = 4\n[index]\nchunk_tokens = 12\nchunk_overlap = 3\nbackend = \"hnsw\"\nwindow_batches = 8\n")
         .unwrap();
     p
 }
@@ -289,7 +289,7 @@ fn tiny_model_config(dir: &Path) -> PathBuf {
     std::fs::write(
         &p,
         format!(
-            "[model]\npath = {:?}\n[encoder]\nbatch_size = 4\n[index]\nchunk_tokens = 16\nchunk_overlap = 4\n",
+            "[model]\npath = {:?}\n[encoder]\nbatch_size = 4\n[index]\nchunk_tokens = 16\nchunk_overlap = 4\nwindow_batches = 8\n",
             model.display().to_string()
         ),
     )

@@ -528,3 +528,44 @@ fn bm25_is_repaired_after_an_indexing_run_stopped_before_it_reached_bm25() {
     assert_eq!(hits.len(), in_store, "BM25 must hold every update the store holds");
     assert!(!dir.path().join(LEXICAL_PENDING).exists());
 }
+
+/// Passages of very different lengths are batched with little padding under the default
+/// options (length sorting over wide windows), and the report counts the encoder's real work.
+#[test]
+fn default_batching_pads_under_two_percent_and_reports_its_work() {
+    let config = engine::config::Config::default();
+    // Lengths from 5 to 404 words (seeded), a spread like real abstracts'.
+    let mut x = 12345u64;
+    let docs: Vec<Document> = (0..1500)
+        .map(|i| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let words = 5 + (x >> 33) as usize % 400;
+            let text: Vec<String> = (0..words).map(|w| format!("w{}", (w * 7 + i) % 997)).collect();
+            doc(&format!("d{i}"), "", &text.join(" "))
+        })
+        .collect();
+    let run = |window_batches: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        let e = HashEmbedder::new(DIM);
+        let db = Database::create_or_open(dir.path(), &e.fingerprint(), &db_opts(Backend::Flat))
+            .unwrap();
+        let opts = IndexOptions { window_batches, ..IndexOptions::from_config(&config) };
+        index_documents(&db, &e, docs.clone(), &opts, &Silent).unwrap()
+    };
+    let wide = run(IndexOptions::from_config(&config).window_batches);
+    let f = wide.forward;
+    assert_eq!(f.sequences as usize, wide.passages_embedded);
+    // Every passage's words are counted once (overlapping chunks count their overlap twice).
+    let words: u64 = docs.iter().map(|d| d.text.split_whitespace().count() as u64).sum();
+    assert!(f.tokens >= words, "{f:?}");
+    assert!(f.padding_share() < 0.02, "padding {:.3} of positions", f.padding_share());
+    assert!(wide.tokens_per_s > 0.0 && wide.passages_per_s > 0.0);
+    // One batch per window sorts nothing across batches: the padding the wide window saves.
+    let narrow = run(1);
+    assert_eq!(narrow.forward.tokens, f.tokens);
+    assert!(
+        narrow.forward.padding_share() > 4.0 * f.padding_share(),
+        "{:?} vs {f:?}",
+        narrow.forward
+    );
+}

@@ -98,4 +98,54 @@ pub trait Embed: Send + Sync {
     fn max_passage_tokens(&self) -> usize {
         usize::MAX
     }
+    /// The work of every forward pass so far (zero for embedders that do not count it): what
+    /// indexing reports as tokens/s and padding waste.
+    fn forward_stats(&self) -> ForwardStats {
+        ForwardStats::default()
+    }
+}
+
+/// Cumulative work of an embedder's forward passes. Take two readings and subtract
+/// ([`ForwardStats::since`]) to measure a stretch of work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ForwardStats {
+    /// Texts embedded.
+    pub sequences: u64,
+    /// Tokens of those texts, template included: the model's real work.
+    pub tokens: u64,
+    /// Padding positions the batches added on top of `tokens`.
+    pub padding: u64,
+    /// Wall time inside forward passes (tokenizing excluded).
+    pub seconds: f64,
+}
+
+impl ForwardStats {
+    /// The work done between `earlier` and `self`.
+    pub fn since(&self, earlier: &ForwardStats) -> ForwardStats {
+        ForwardStats {
+            sequences: self.sequences - earlier.sequences,
+            tokens: self.tokens - earlier.tokens,
+            padding: self.padding - earlier.padding,
+            seconds: self.seconds - earlier.seconds,
+        }
+    }
+
+    /// Real tokens per second of forward time.
+    pub fn tokens_per_s(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.tokens as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// Share of the computed positions that were padding.
+    pub fn padding_share(&self) -> f64 {
+        let all = self.tokens + self.padding;
+        if all > 0 {
+            self.padding as f64 / all as f64
+        } else {
+            0.0
+        }
+    }
 }

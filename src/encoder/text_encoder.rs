@@ -2,6 +2,8 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use candle_core::{DType, Device};
 use sha2::{Digest, Sha256};
@@ -9,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::model::{ForwardMode, Llama, LlamaConfig, LlamaWeights};
 use super::template::{self, Padding, Pooling, Prepared, Template};
 use super::tokenizer::LlmTokenizer;
-use super::{Embed, EncoderFingerprint, TextKind};
+use super::{Embed, EncoderFingerprint, ForwardStats, TextKind};
 use crate::config::Config;
 use crate::error::{Error, Result};
 
@@ -136,6 +138,17 @@ pub struct Encoder {
     source: PathBuf,
     format: ModelFormat,
     trained: bool,
+    counters: ForwardCounters,
+}
+
+/// Running totals behind [`Embed::forward_stats`]; atomics because the server embeds from
+/// several tasks.
+#[derive(Default)]
+struct ForwardCounters {
+    sequences: AtomicU64,
+    tokens: AtomicU64,
+    padding: AtomicU64,
+    nanos: AtomicU64,
 }
 
 impl Encoder {
@@ -194,6 +207,7 @@ impl Encoder {
             source: path.to_path_buf(),
             format,
             trained,
+            counters: ForwardCounters::default(),
         })
     }
 
@@ -218,6 +232,7 @@ impl Encoder {
             source: PathBuf::new(),
             format: ModelFormat::HuggingFace,
             trained: false,
+            counters: ForwardCounters::default(),
         }
     }
 
@@ -276,8 +291,17 @@ impl Encoder {
             self.model.dtype(),
             self.model.device(),
         )?;
+        let started = Instant::now();
         let hidden = self.model.forward(&batch.inputs, ForwardMode::Fast)?;
-        template::pool(&hidden, &batch.pool_weights)
+        let pooled = template::pool(&hidden, &batch.pool_weights)?;
+        let tokens: usize = items.iter().map(|p| p.ids.len()).sum();
+        let longest = items.iter().map(|p| p.ids.len()).max().unwrap_or(0);
+        let c = &self.counters;
+        c.sequences.fetch_add(items.len() as u64, Ordering::Relaxed);
+        c.tokens.fetch_add(tokens as u64, Ordering::Relaxed);
+        c.padding.fetch_add((longest * items.len() - tokens) as u64, Ordering::Relaxed);
+        c.nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        Ok(pooled)
     }
 
     /// Embeds prepared texts in length-sorted batches of `batch_size`, returning input order.
@@ -326,6 +350,16 @@ impl Embed for Encoder {
 
     fn token_spans(&self, text: &str) -> Result<Vec<(usize, usize)>> {
         Ok(self.tokenizer.encode_with_offsets(text)?.1)
+    }
+
+    fn forward_stats(&self) -> ForwardStats {
+        let c = &self.counters;
+        ForwardStats {
+            sequences: c.sequences.load(Ordering::Relaxed),
+            tokens: c.tokens.load(Ordering::Relaxed),
+            padding: c.padding.load(Ordering::Relaxed),
+            seconds: c.nanos.load(Ordering::Relaxed) as f64 * 1e-9,
+        }
     }
 
     fn max_passage_tokens(&self) -> usize {
@@ -417,6 +451,23 @@ mod tests {
 
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    /// The counters behind indexing's tok/s: real tokens (template included) and padding.
+    #[test]
+    fn forward_stats_count_tokens_and_padding_of_each_batch() {
+        let (_d, enc) = tiny(Pooling::Llama2Vec, Padding::Left);
+        let texts = ["a", "a somewhat longer text here"];
+        let lengths: Vec<u64> = texts
+            .iter()
+            .map(|t| enc.prepare(t, TextKind::Passage).unwrap().ids.len() as u64)
+            .collect();
+        let before = enc.forward_stats();
+        enc.embed(&texts, TextKind::Passage).unwrap();
+        let s = enc.forward_stats().since(&before);
+        assert_eq!((s.sequences, s.tokens), (2, lengths[0] + lengths[1]));
+        assert_eq!(s.padding, lengths[1] - lengths[0]);
+        assert!(s.seconds > 0.0 && s.tokens_per_s() > 0.0);
     }
 
     #[test]

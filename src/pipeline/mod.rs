@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 pub use corpus::{read_corpus, Corpus, CorpusFormat, CorpusOptions, Document};
 
-use crate::encoder::{Embed, TextKind};
+use crate::encoder::{Embed, ForwardStats, TextKind};
 use crate::error::{Error, Result};
 use crate::store::{Database, DocRecord, NewDocument, NewPassage};
 
@@ -36,7 +36,8 @@ pub struct IndexOptions {
     pub chunk_overlap: usize,
     /// Save the ANN index at least this often during a long run.
     pub save_every: Duration,
-    /// Batches per commit window (sorting by length happens within a window).
+    /// Batches per commit window (`index.window_batches`): passages are sorted by length
+    /// within a window, so a wider one pads less.
     pub window_batches: usize,
     /// Test hook: sleep after each batch so a test can kill the process mid-run.
     pub batch_delay: Option<Duration>,
@@ -50,7 +51,7 @@ impl IndexOptions {
             chunk_tokens: c.index.chunk_tokens,
             chunk_overlap: c.index.chunk_overlap,
             save_every: Duration::from_secs(120),
-            window_batches: 16,
+            window_batches: c.index.window_batches.max(1),
             batch_delay: None,
         }
     }
@@ -72,6 +73,12 @@ pub struct IndexReport {
     /// Passages whose vectors came from an interrupted earlier run.
     pub passages_resumed: usize,
     pub seconds: f64,
+    /// The encoder's work in this run: tokens (template included), padding, forward time.
+    pub forward: ForwardStats,
+    /// Tokens embedded per second of the whole run (reading, chunking and storing included):
+    /// the figure to set beside `engine bench encode`.
+    pub tokens_per_s: f64,
+    pub passages_per_s: f64,
 }
 
 /// Progress callbacks (the CLI drives an indicatif bar with them).
@@ -194,6 +201,7 @@ pub fn index_documents(
     progress: &dyn Progress,
 ) -> Result<IndexReport> {
     let started = Instant::now();
+    let forward_before = embedder.forward_stats();
     if embedder.fingerprint() != db.manifest().encoder {
         return Err(Error::EncoderMismatch(
             "embedder differs from the one that built the database".into(),
@@ -250,6 +258,9 @@ pub fn index_documents(
     db.save_index()?;
     progress.finish();
     report.seconds = started.elapsed().as_secs_f64();
+    report.forward = embedder.forward_stats().since(&forward_before);
+    report.tokens_per_s = report.forward.tokens as f64 / report.seconds;
+    report.passages_per_s = report.passages_embedded as f64 / report.seconds;
     Ok(report)
 }
 

@@ -3,20 +3,28 @@
 //! whitespace tokens. Texts sharing words get similar vectors, so retrieval tests are meaningful
 //! without loading a model.
 
+use std::sync::Mutex;
+
 use sha2::{Digest, Sha256};
 
-use crate::encoder::{Embed, EncoderFingerprint, TextKind};
+use crate::encoder::{Embed, EncoderFingerprint, ForwardStats, TextKind};
 use crate::error::Result;
 
 pub struct HashEmbedder {
     dim: usize,
     max_passage_tokens: usize,
+    /// Each `embed` call counted as one padded batch of whitespace tokens.
+    stats: Mutex<ForwardStats>,
 }
 
 impl HashEmbedder {
     /// A `dim`-dimensional embedder with no passage length limit.
     pub fn new(dim: usize) -> Self {
-        HashEmbedder { dim: dim.max(2), max_passage_tokens: usize::MAX }
+        HashEmbedder {
+            dim: dim.max(2),
+            max_passage_tokens: usize::MAX,
+            stats: Mutex::new(ForwardStats::default()),
+        }
     }
 
     /// Reports `tokens` as its passage limit, as a real encoder's `encoder.max_passage_tokens`.
@@ -61,7 +69,17 @@ impl Embed for HashEmbedder {
         }
     }
     fn embed(&self, texts: &[&str], _kind: TextKind) -> Result<Vec<Vec<f32>>> {
+        let lengths: Vec<u64> = texts.iter().map(|t| t.split_whitespace().count() as u64).collect();
+        let longest = lengths.iter().copied().max().unwrap_or(0);
+        if let Ok(mut s) = self.stats.lock() {
+            s.sequences += texts.len() as u64;
+            s.tokens += lengths.iter().sum::<u64>();
+            s.padding += lengths.iter().map(|n| longest - n).sum::<u64>();
+        }
         Ok(texts.iter().map(|t| self.one(t)).collect())
+    }
+    fn forward_stats(&self) -> ForwardStats {
+        self.stats.lock().map(|s| *s).unwrap_or_default()
     }
     fn max_passage_tokens(&self) -> usize {
         self.max_passage_tokens
