@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use engine::index::{bench, AnnParams};
+use engine::train::bench::Stage;
 
 use super::Ctx;
 
@@ -22,7 +23,8 @@ pub enum BenchWhat {
     Encode(EncodeBenchArgs),
     /// ANN build time and QPS at recall@10 >= 0.95.
     Ann(AnnArgs),
-    /// Training step (forward + backward) tokens/s.
+    /// Training step (forward + backward) tokens/s and peak RSS of `engine adapt` and
+    /// `engine finetune`.
     Train(TrainBenchArgs),
     /// HTTP /search requests/s and p50/p99 at 1, 4 and 16 concurrent clients (loopback),
     /// beside the query encoder alone.
@@ -56,12 +58,21 @@ pub struct TrainBenchArgs {
     /// Trainable modes to measure, comma separated (all, last:N, lora).
     #[arg(long, default_value = "last:4,lora,all")]
     pub trainable: String,
-    /// Sequences per step.
+    /// Stages to measure, comma separated: adapt (EBAE + EBAR + LM), finetune (InfoNCE).
+    #[arg(long, default_value = "adapt,finetune")]
+    pub stages: String,
+    /// Sequences per step: passages for adapt, queries for finetune.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
-    /// Passage tokens per sequence (the SELF and NEXT suffixes come on top).
+    /// Passage tokens per sequence (the template's tokens come on top).
     #[arg(long, default_value_t = 64)]
     pub tokens: usize,
+    /// Passages per query in finetune (1 positive + negatives), as `train.group_size`.
+    #[arg(long, default_value_t = 2)]
+    pub group: usize,
+    /// Query tokens in finetune.
+    #[arg(long, default_value_t = 32)]
+    pub query_tokens: usize,
     /// Measured steps per mode (after one warm-up).
     #[arg(long, default_value_t = 2)]
     pub steps: usize,
@@ -321,36 +332,57 @@ fn run_train(ctx: &Ctx, a: TrainBenchArgs) -> Result<()> {
             other => Err(anyhow::anyhow!("--special-rows takes train,frozen; got {other:?}")),
         })
         .collect::<Result<_>>()?;
+    if a.group == 0 || a.batch == 0 || a.tokens == 0 || a.query_tokens == 0 {
+        anyhow::bail!("--batch, --tokens, --group and --query-tokens must be at least 1");
+    }
+    let stages: Vec<Stage> = a
+        .stages
+        .split(',')
+        .map(|s| match s.trim() {
+            "adapt" => Ok(Stage::Adapt),
+            "finetune" => Ok(Stage::Finetune { group: a.group, query_tokens: a.query_tokens }),
+            other => Err(anyhow::anyhow!("--stages takes adapt,finetune; got {other:?}")),
+        })
+        .collect::<Result<_>>()?;
     let encoder = super::embed::load_encoder(&cfg)?;
     println!(
-        "train bench: adapt loss, {} x {} passage tokens, {}, {} threads, median of {} steps",
+        "train bench: batch {} x {} passage tokens (finetune: group {}, {}-token queries), {}, \
+         {} threads, median of {} steps",
         a.batch,
         a.tokens,
+        a.group,
+        a.query_tokens,
         a.dtype,
         rayon::current_num_threads(),
         a.steps
     );
     println!(
-        "{:<10} {:<8} {:>7} {:>12} {:>8} {:>8} {:>8}",
-        "trainable", "<sN>", "frozen", "params", "fwd s", "bwd s", "tok/s"
+        "{:<9} {:<10} {:<8} {:>7} {:>12} {:>8} {:>8} {:>8} {:>9}",
+        "stage", "trainable", "<sN>", "frozen", "params", "fwd s", "bwd s", "tok/s", "peak RSS"
     );
     let mut all = Vec::new();
-    for mode in a.trainable.split(',').map(str::trim) {
-        for &train_rows in &rows {
-            let m = engine::train::bench::measure_step(
-                &encoder, mode, train_rows, a.batch, a.tokens, a.steps,
-            )?;
-            println!(
-                "{:<10} {:<8} {:>7} {:>12} {:>8.2} {:>8.2} {:>8.1}",
-                m.trainable,
-                if train_rows { "train" } else { "frozen" },
-                m.frozen_layers,
-                m.trainable_params,
-                m.forward_s,
-                m.backward_s,
-                m.tokens_per_s
-            );
-            all.push(m);
+    for &stage in &stages {
+        for mode in a.trainable.split(',').map(str::trim) {
+            for &train_rows in &rows {
+                let m = engine::train::bench::measure_step(
+                    &encoder, stage, mode, train_rows, a.batch, a.tokens, a.steps,
+                )?;
+                let rss =
+                    m.peak_rss_bytes.map_or("-".into(), |b| format!("{:.2} GB", b as f64 / 1e9));
+                println!(
+                    "{:<9} {:<10} {:<8} {:>7} {:>12} {:>8.2} {:>8.2} {:>8.1} {:>9}",
+                    m.stage,
+                    m.trainable,
+                    if train_rows { "train" } else { "frozen" },
+                    m.frozen_layers,
+                    m.trainable_params,
+                    m.forward_s,
+                    m.backward_s,
+                    m.tokens_per_s,
+                    rss
+                );
+                all.push(m);
+            }
         }
     }
     println!("{}", serde_json::to_string(&all)?);
