@@ -279,3 +279,49 @@ async fn collection_routes_need_the_keys_their_kind_needs() {
     assert_eq!(send(Method::DELETE, "/collections/k", Some("admin-k")).await, 200);
     s.stop().await.unwrap();
 }
+
+/// The web UI has the collection picker, the filters and the hybrid slider, and the routes its
+/// script calls for them answer (the browser itself runs in tests/browser when installed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_ui_offers_collections_filters_and_the_hybrid_slider() {
+    let fx = fixture();
+    let s = TestServer::start(&fx, |_| {}, None).await;
+    let page = s.client.get(s.url("/")).send().await.unwrap().text().await.unwrap();
+    for hook in [
+        r#"id="collection""#,
+        r#"id="filters""#,
+        r#"id="alpha""#,
+        r#"type="range""#,
+        r#"id="alpha-value""#,
+    ] {
+        assert!(page.contains(hook), "index.html lacks {hook}");
+    }
+    let script = s.client.get(s.url("/app.js")).send().await.unwrap().text().await.unwrap();
+    for call in
+        ["api('collections')", "`${base()}fields`", "`${base()}search?${qs}`", "qs.set('alpha'"]
+    {
+        assert!(script.contains(call), "app.js lacks {call}");
+    }
+    assert_eq!(put(&s, "/collections/ui", None).await.0, 201);
+    let (st, r) = s.get("/collections").await;
+    assert_eq!((st, r["collections"][1]["name"].as_str()), (200, Some("ui")), "{r}");
+    // What the script builds: the fields of a collection, then a search with one of their
+    // values as the filter and the slider's alpha.
+    for prefix in ["", "collections/default/"] {
+        let (st, f) = s.get(&format!("/{prefix}fields")).await;
+        assert_eq!(st, 200, "{f}");
+        let source = f["fields"].as_array().unwrap().iter().find(|f| f["key"] == "source");
+        assert_eq!(source.unwrap()["values"], json!(["test"]), "{f}");
+        let filter = json!({ "must": [{ "key": "source", "match": { "value": "test" } }] });
+        let q = format!(
+            "/{prefix}search?q=language&k=10&mode=hybrid&offset=0&alpha=0.7&filter={}",
+            enc(&filter.to_string())
+        );
+        let (st, r) = s.get(&q).await;
+        assert_eq!(st, 200, "{r}");
+        assert!(!hit_ids(&r).is_empty(), "{r}");
+    }
+    let (st, r) = s.get("/collections/ui/fields").await;
+    assert_eq!((st, r["fields"].clone()), (200, json!([])), "{r}");
+    s.stop().await.unwrap();
+}

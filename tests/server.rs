@@ -987,6 +987,15 @@ async fn browser_ui_against_the_real_server() {
         json!({ "documents": [{ "id": "notes/long", "title": "Baking notes", "text": long }] });
     let (st, r) = s.post("/documents", &doc).await;
     assert_eq!(st, 200, "{r}");
+    // A collection for the picker, with a metadata field to filter on.
+    let r = s.client.put(s.url("/collections/shelves")).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let shelves = json!({ "documents": [
+        { "id": "shelves/a", "title": "Otters", "text": "Otters on shelf a.", "metadata": { "shelf": "a" } },
+        { "id": "shelves/b", "title": "More otters", "text": "Otters on shelf b.", "metadata": { "shelf": "b" } }
+    ] });
+    let (st, r) = s.post("/collections/shelves/documents", &shelves).await;
+    assert_eq!(st, 200, "{r}");
     let out = tokio::process::Command::new("node")
         .args(["--test", "tests/browser/ui.test.mjs"])
         .current_dir(root)
@@ -996,6 +1005,7 @@ async fn browser_ui_against_the_real_server() {
         .env("SNIPPET_QUERY", "why does the dough rise")
         .env("SNIPPET_ID", "notes/long")
         .env("SNIPPET_WORD", "Rises")
+        .env("COLLECTION", "shelves")
         .env("REQUIRE_BROWSER", "1")
         .env("CHROMIUM", &chromium)
         .output();
