@@ -90,6 +90,9 @@ pub struct ServerConfig {
     pub log_format: String,
     /// Where `POST /snapshots` writes archives; empty: `DB.snapshots/` beside the database.
     pub snapshot_dir: PathBuf,
+    /// The folder of the named collections (one database folder each, see
+    /// `server::collections`); empty: `DB.collections/` beside the database.
+    pub collections_dir: PathBuf,
     /// Origins browsers may call the API from (CORS); empty: none. See `server::cors`.
     #[serde(default)]
     pub cors_origins: Vec<String>,

@@ -14,7 +14,7 @@
 //! | storage | [`store`] | the database folder: sled documents and vectors, the manifest, the folder names |
 //! | vectors → neighbours | [`index`] | the [`index::AnnIndex`] trait and its HNSW, FAISS and flat backends |
 //! | words → BM25 | [`lexical`] | the tantivy index beside the store |
-//! | retrieval | [`search`], [`fusion`], [`filter`] | dense / BM25 / hybrid over one database, score fusion, Qdrant-style metadata filters |
+//! | retrieval | [`search`], [`fusion`], [`filter`] | dense / BM25 / hybrid over one database, score fusion, Qdrant-style metadata filters; `engine bench filter` ([`search::filter_bench`]) |
 //! | HTTP | [`server`] | axum routes, the batching encoder queue, keys, limits, metrics, the UI assets |
 //! | training | [`train`] | Llama2Vec adaptation (EBAE + EBAR) and contrastive fine-tuning |
 //! | measurement | [`eval`] | qrels, runs, trec_eval-equal metrics |

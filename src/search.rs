@@ -2,6 +2,8 @@
 //! index in `DB/lexical/`) or hybrid (both rankings fused). One implementation serves
 //! `engine search`, `engine eval` and the server, so the three always agree.
 
+pub mod filter_bench;
+
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Mutex, RwLock};

@@ -201,15 +201,16 @@ async fn search_documents_embed_status_and_metadata_endpoints() {
     let (st, spec) = s.get("/openapi.json").await;
     assert_eq!(st, 200);
     assert_eq!(spec["openapi"], "3.1.0");
-    for (method, path) in server::ROUTES {
-        assert!(spec["paths"][path][method].is_object(), "openapi lacks {method} {path}");
+    for (method, path) in server::routes() {
+        assert!(spec["paths"][&path][method].is_object(), "openapi lacks {method} {path}");
     }
     let described: usize =
         spec["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
-    assert_eq!(described, server::ROUTES.len(), "openapi describes routes the server lacks");
+    assert_eq!(described, server::routes().len(), "openapi describes routes the server lacks");
     // ... and every listed route exists (not the JSON 404 of the fallback).
-    for (method, path) in server::ROUTES {
-        let path = path.replace("{id}", "no%2Fsuch");
+    for (method, path) in server::routes() {
+        // Probed on the default collection: PUT and DELETE of it are refused (409).
+        let path = path.replace("{id}", "no%2Fsuch").replace("{name}", "default");
         let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let r = s.client.request(m, s.url(&path)).send().await.unwrap();
         let body: Value = r.json().await.unwrap_or(Value::Null);
@@ -655,21 +656,21 @@ async fn openapi_states_the_statuses_and_minimum_lengths_the_server_enforces() {
     let listed = |method: &str, path: &str, status: u16| {
         spec["paths"][path][method]["responses"][status.to_string()].is_object()
     };
-    for (method, path) in server::ROUTES {
-        if !spec["paths"][path][method]["requestBody"].is_object() {
+    for (method, path) in server::routes() {
+        if !spec["paths"][&path][method]["requestBody"].is_object() {
             continue;
         }
         let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let r = s
             .client
-            .request(m, s.url(path))
+            .request(m, s.url(&path.replace("{name}", "default")))
             .header("content-type", "text/plain")
             .body("{}")
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 415, "{method} {path}");
-        assert!(listed(method, path, 415), "{method} {path} does not list 415");
+        assert!(listed(method, &path, 415), "{method} {path} does not list 415");
     }
     let probes = [
         ("/search", json!({ "query": " " }), "SearchRequest", "/properties/query"),
@@ -728,6 +729,43 @@ async fn openapi_states_the_statuses_and_minimum_lengths_the_server_enforces() {
         }
     }
     assert_eq!(s.get("/search?q=%20").await.0, 422);
+    // Collections: each status a probe gets is listed for its operation.
+    let send = |method: &str, path: String, body: Option<Value>| {
+        let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let mut r = s.client.request(m, s.url(&path));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    let collection_probes = [
+        ("get", "/collections", "/collections", None, 200),
+        ("get", "/fields", "/fields", None, 200),
+        ("get", "/collections/{name}", "/collections/nope", None, 404),
+        ("put", "/collections/{name}", "/collections/bad.name", None, 422),
+        ("put", "/collections/{name}", "/collections/x", Some(json!({ "model": "../x" })), 422),
+        ("put", "/collections/{name}", "/collections/default", None, 409),
+        ("put", "/collections/{name}", "/collections/x", Some(json!({})), 201),
+        ("get", "/collections/{name}/fields", "/collections/x/fields", None, 200),
+        ("put", "/collections/{name}", "/collections/x", None, 409),
+        ("delete", "/collections/{name}", "/collections/default", None, 409),
+        ("delete", "/collections/{name}", "/collections/bad.name", None, 422),
+        ("delete", "/collections/{name}", "/collections/x", None, 200),
+        ("delete", "/collections/{name}", "/collections/x", None, 404),
+    ];
+    for (method, route, path, body, want) in collection_probes {
+        let st = send(method, path.to_string(), body).await;
+        assert_eq!(st, want, "{method} {path}");
+        assert!(listed(method, route, st), "{method} {route} does not list {st}");
+    }
+    for (method, route) in
+        server::routes().into_iter().filter(|(_, p)| p.starts_with("/collections/{name}/"))
+    {
+        let path = route.replace("{name}", "nope").replace("{id}", "x");
+        let body = (method != "get").then(|| json!({}));
+        assert_eq!(send(method, path, body).await, 404, "{method} {route}");
+        assert!(listed(method, &route, 404), "{method} {route} does not list 404");
+    }
     let params = spec["paths"]["/search"]["get"]["parameters"].as_array().unwrap();
     let q = params.iter().find(|p| p["name"] == "q").unwrap();
     assert_eq!(q["schema"]["minLength"], 1, "{q}");
@@ -949,6 +987,15 @@ async fn browser_ui_against_the_real_server() {
         json!({ "documents": [{ "id": "notes/long", "title": "Baking notes", "text": long }] });
     let (st, r) = s.post("/documents", &doc).await;
     assert_eq!(st, 200, "{r}");
+    // A collection for the picker, with a metadata field to filter on.
+    let r = s.client.put(s.url("/collections/shelves")).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let shelves = json!({ "documents": [
+        { "id": "shelves/a", "title": "Otters", "text": "Otters on shelf a.", "metadata": { "shelf": "a" } },
+        { "id": "shelves/b", "title": "More otters", "text": "Otters on shelf b.", "metadata": { "shelf": "b" } }
+    ] });
+    let (st, r) = s.post("/collections/shelves/documents", &shelves).await;
+    assert_eq!(st, 200, "{r}");
     let out = tokio::process::Command::new("node")
         .args(["--test", "tests/browser/ui.test.mjs"])
         .current_dir(root)
@@ -958,6 +1005,7 @@ async fn browser_ui_against_the_real_server() {
         .env("SNIPPET_QUERY", "why does the dough rise")
         .env("SNIPPET_ID", "notes/long")
         .env("SNIPPET_WORD", "Rises")
+        .env("COLLECTION", "shelves")
         .env("REQUIRE_BROWSER", "1")
         .env("CHROMIUM", &chromium)
         .output();

@@ -1,6 +1,9 @@
 // engine web UI: search page + document page, routed on the URL hash.
-//   #/?q=TEXT&mode=MODE   search (the query lives in the URL: links, back/forward work)
-//   #/doc/ID              one document (ID is encodeURIComponent'd; may contain '/')
+//   #/?q=TEXT&mode=MODE[&c=COLLECTION][&filter=JSON][&alpha=X]
+//                         search (the query lives in the URL: links, back/forward work)
+//   #/doc/ID[?c=COLLECTION]  one document (ID is encodeURIComponent'd; may contain '/')
+// The collection picker lists GET /collections; the filters are built from the collection's
+// GET fields (metadata keys and sample values); the slider sends alpha in hybrid mode.
 // Server text only ever reaches the page through textContent / text nodes.
 
 import { highlightSegments } from './highlight.js';
@@ -16,7 +19,16 @@ const el = {
   docView: $('doc-view'), back: $('back'), docTitle: $('doc-title'), docId: $('doc-id'),
   docText: $('doc-text'), docMetaSection: $('doc-meta-section'), docMeta: $('doc-meta'),
   status: $('status'), health: $('health'),
+  collection: $('collection'), collectionRow: $('collection-row'),
+  alpha: $('alpha'), alphaRow: $('alpha-row'), alphaValue: $('alpha-value'),
+  filters: $('filters'), filtersBox: $('filters-box'),
 };
+
+// The collection searched; '' routes (search, documents, status, fields) are the default's.
+let collection = 'default';
+const base = () => (collection === 'default' ? '' : `collections/${encodeURIComponent(collection)}/`);
+// Whether the slider was moved: untouched, hybrid uses the server's fusion.
+let alphaSet = false;
 
 // What the search view currently shows, so "back" from a document is instant.
 // `next` is the server offset of the next page (hits with an id already shown are skipped).
@@ -148,7 +160,7 @@ const fmt = (n) => (typeof n === 'number' ? n.toLocaleString('en-US') : '?');
 
 async function loadStatus() {
   try {
-    const s = await api('status');
+    const s = await api(`${base()}status`);
     el.status.replaceChildren();
     const parts = [
       ['documents', fmt(s.documents)], ['passages', s.lexical_only ? undefined : fmt(s.passages)],
@@ -187,8 +199,91 @@ function searchParams() {
   return new URLSearchParams(h.startsWith('?') ? h.slice(1) : '');
 }
 
+// The search's URL: query and mode, and the collection, filter and slider when set.
 function hashFor(query, mode) {
-  return `#/?${new URLSearchParams({ q: query, mode })}`;
+  const p = new URLSearchParams({ q: query, mode });
+  if (collection !== 'default') p.set('c', collection);
+  const filter = currentFilter();
+  if (filter) p.set('filter', JSON.stringify(filter));
+  if (mode === 'hybrid' && alphaSet) p.set('alpha', el.alpha.value);
+  return `#/?${p}`;
+}
+
+// ---------- collections, filters, slider ----------
+
+async function loadCollections() {
+  try {
+    const r = await api('collections');
+    const names = (Array.isArray(r.collections) ? r.collections : []).map((c) => c.name);
+    if (!names.includes(collection)) names.push(collection);
+    el.collection.replaceChildren(...names.map((n) => {
+      const o = document.createElement('option');
+      o.value = n;
+      o.textContent = n;
+      return o;
+    }));
+    el.collection.value = collection;
+    el.collectionRow.hidden = names.length < 2;
+  } catch {
+    el.collectionRow.hidden = true;   // an older server: one database
+  }
+}
+
+// One select per metadata key with sample values (GET fields); chosen values are ANDed.
+async function loadFields(chosen = {}) {
+  let fields = [];
+  try {
+    const r = await api(`${base()}fields`);
+    fields = Array.isArray(r.fields) ? r.fields : [];
+  } catch { /* an older server: no filters */ }
+  el.filters.replaceChildren();
+  for (const f of fields) {
+    const values = Array.isArray(f.values) ? f.values : [];
+    if (!values.length) continue;
+    const label = document.createElement('label');
+    const name = document.createElement('span');
+    name.textContent = f.key;
+    const select = document.createElement('select');
+    select.dataset.key = f.key;
+    const any = document.createElement('option');
+    any.value = '';
+    any.textContent = 'any';
+    select.append(any);
+    for (const v of values) {
+      const o = document.createElement('option');
+      o.value = JSON.stringify(v);
+      o.textContent = String(v);
+      select.append(o);
+    }
+    if (f.key in chosen) select.value = JSON.stringify(chosen[f.key]);
+    label.append(name, select);
+    el.filters.append(label);
+  }
+  el.filtersBox.hidden = el.filters.children.length === 0;
+}
+
+// The Qdrant-style filter of the chosen values, or null.
+function currentFilter() {
+  const must = [...el.filters.querySelectorAll('select')]
+    .filter((s) => s.value !== '')
+    .map((s) => ({ key: s.dataset.key, match: { value: JSON.parse(s.value) } }));
+  return must.length ? { must } : null;
+}
+
+// The chosen values of a filter from the URL ({key: value}), for the selects.
+function chosenOf(filterText) {
+  const out = {};
+  try {
+    for (const c of JSON.parse(filterText || '{}').must || []) {
+      if (c && c.match && 'value' in c.match) out[c.key] = c.match.value;
+    }
+  } catch { /* not ours: ignored */ }
+  return out;
+}
+
+function showAlpha(mode) {
+  el.alphaRow.hidden = mode !== 'hybrid';
+  el.alphaValue.textContent = alphaSet ? Number(el.alpha.value).toFixed(2) : 'server default';
 }
 
 // `words`: the server's highlights for this text (stemmed matches); else the query's words.
@@ -219,7 +314,8 @@ function renderHit(hit, rank, query, scoreKind) {
   head.className = 'hit-head';
   const a = document.createElement('a');
   a.className = 'hit-title';
-  a.href = `#/doc/${encodeURIComponent(hit.id)}`;
+  const inCollection = collection === 'default' ? '' : `?${new URLSearchParams({ c: collection })}`;
+  a.href = `#/doc/${encodeURIComponent(hit.id)}${inCollection}`;
   a.dataset.id = hit.id;
   if (hit.title) appendText(a, hit.title, query, words);
   else a.textContent = hit.id;
@@ -266,9 +362,12 @@ async function runSearch(query, mode, { append = false } = {}) {
   const ctrl = startRequest();
   const offset = append ? shown.next : 0;
   const qs = new URLSearchParams({ q: query, k: String(PAGE), mode, offset: String(offset) });
+  const filter = currentFilter();
+  if (filter) qs.set('filter', JSON.stringify(filter));
+  if (mode === 'hybrid' && alphaSet) qs.set('alpha', el.alpha.value);
   el.more.disabled = true;
   try {
-    const r = await api(`search?${qs}`, { signal: ctrl.signal });
+    const r = await api(`${base()}search?${qs}`, { signal: ctrl.signal });
     showError(null);
     if (!append) {
       Object.assign(shown, {
@@ -318,10 +417,18 @@ async function runSearch(query, mode, { append = false } = {}) {
   }
 }
 
-function showSearchView() {
+async function showSearchView() {
   const p = searchParams();
   const query = (p.get('q') || '').trim();
   const mode = p.get('mode') || currentMode();
+  const wanted = p.get('c') || 'default';
+  if (wanted !== collection) await switchCollection(wanted, chosenOf(p.get('filter')));
+  else if (JSON.stringify(currentFilter()) !== JSON.stringify(chosenFilter(p.get('filter')))) {
+    await loadFields(chosenOf(p.get('filter')));
+  }
+  alphaSet = p.has('alpha');
+  if (alphaSet) el.alpha.value = p.get('alpha');
+  showAlpha(mode);
   el.q.value = query;
   renderModes([...el.modes.querySelectorAll('input')].map((i) => i.value), mode);
   el.docView.hidden = true;
@@ -349,6 +456,26 @@ function showSearchView() {
 
 // ---------- document view ----------
 
+// The filter of the URL as the selects would build it (null when none).
+function chosenFilter(filterText) {
+  const must = Object.entries(chosenOf(filterText)).map(([key, value]) => ({ key, match: { value } }));
+  return must.length ? { must } : null;
+}
+
+// Searches `name` from now on: its status line, modes and filters.
+async function switchCollection(name, chosen = {}) {
+  collection = name;
+  if (![...el.collection.options].some((o) => o.value === name)) {
+    const o = document.createElement('option');
+    o.value = name;
+    o.textContent = name;
+    el.collection.append(o);
+  }
+  el.collection.value = name;
+  shown.key = null;
+  await Promise.all([loadStatus(), loadFields(chosen)]);
+}
+
 async function showDocView(id) {
   searchScroll = el.searchView.hidden ? searchScroll : window.scrollY;
   el.searchView.hidden = true;
@@ -363,7 +490,7 @@ async function showDocView(id) {
   window.scrollTo(0, 0);
   const ctrl = startRequest();
   try {
-    const d = await api(`documents/${encodeURIComponent(id)}`, { signal: ctrl.signal });
+    const d = await api(`${base()}documents/${encodeURIComponent(id)}`, { signal: ctrl.signal });
     el.docTitle.textContent = d.title || d.id || id;
     el.docId.textContent = d.id || id;
     document.title = `${d.title || id} — engine search`;
@@ -404,8 +531,12 @@ async function showDocView(id) {
 function route() {
   const h = location.hash;
   if (h.startsWith('#/doc/')) {
+    // The id is encodeURIComponent'd, so a '?' here starts the collection parameter.
+    const [raw, params] = h.slice('#/doc/'.length).split('?');
     let id;
-    try { id = decodeURIComponent(h.slice('#/doc/'.length)); } catch { id = h.slice('#/doc/'.length); }
+    try { id = decodeURIComponent(raw); } catch { id = raw; }
+    const wanted = new URLSearchParams(params || '').get('c') || collection;
+    if (wanted !== collection) switchCollection(wanted);
     showDocView(id);
   } else {
     cameFromSearch = false;
@@ -423,6 +554,25 @@ el.form.addEventListener('submit', (ev) => {
 });
 
 el.modes.addEventListener('change', () => {
+  showAlpha(currentMode());
+  if (el.q.value.trim()) el.form.requestSubmit();
+});
+
+el.collection.addEventListener('change', async () => {
+  await switchCollection(el.collection.value);
+  if (el.q.value.trim()) el.form.requestSubmit();
+});
+
+el.filters.addEventListener('change', () => {
+  if (el.q.value.trim()) el.form.requestSubmit();
+});
+
+el.alpha.addEventListener('input', () => {
+  alphaSet = true;
+  showAlpha(currentMode());
+});
+
+el.alpha.addEventListener('change', () => {
   if (el.q.value.trim()) el.form.requestSubmit();
 });
 
@@ -451,6 +601,8 @@ document.addEventListener('keydown', (ev) => {
 window.addEventListener('hashchange', route);
 
 renderModes(DEFAULT_MODES, searchParams().get('mode') || DEFAULT_MODES[0]);
+collection = searchParams().get('c') || 'default';
 loadStatus();
+loadCollections();
+loadFields(chosenOf(searchParams().get('filter'))).then(route);
 checkHealth();
-route();

@@ -23,6 +23,9 @@ pub enum BenchWhat {
     Encode(EncodeBenchArgs),
     /// ANN build time and QPS at recall@10 >= 0.95.
     Ann(AnnArgs),
+    /// Filtered top-10 recall, hits returned and QPS at 1 %, 10 % and 50 % selectivity,
+    /// through the real search path, per ANN backend (synthetic corpus).
+    Filter(FilterBenchArgs),
     /// Training step (forward + backward) tokens/s and peak RSS of `engine adapt` and
     /// `engine finetune`.
     Train(TrainBenchArgs),
@@ -48,6 +51,28 @@ pub struct ServeBenchArgs {
     /// Client concurrencies, comma separated.
     #[arg(long, default_value = "1,4,16")]
     pub concurrency: String,
+}
+
+#[derive(Args)]
+pub struct FilterBenchArgs {
+    /// Synthetic documents (one random unit vector each).
+    #[arg(long, default_value_t = 20_000)]
+    pub n: usize,
+    /// Vector dimension.
+    #[arg(long, default_value_t = 128)]
+    pub dim: usize,
+    /// Queries per backend, mode and selectivity.
+    #[arg(long, default_value_t = 100)]
+    pub queries: usize,
+    /// ANN backends, comma separated [default: every one built in].
+    #[arg(long)]
+    pub backends: Option<String>,
+    /// Percent of the corpus each filter keeps, comma separated.
+    #[arg(long, default_value = "1,10,50")]
+    pub selectivity: String,
+    /// Seed of the corpus and queries.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
 }
 
 #[derive(Args)]
@@ -158,6 +183,7 @@ pub fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
         BenchWhat::Encode(a) => encode(ctx, a),
         BenchWhat::Serve(a) => serve(ctx, a),
         BenchWhat::Ann(a) => run_ann(ctx, a),
+        BenchWhat::Filter(a) => run_filter(ctx, a),
         BenchWhat::Train(a) => run_train(ctx, a),
     }
 }
@@ -309,6 +335,39 @@ fn run_ann(ctx: &Ctx, a: AnnArgs) -> Result<()> {
     let report = bench::run(&opts, |line| eprintln!("{line}"))?;
     println!("{}", bench::format_table(&report));
     println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+fn run_filter(ctx: &Ctx, a: FilterBenchArgs) -> Result<()> {
+    use engine::search::filter_bench::{self, FilterBenchOptions};
+    let backends = match &a.backends {
+        Some(list) => list.split(',').map(|b| b.trim().parse()).collect::<Result<Vec<_>, _>>()?,
+        None => engine::index::Backend::available(),
+    };
+    let selectivities = a
+        .selectivity
+        .split(',')
+        .map(|s| s.trim().parse::<usize>().ok().filter(|p| (1..=100).contains(p)))
+        .collect::<Option<Vec<_>>>()
+        .context("--selectivity must list whole percents from 1 to 100")?;
+    let opts = FilterBenchOptions {
+        n: a.n,
+        dim: a.dim,
+        queries: a.queries,
+        k: 10,
+        seed: a.seed,
+        backends,
+        params: AnnParams::from_config(&ctx.config.index),
+        selectivities,
+        fusion: engine::fusion::Fusion::from_config(&ctx.config.eval)?,
+    };
+    let dir = std::env::temp_dir().join(format!("engine-bench-filter-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let rows = filter_bench::run(&opts, &dir, |l| eprintln!("{l}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let rows = rows?;
+    print!("{}", filter_bench::format_table(&rows, opts.k));
+    println!("{}", serde_json::to_string(&rows)?);
     Ok(())
 }
 

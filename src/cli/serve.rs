@@ -16,6 +16,11 @@ pub struct ServeArgs {
     pub db: PathBuf,
     #[command(flatten)]
     pub encoder: super::resolve::EncoderFlags,
+    /// Folder of the named collections served besides --db (which is the collection
+    /// "default"): one database folder per collection [default: server.collections_dir, else
+    /// DB.collections/ beside --db].
+    #[arg(long, value_name = "DIR")]
+    pub collections_dir: Option<PathBuf>,
     /// Listen address (default: server.addr).
     #[arg(long)]
     pub addr: Option<String>,
@@ -61,6 +66,9 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> Result<()> {
     };
     if !args.cors_origins.is_empty() {
         config.server.cors_origins = args.cors_origins;
+    }
+    if let Some(dir) = args.collections_dir {
+        config.server.collections_dir = dir;
     }
     if args.log_requests {
         config.server.log_requests = true;

@@ -180,6 +180,28 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// [`ApiJson`] of an optional body: an empty body is `T::default()`, any other is read as
+/// [`ApiJson`] reads it (so it must be JSON, with its content type).
+pub struct ApiJsonOrEmpty<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for ApiJsonOrEmpty<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        // The body-limit layer bounds what this reads; its refusal is the only read failure
+        // besides a client that went away.
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.map_err(|e| {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string())
+        })?;
+        if bytes.is_empty() {
+            return Ok(ApiJsonOrEmpty(T::default()));
+        }
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+        ApiJson::<T>::from_request(req, state).await.map(|ApiJson(v)| ApiJsonOrEmpty(v))
+    }
+}
+
 /// `axum::extract::Query` with [`ApiError`] rejections.
 pub struct ApiQuery<T>(pub T);
 

@@ -3,12 +3,15 @@
 //! Layering follows text-embeddings-inference: [`routes`] (the router's handlers: validation and
 //! JSON) sit on [`batching`] (the queue and the one encoder thread that owns the model's forward
 //! passes) and the database; [`error`] gives every failure one JSON shape, [`metrics`] and
-//! [`openapi`] describe the server, [`assets`] holds the UI.
+//! [`openapi`] describe the server, [`assets`] holds the UI. [`collections`] serves several
+//! databases side by side: `--db` as the collection `default`, others under
+//! `/collections/{name}`, sharing loaded encoders.
 
 pub mod assets;
 pub mod auth;
 pub mod batching;
 pub mod bench;
+pub mod collections;
 pub mod cors;
 pub mod error;
 pub mod metrics;
@@ -33,12 +36,13 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
-use self::batching::{BatchOptions, Batcher};
+use self::batching::BatchOptions;
+use self::collections::Encoders;
 use self::error::{error_body, ApiError};
 use self::metrics::Metrics;
 use self::state::{encoder_name, AppState, Backing, Dense, Loaded};
 use crate::config::Config;
-use crate::encoder::{Embed, Encoder};
+use crate::encoder::Embed;
 use crate::error::{Error, Result};
 use crate::fusion::Fusion;
 use crate::lexical::LexicalIndex;
@@ -102,9 +106,9 @@ pub fn log_line(
     eprintln!("{line}");
 }
 
-/// Every route, as (method, path template): the router below and the OpenAPI document must
-/// both cover exactly these (a test checks).
-pub const ROUTES: &[(&str, &str)] = &[
+/// The routes of one database, answered for the default collection at these paths and for
+/// every collection under `/collections/{name}` (see `collections`).
+pub const DATABASE_ROUTES: &[(&str, &str)] = &[
     ("post", "/search"),
     ("get", "/search"),
     ("get", "/documents/{id}"),
@@ -113,50 +117,87 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/documents/delete"),
     ("delete", "/documents/{id}"),
     ("patch", "/documents/{id}"),
+    ("get", "/fields"),
+    ("get", "/status"),
+    ("post", "/snapshots"),
+];
+
+/// The routes besides [`DATABASE_ROUTES`].
+pub const SERVER_ROUTES: &[(&str, &str)] = &[
     ("get", "/tasks/{id}"),
     ("post", "/embed"),
     ("post", "/v1/embeddings"),
-    ("post", "/snapshots"),
     ("get", "/v1/models"),
     ("get", "/info"),
     ("get", "/health"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
-    ("get", "/status"),
     ("get", "/openapi.json"),
+    ("get", "/collections"),
+    ("get", "/collections/{name}"),
+    ("put", "/collections/{name}"),
+    ("delete", "/collections/{name}"),
 ];
+
+/// The prefix of a named collection's [`DATABASE_ROUTES`].
+pub const COLLECTION_PREFIX: &str = "/collections/{name}";
+
+/// Every route, as (method, path template): the router below and the OpenAPI document must
+/// both cover exactly these (a test checks).
+pub fn routes() -> Vec<(&'static str, String)> {
+    let database = |prefix: &'static str| {
+        DATABASE_ROUTES.iter().map(move |&(m, p)| (m, format!("{prefix}{p}")))
+    };
+    let server = SERVER_ROUTES.iter().map(|&(m, p)| (m, p.to_string()));
+    database("").chain(database(COLLECTION_PREFIX)).chain(server).collect()
+}
+
+/// The routes of [`DATABASE_ROUTES`] with their paths under `prefix` ("" for the default
+/// collection).
+fn database_routes(prefix: &str) -> Router<Arc<AppState>> {
+    use routes::{documents, search};
+    let at = |p: &str| format!("{prefix}{p}");
+    Router::new()
+        .route(&at("/search"), post(search::post_search).get(search::get_search))
+        .route(&at("/documents"), post(documents::add_documents).get(documents::list_documents))
+        .route(
+            &at("/documents/delete"),
+            post(documents::delete_many)
+                .get(documents::named_delete::get)
+                .delete(documents::named_delete::delete)
+                .patch(documents::named_delete::patch),
+        )
+        .route(
+            &at("/documents/{*id}"),
+            get(documents::get_document)
+                .delete(documents::delete_document)
+                .patch(documents::patch_document),
+        )
+        .route(&at("/fields"), get(routes::fields::fields))
+        .route(&at("/status"), get(routes::status))
+        .route(&at("/snapshots"), post(routes::snapshots::create_snapshot))
+}
 
 /// Builds the router over `state`.
 pub fn router(state: Arc<AppState>) -> Router {
     let max_body = state.config.server.max_body_bytes;
     let mut app = Router::new()
-        .route("/search", post(routes::search::post_search).get(routes::search::get_search))
+        .merge(database_routes(""))
+        .merge(database_routes(COLLECTION_PREFIX))
+        .route("/collections", get(routes::collections::list))
         .route(
-            "/documents",
-            post(routes::documents::add_documents).get(routes::documents::list_documents),
-        )
-        .route(
-            "/documents/delete",
-            post(routes::documents::delete_many)
-                .get(routes::documents::named_delete::get)
-                .delete(routes::documents::named_delete::delete)
-                .patch(routes::documents::named_delete::patch),
-        )
-        .route(
-            "/documents/{*id}",
-            get(routes::documents::get_document)
-                .delete(routes::documents::delete_document)
-                .patch(routes::documents::patch_document),
+            "/collections/{name}",
+            get(routes::collections::info)
+                .put(routes::collections::create)
+                .delete(routes::collections::delete),
         )
         .route("/tasks/{id}", get(routes::documents::get_task))
         .route("/embed", post(routes::embed::embed))
         .route("/v1/embeddings", post(routes::openai::embeddings))
-        .route("/snapshots", post(routes::snapshots::create_snapshot))
         .route("/v1/models", get(routes::openai::models))
         .route("/info", get(routes::embed::info))
         .route("/health", get(routes::embed::health))
-        .route("/status", get(routes::status))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))
@@ -256,29 +297,42 @@ async fn json_error_for(res: Response) -> Response {
 /// Loads the encoder and the database and starts the encoder thread (blocking: minutes for a
 /// large model); a `--lexical-only` database loads its BM25 index alone, without any model.
 pub fn load(opts: &ServeOptions, metrics: Arc<Metrics>) -> Result<Loaded> {
+    let encoders = Encoders::new(BatchOptions::from_config(&opts.config.server)?, metrics);
+    load_with(opts, &encoders)
+}
+
+/// [`load`], taking the encoder from (or adding it to) `encoders`.
+fn load_with(opts: &ServeOptions, encoders: &Encoders) -> Result<Loaded> {
     // Fusion settings are checked here, so a bad `[eval]` stops the server at load rather than
     // failing every hybrid search; each search builds its own (`Fusion::for_request`).
     Fusion::from_config(&opts.config.eval)?;
-    let lexical = lexical_dir(&opts.db);
-    if !Database::exists(&opts.db) && LexicalIndex::exists(&lexical) {
+    BatchOptions::from_config(&opts.config.server)?;
+    open_database(&opts.db, &opts.config, encoders)
+}
+
+/// Opens the database in `dir` with the encoder `config` names, loaded through `encoders`
+/// (shared with the collections that name the same one).
+fn open_database(dir: &std::path::Path, config: &Config, encoders: &Encoders) -> Result<Loaded> {
+    let lexical = lexical_dir(dir);
+    if !Database::exists(dir) && LexicalIndex::exists(&lexical) {
         let index = Arc::new(LexicalIndex::open(&lexical)?);
         if !index.stores_text() {
             return Err(Error::InvalidInput(format!(
                 "{} is a BM25 index without titles and texts (made before lexical-only databases \
                  stored them); run `engine index --lexical-only` into a new folder",
-                opts.db.display()
+                dir.display()
             )));
         }
-        let backing = Backing::LexicalOnly { path: opts.db.clone(), index };
+        let backing = Backing::LexicalOnly { path: dir.to_path_buf(), index };
         return Ok(Loaded { encoder_name: "none".into(), backing });
     }
-    let batch = BatchOptions::from_config(&opts.config.server)?;
-    let encoder = Arc::new(Encoder::from_config(&opts.config)?);
+    let batcher = encoders.get_or_load(config)?;
     // The database must have been built by this very encoder (fingerprint check). One whose
     // folder cannot be written is served from a temporary copy that refuses writes.
-    let db = Database::open_to_read(&opts.db, Some(&encoder.fingerprint()))?;
+    let db = Database::open_to_read(dir, Some(&batcher.encoder().fingerprint()))?;
     let status = db.status()?;
     tracing::info!(
+        database = %dir.display(),
         documents = status.documents,
         passages = status.passages,
         backend = %status.backend,
@@ -287,11 +341,21 @@ pub fn load(opts: &ServeOptions, metrics: Arc<Metrics>) -> Result<Loaded> {
     // BM25 is rebuilt first when missing or out of step with the store (tantivy indexes
     // thousands of documents a second: little next to loading the model).
     let index = Arc::new(SearchIndex::open(db, true)?);
-    let batcher = Arc::new(Batcher::start(encoder, batch, metrics)?);
     Ok(Loaded {
-        encoder_name: encoder_name(&opts.config.model.path),
+        encoder_name: encoder_name(&config.model.path),
         backing: Backing::Dense(Dense { batcher, index }),
     })
+}
+
+/// Loads the default database, then every collection in the collections root (see
+/// `collections`), into `state`.
+fn load_all(opts: &ServeOptions, state: &AppState, metrics: Arc<Metrics>) -> Result<Loaded> {
+    let encoders =
+        Arc::new(Encoders::new(BatchOptions::from_config(&opts.config.server)?, metrics));
+    let loaded = load_with(opts, &encoders)?;
+    let root = collections::collections_root(&opts.config.server.collections_dir, &opts.db);
+    state.collections.load(root, &opts.config, encoders)?;
+    Ok(loaded)
 }
 
 /// The line `engine serve` prints once loaded: where it listens and what it loaded.
@@ -344,7 +408,7 @@ pub async fn serve(
     let local = listener.local_addr().ok();
     let loader = tokio::task::spawn_blocking(move || {
         let t = Instant::now();
-        match load(&opts, metrics) {
+        match load_all(&opts, &loader_state, metrics) {
             Ok(loaded) => {
                 tracing::info!(
                     seconds = t.elapsed().as_secs_f64(),
@@ -386,7 +450,8 @@ pub async fn serve(
     }
     if let Some(loaded) = state.loaded.get() {
         let loaded = loaded.clone();
-        tokio::task::spawn_blocking(move || finish(&loaded))
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || finish(&loaded, &state))
             .await
             .map_err(|e| Error::Io(std::io::Error::other(e)))??;
     }
@@ -452,18 +517,24 @@ async fn serve_connections(
     }
 }
 
-/// After the last request: stop the encoder thread, persist the index.
-fn finish(loaded: &Loaded) -> Result<()> {
-    match &loaded.backing {
-        Backing::Dense(d) => {
+/// After the last request: stop the encoder threads, persist the indexes of every collection.
+fn finish(loaded: &Loaded, state: &AppState) -> Result<()> {
+    let mut all = vec![loaded];
+    let named = state.collections.list();
+    all.extend(named.iter().map(|(_, l)| l.as_ref()));
+    for l in &all {
+        if let Backing::Dense(d) = &l.backing {
             d.batcher.close();
-            if d.db().read_only() {
-                return Ok(());
-            }
-            d.db().save_index()
         }
-        Backing::LexicalOnly { .. } => Ok(()),
     }
+    for l in all {
+        if let Backing::Dense(d) = &l.backing {
+            if !d.db().read_only() {
+                d.db().save_index()?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -1,5 +1,5 @@
 //! The OpenAPI 3.1 description of the API, written by hand (a derive macro crate would be the
-//! only user). `tests/server.rs` checks that every route in [`super::ROUTES`] is described.
+//! only user). `tests/server.rs` checks that every route of [`super::routes`] is described.
 
 use serde_json::{json, Value};
 
@@ -82,7 +82,7 @@ pub fn spec() -> Value {
         "info": {
             "title": "engine",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Dense retrieval with a Llama2Vec LLM encoder. Validation uses one status: 422 for a well-formed request that is invalid (wrong shape, values out of range, texts over their limits); 400 only for JSON that does not parse, 413 only for a body over server.max_body_bytes. Every error is {\"error\": {\"code\", \"message\", \"type\"}}, OpenAI's error shape (type: invalid_request_error, authentication_error, permission_error, rate_limit_error or server_error). Keys (engine serve --api-key, --read-api-key) travel as Authorization: Bearer KEY, api-key: KEY or x-api-key: KEY: writes need the admin key (401 without, 403 with the read key); /embed and /v1/embeddings need a key once any is set; searches and document reads need one once a read key is set; health, info, status, metrics and this document are open."
+            "description": "Dense retrieval with a Llama2Vec LLM encoder. Validation uses one status: 422 for a well-formed request that is invalid (wrong shape, values out of range, texts over their limits); 400 only for JSON that does not parse, 413 only for a body over server.max_body_bytes. Every error is {\"error\": {\"code\", \"message\", \"type\"}}, OpenAI's error shape (type: invalid_request_error, authentication_error, permission_error, rate_limit_error or server_error). Keys (engine serve --api-key, --read-api-key) travel as Authorization: Bearer KEY, api-key: KEY or x-api-key: KEY: writes need the admin key (401 without, 403 with the read key); /embed and /v1/embeddings need a key once any is set; searches and document reads need one once a read key is set; health, info, status, metrics and this document are open. Collections: the database of engine serve --db is the collection default; others are created with PUT /collections/{name}, and every database route (search, documents, fields, status, snapshots) is also served under /collections/{name}/ for each."
         },
         "paths": {
             "/search": {
@@ -186,7 +186,7 @@ pub fn spec() -> Value {
                 "Error": {
                     "type": "object", "required": ["error"],
                     "properties": { "error": { "type": "object", "required": ["code", "message", "type"], "properties": {
-                        "code": { "type": "string", "examples": ["bad_request", "invalid_json", "invalid_request", "unsupported_media_type", "payload_too_large", "query_too_long", "text_too_long", "not_found", "model_not_found", "unauthorized", "forbidden", "read_only", "overloaded", "too_many_texts", "too_many_tokens", "too_many_documents", "not_ready", "timeout", "internal"] },
+                        "code": { "type": "string", "examples": ["bad_request", "invalid_json", "invalid_request", "unsupported_media_type", "payload_too_large", "query_too_long", "text_too_long", "not_found", "model_not_found", "unauthorized", "forbidden", "read_only", "overloaded", "too_many_texts", "too_many_tokens", "too_many_documents", "collection_exists", "default_collection", "invalid_collection_name", "unknown_model", "invalid_model", "not_ready", "timeout", "internal"] },
                         "message": { "type": "string" },
                         "type": { "type": "string", "enum": ["invalid_request_error", "authentication_error", "permission_error", "rate_limit_error", "server_error"], "description": "OpenAI's error type for the status." }
                     } } }
@@ -310,7 +310,158 @@ pub fn spec() -> Value {
         }),
     );
     document_management(&mut doc, &read_security, &write_security);
+    collections(&mut doc, &read_security, &write_security);
     doc
+}
+
+fn name_param() -> Value {
+    json!({
+        "name": "name", "in": "path", "required": true,
+        "description": "Collection name: 1 to 64 of A-Z a-z 0-9 _ -; default is the server's --db.",
+        "schema": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$" }
+    })
+}
+
+/// `GET /fields`, the collection routes, and every database route again under
+/// `/collections/{name}` (see `server::collections`).
+fn collections(doc: &mut Value, read_security: &Value, write_security: &Value) {
+    doc["paths"]["/fields"] = json!({ "get": {
+        "summary": "Metadata keys of the first 1000 documents (in id order), with up to 20 distinct sample values each: what the web UI offers as filters",
+        "security": read_security,
+        "responses": {
+            "200": json_response("The keys found.", "Fields"),
+            "401": error_response("A read key is configured and no valid key was sent."),
+            "503": error_response("Still loading.")
+        }
+    } });
+    let unknown = error_response("No collection with this name (code not_found).");
+    let bad_name = error_response(
+        "The name is not 1 to 64 of A-Z a-z 0-9 _ - (code invalid_collection_name).",
+    );
+    doc["paths"]["/collections"] = json!({ "get": {
+        "summary": "Every collection (the default one first) with its counts and encoder",
+        "security": read_security,
+        "responses": {
+            "200": json_response("The collections, and how many encoders are loaded (collections with the same encoder share one).", "CollectionList"),
+            "401": error_response("A read key is configured and no valid key was sent."),
+            "503": error_response("Still loading.")
+        }
+    } });
+    doc["paths"]["/collections/{name}"] = json!({
+        "get": {
+            "summary": "One collection's counts and encoder",
+            "security": read_security,
+            "parameters": [name_param()],
+            "responses": {
+                "200": json_response("The collection.", "Collection"),
+                "401": error_response("A read key is configured and no valid key was sent."),
+                "404": unknown,
+                "503": error_response("Still loading.")
+            }
+        },
+        "put": {
+            "summary": "Create an empty collection: a database folder named after it in server.collections_dir (default DB.collections/ beside --db), with the encoder the body names (default the server's, whose loaded model and batching queue it then shares)",
+            "security": write_security,
+            "parameters": [name_param()],
+            "requestBody": { "required": false, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/CreateCollectionRequest" } } } },
+            "responses": {
+                "201": json_response("Created.", "Collection"),
+                "400": error_response("Malformed JSON (code invalid_json)."),
+                "401": error_response("Missing or wrong API key."),
+                "403": error_response("The read key was sent (code forbidden); or the server's database is read-only (code read_only)."),
+                "409": error_response("A collection of this name exists (default always does), or a folder of this name that is not a served database is in the collections folder (code collection_exists)."),
+                "413": error_response("Body over server.max_body_bytes (code payload_too_large)."),
+                "415": error_response("A non-empty body without Content-Type: application/json."),
+                "422": error_response("A bad name (invalid_collection_name); a model that is not a file or folder name in the models folder (unknown_model) or cannot be loaded (invalid_model); a bad pooling, template or backend, unknown fields (invalid_request)."),
+                "503": error_response("Still loading.")
+            }
+        },
+        "delete": {
+            "summary": "Delete a collection: it stops being served at once and its folder is removed once requests using it finish (its snapshots stay)",
+            "security": write_security,
+            "parameters": [name_param()],
+            "responses": {
+                "200": { "description": "{\"deleted\": NAME}", "content": { "application/json": { "schema": { "type": "object", "properties": { "deleted": { "type": "string" } } } } } },
+                "401": error_response("Missing or wrong API key."),
+                "403": error_response("The read key was sent (code forbidden); or the server's or collection's folder is read-only (code read_only)."),
+                "404": unknown.clone(),
+                "409": error_response("default is the server's --db and cannot be deleted (code default_collection)."),
+                "422": bad_name,
+                "503": error_response("Still loading.")
+            }
+        }
+    });
+    for &(method, path) in crate::server::DATABASE_ROUTES {
+        let mut op = doc["paths"][path][method].clone();
+        op["summary"] = json!(format!(
+            "{} (in the named collection; /collections/default{path} is {path})",
+            op["summary"].as_str().unwrap_or_default()
+        ));
+        let mut params = vec![name_param()];
+        if let Some(p) = op["parameters"].as_array() {
+            params.extend(p.iter().cloned());
+        }
+        op["parameters"] = json!(params);
+        op["responses"]["404"] = match op["responses"]["404"]["description"].as_str() {
+            Some(d) => error_response(&format!("No collection with this name; or: {d}")),
+            None => unknown.clone(),
+        };
+        doc["paths"][format!("{}{path}", crate::server::COLLECTION_PREFIX)][method] = op;
+    }
+    let collection = json!({
+        "type": "object", "required": ["name", "default", "documents", "encoder", "modes"],
+        "properties": {
+            "name": { "type": "string" },
+            "default": { "type": "boolean", "description": "Whether this is the server's --db (served at the plain routes too)." },
+            "documents": { "type": "integer" }, "passages": { "type": "integer" },
+            "encoder": { "type": "string", "description": "The model's file or folder name; none for a --lexical-only database." },
+            "backend": { "type": "string" }, "dim": { "type": "integer" },
+            "lexical_only": { "type": "boolean" },
+            "modes": { "type": "array", "items": { "$ref": "#/components/schemas/Mode" } },
+            "encoder_trained": { "type": "boolean" },
+            "default_mode": { "$ref": "#/components/schemas/Mode" }
+        }
+    });
+    merge(
+        &mut doc["components"]["schemas"],
+        json!({
+            "Collection": collection,
+            "CollectionList": {
+                "type": "object", "required": ["collections", "encoders_loaded"],
+                "properties": {
+                    "collections": { "type": "array", "items": { "$ref": "#/components/schemas/Collection" } },
+                    "encoders_loaded": { "type": "integer", "description": "Models loaded: collections whose encoders are the same (model, pooling, template, dtype, device, [encoder] settings) share one model and one batching queue." }
+                }
+            },
+            "CreateCollectionRequest": {
+                "type": "object",
+                "description": "Every field defaults to the server's setting; an empty body is the server's encoder and backend.",
+                "properties": {
+                    "model": { "type": "string", "description": "A model file or folder name in the server's models folder (the folder holding model.path), never a path." },
+                    "pooling": { "type": "string", "enum": ["llama2vec", "last", "mean"] },
+                    "template": { "type": "string", "enum": ["llama2vec", "none"] },
+                    "backend": { "type": "string", "enum": ["hnsw", "flat", "faiss"], "description": "faiss only when the server is built with it." }
+                }
+            },
+            "Fields": {
+                "type": "object", "required": ["fields", "scanned", "complete"],
+                "properties": {
+                    "fields": { "type": "array", "items": { "type": "object", "required": ["key", "kinds", "documents", "values", "more_values"], "properties": {
+                        "key": { "type": "string", "description": "A top-level metadata key (a filter condition's key)." },
+                        "kinds": { "type": "array", "items": { "type": "string", "enum": ["string", "number", "boolean", "array", "object", "null"] } },
+                        "documents": { "type": "integer", "description": "Scanned documents that have it." },
+                        "values": { "type": "array", "description": "Distinct strings, numbers and booleans seen (array items included), at most 20, in first-seen order: values for match.value / match.any." },
+                        "more_values": { "type": "boolean", "description": "More distinct values were seen than listed." }
+                    } } },
+                    "scanned": { "type": "integer" },
+                    "complete": { "type": "boolean", "description": "Whether every document was scanned (else the first 1000 in id order were)." }
+                }
+            }
+        }),
+    );
+    let status = &mut doc["components"]["schemas"]["Status"]["properties"];
+    status["collection"] = json!({ "type": "string", "description": "The collection described (default at /status)." });
+    status["encoders_loaded"] = json!({ "type": "integer", "description": "Models this server has loaded (collections with the same encoder share one)." });
 }
 
 /// Search settings a request may override (`SearchRequest`, and `GET /search`'s query).

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::auth::ApiKeys;
 use super::batching::Batcher;
+use super::collections::Collections;
 use super::error::ApiError;
 use super::metrics::{Gauges, Metrics};
 use super::tasks::Tasks;
@@ -138,6 +139,8 @@ pub struct AppState {
     pub started: Instant,
     /// Writes running in the background (`?wait=false`).
     pub tasks: Arc<Tasks>,
+    /// The named collections besides the default one (see `collections`).
+    pub collections: Collections,
 }
 
 impl AppState {
@@ -149,6 +152,7 @@ impl AppState {
             loaded: OnceLock::new(),
             started: Instant::now(),
             tasks: Arc::default(),
+            collections: Collections::default(),
         }
     }
 

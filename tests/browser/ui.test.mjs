@@ -13,6 +13,9 @@
 // SNIPPET_ID    that document's id
 // SNIPPET_WORD  the word its snippet must show highlighted (as written in the text)
 // SCREENSHOT    if set, a PNG of the results page is written there
+// COLLECTION    a collection besides default holding two documents COLLECTION/a and
+//               COLLECTION/b, both matching the BM25 query "otters", with metadata shelf "a"
+//               and "b" (unset: the picker test is skipped)
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -190,6 +193,43 @@ test('a snippet shows the match at the end of a long document, stem highlighted'
   assert.ok(marks.includes(SNIPPET_WORD.toLowerCase()), `"${SNIPPET_WORD}" highlighted: ${marks}`);
   assert.ok(!marks.includes('the'), `stop words are not highlighted: ${marks}`);
   assert.equal(await hit.locator('.score-kind').innerText(), 'bm25');
+});
+
+test('collection picker, metadata filter and hybrid slider', { skip: NO_BROWSER || (!process.env.COLLECTION && 'COLLECTION not set'), timeout: 120_000 }, async (t) => {
+  const name = process.env.COLLECTION;
+  const page = await openPage(t);
+  await page.goto(`${base}/`);
+  const picker = page.locator('#collection');
+  await page.locator(`#collection option[value="${name}"]`).waitFor({ state: 'attached', ...WAIT });
+  assert.ok(await page.locator('#collection-row').isVisible());
+  await picker.selectOption(name);
+  const shelf = page.locator('#filters select[data-key="shelf"]');
+  await shelf.waitFor(WAIT);
+  const box = page.getByRole('searchbox', { name: 'Search query' });
+  await page.locator('#modes label', { hasText: 'bm25' }).click();
+  await box.fill('otters');
+  await box.press('Enter');
+  const ids = () => page.locator('#results a.hit-title').evaluateAll((as) => as.map((a) => a.dataset.id).sort());
+  await page.waitForFunction(() => document.querySelectorAll('#results .hit').length === 2);
+  assert.deepEqual(await ids(), [`${name}/a`, `${name}/b`]);
+  assert.equal(new URLSearchParams(new URL(page.url()).hash.slice(2)).get('c'), name);
+  // A filter value from the collection's fields narrows the results, and lives in the URL.
+  await shelf.selectOption({ label: 'b' });
+  await page.waitForFunction(() => document.querySelectorAll('#results .hit').length === 1);
+  assert.deepEqual(await ids(), [`${name}/b`]);
+  assert.ok(new URL(page.url()).hash.includes('filter='));
+  // Hybrid shows the slider; moving it sends alpha.
+  assert.ok(await page.locator('#alpha-row').isHidden());
+  await page.locator('#modes label', { hasText: 'hybrid' }).click();
+  await page.locator('#alpha-row').waitFor({ state: 'visible', ...WAIT });
+  await page.locator('#alpha').fill('0.8');
+  await page.waitForFunction(() => location.hash.includes('alpha=0.8'));
+  await page.waitForFunction(() => document.querySelectorAll('#results .hit').length === 1);
+  assert.equal(await page.locator('#alpha-value').innerText(), '0.80');
+  // A hit opens in its collection.
+  await page.locator('#results a.hit-title').first().click();
+  await page.locator('#doc-view[data-loaded="true"]').waitFor(WAIT);
+  assert.equal(await page.locator('#doc-id').innerText(), `${name}/b`);
 });
 
 test('mock only: errors, escaping, paging, modes', { skip: NO_BROWSER || (!USE_MOCK && 'needs the mock server'), timeout: 120_000 }, async (t) => {

@@ -19,6 +19,7 @@ use crate::encoder::TextKind;
 use crate::filter::Filter;
 use crate::pipeline::{change, content_hash, passage_text, split_passages, Change, Document};
 use crate::server::auth::{ApiKeyAccess, ReadAccess};
+use crate::server::collections::{Collection, DocId};
 use crate::server::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::server::state::{AppState, Loaded};
 use crate::server::tasks::WaitParam;
@@ -28,19 +29,18 @@ use crate::store::{NewDocument, NewPassage};
 const SAVE_INDEX_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn get_document(
-    State(state): AppStateRef,
     auth: ReadAccess,
-    ApiPath(id): ApiPath<String>,
+    c: Collection,
+    DocId(id): DocId,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    get_document_by_id(state, auth, id).await
+    get_document_by_id(c.loaded, auth, id).await
 }
 
 async fn get_document_by_id(
-    state: Arc<AppState>,
+    loaded: Arc<Loaded>,
     _auth: ReadAccess,
     id: String,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let loaded = state.ready()?;
     let doc = blocking(move || {
         let d = loaded.get_document(&id)?;
         Ok(d.map(|d| (id, d)))
@@ -83,11 +83,11 @@ pub struct AddDocumentsRequest {
 pub async fn add_documents(
     State(state): AppStateRef,
     _auth: ApiKeyAccess,
+    Collection { loaded, .. }: Collection,
     ApiQuery(w): ApiQuery<WaitParam>,
     ApiJson(req): ApiJson<AddDocumentsRequest>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let loaded = state.ready()?;
     // Before any encoder work: a read-only database refuses the write in the end.
     loaded.dense("adding documents")?.db().check_writable()?;
     let max = state.config.server.max_documents_per_request;
@@ -226,19 +226,18 @@ async fn store_documents(
 }
 
 pub async fn delete_document(
-    State(state): AppStateRef,
     auth: ApiKeyAccess,
-    ApiPath(id): ApiPath<String>,
+    c: Collection,
+    DocId(id): DocId,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    delete_document_by_id(state, auth, id).await
+    delete_document_by_id(c.loaded, auth, id).await
 }
 
 async fn delete_document_by_id(
-    state: Arc<AppState>,
+    loaded: Arc<Loaded>,
     _auth: ApiKeyAccess,
     id: String,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let loaded = state.ready()?;
     let deleted = blocking(move || {
         let d = loaded.dense("deleting documents")?;
         let missing = d.index.delete_documents(std::slice::from_ref(&id))?;
@@ -282,11 +281,10 @@ fn id_of_cursor(cursor: &str) -> Result<String, ApiError> {
 /// after the last). Every document present from the first page to the last is listed exactly
 /// once, whatever is added or deleted meanwhile.
 pub async fn list_documents(
-    State(state): AppStateRef,
     _auth: ReadAccess,
+    Collection { loaded, .. }: Collection,
     ApiQuery(p): ApiQuery<ScrollParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let loaded = state.ready()?;
     let limit = p.limit.unwrap_or(PAGE_DEFAULT);
     if limit == 0 || limit > PAGE_MAX {
         return Err(ApiError::invalid(format!(
@@ -333,10 +331,10 @@ pub struct DeleteManyRequest {
 pub async fn delete_many(
     State(state): AppStateRef,
     _auth: ApiKeyAccess,
+    Collection { loaded, .. }: Collection,
     ApiQuery(w): ApiQuery<WaitParam>,
     ApiJson(req): ApiJson<DeleteManyRequest>,
 ) -> Result<Response, ApiError> {
-    let loaded = state.ready()?;
     // Refused before any work (and before a task is started): a lexical-only or read-only
     // database.
     loaded.dense("deleting documents")?.db().check_writable()?;
@@ -404,21 +402,20 @@ pub struct PatchDocumentRequest {
 /// `PATCH /documents/{id}`: replaces a document's metadata, durable and visible to filters on
 /// return; its passages are not re-embedded.
 pub async fn patch_document(
-    State(state): AppStateRef,
     auth: ApiKeyAccess,
-    ApiPath(id): ApiPath<String>,
+    c: Collection,
+    DocId(id): DocId,
     ApiJson(req): ApiJson<PatchDocumentRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    patch_document_by_id(state, auth, id, req).await
+    patch_document_by_id(c.loaded, auth, id, req).await
 }
 
 async fn patch_document_by_id(
-    state: Arc<AppState>,
+    loaded: Arc<Loaded>,
     _auth: ApiKeyAccess,
     id: String,
     req: PatchDocumentRequest,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let loaded = state.ready()?;
     let missing = blocking(move || {
         let d = loaded.dense("updating metadata")?;
         let missing = d.index.update_metadata(&[(id.clone(), req.metadata)])?;
@@ -438,25 +435,22 @@ pub mod named_delete {
 
     const ID: &str = "delete";
 
-    pub async fn get(
-        State(state): AppStateRef,
-        auth: ReadAccess,
-    ) -> Result<Json<serde_json::Value>, ApiError> {
-        get_document_by_id(state, auth, ID.into()).await
+    pub async fn get(auth: ReadAccess, c: Collection) -> Result<Json<serde_json::Value>, ApiError> {
+        get_document_by_id(c.loaded, auth, ID.into()).await
     }
 
     pub async fn delete(
-        State(state): AppStateRef,
         auth: ApiKeyAccess,
+        c: Collection,
     ) -> Result<Json<serde_json::Value>, ApiError> {
-        delete_document_by_id(state, auth, ID.into()).await
+        delete_document_by_id(c.loaded, auth, ID.into()).await
     }
 
     pub async fn patch(
-        State(state): AppStateRef,
         auth: ApiKeyAccess,
+        c: Collection,
         ApiJson(req): ApiJson<PatchDocumentRequest>,
     ) -> Result<Json<serde_json::Value>, ApiError> {
-        patch_document_by_id(state, auth, ID.into(), req).await
+        patch_document_by_id(c.loaded, auth, ID.into(), req).await
     }
 }

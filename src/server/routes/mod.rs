@@ -10,12 +10,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use super::collections::{Collection, DEFAULT_COLLECTION};
 use super::error::ApiError;
-use super::state::{AppState, Backing};
+use super::state::{AppState, Backing, Loaded};
 use crate::encoder::{Encoder, Prepared, TextKind};
 
+pub mod collections;
 pub mod documents;
 pub mod embed;
+pub mod fields;
 pub mod openai;
 pub mod search;
 pub mod snapshots;
@@ -36,9 +39,19 @@ pub async fn metrics(State(state): AppStateRef) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
-/// `GET /status`: what the web UI's status line shows.
-pub async fn status(State(state): AppStateRef) -> Result<Json<serde_json::Value>, ApiError> {
-    let loaded = state.ready()?;
+/// `GET /status` (and `/collections/{name}/status`): what the web UI's status line shows.
+pub async fn status(
+    State(state): AppStateRef,
+    c: Collection,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut out = describe(c.loaded).await?;
+    out["collection"] = json!(c.name.as_deref().unwrap_or(DEFAULT_COLLECTION));
+    out["encoders_loaded"] = json!(state.collections.encoders().map_or(0, |e| e.all().len()));
+    Ok(Json(out))
+}
+
+/// A database's counts, encoder and modes (`/status`, `/collections`).
+pub async fn describe(loaded: Arc<Loaded>) -> Result<serde_json::Value, ApiError> {
     let l = loaded.clone();
     let common = json!({
         "encoder": loaded.encoder_name,
@@ -67,7 +80,7 @@ pub async fn status(State(state): AppStateRef) -> Result<Json<serde_json::Value>
     if let (Some(o), Some(c)) = (out.as_object_mut(), common.as_object()) {
         o.extend(c.clone());
     }
-    Ok(Json(out))
+    Ok(out)
 }
 
 pub async fn openapi() -> Json<serde_json::Value> {

@@ -15,8 +15,9 @@ use crate::filter::Filter;
 use crate::fusion::{Fusion, FusionRequest};
 use crate::search::{Ranked, SearchMode, SearchOptions};
 use crate::server::auth::ReadAccess;
+use crate::server::collections::Collection;
 use crate::server::error::{ApiError, ApiJson, ApiQuery};
-use crate::server::state::{AppState, Backing};
+use crate::server::state::{AppState, Backing, Loaded};
 use crate::snippet::{self, QueryTerms};
 use crate::store::DocHit;
 
@@ -150,14 +151,16 @@ pub struct SearchResponse {
 pub async fn post_search(
     State(state): AppStateRef,
     _auth: ReadAccess,
+    c: Collection,
     ApiJson(req): ApiJson<SearchRequest>,
 ) -> Result<Json<SearchResponse>, ApiError> {
-    search(state, req).await.map(Json)
+    search(state, c.loaded, req).await.map(Json)
 }
 
 pub async fn get_search(
     State(state): AppStateRef,
     _auth: ReadAccess,
+    c: Collection,
     ApiQuery(p): ApiQuery<SearchParams>,
 ) -> Result<Json<SearchResponse>, ApiError> {
     let req = SearchRequest {
@@ -180,12 +183,15 @@ pub async fn get_search(
         score_threshold: p.score_threshold,
         ef: p.ef,
     };
-    search(state, req).await.map(Json)
+    search(state, c.loaded, req).await.map(Json)
 }
 
-async fn search(state: Arc<AppState>, req: SearchRequest) -> Result<SearchResponse, ApiError> {
+async fn search(
+    state: Arc<AppState>,
+    loaded: Arc<Loaded>,
+    req: SearchRequest,
+) -> Result<SearchResponse, ApiError> {
     let started = Instant::now();
-    let loaded = state.ready()?;
     let cfg = &state.config.server;
     let k = one_of("k", req.k, "limit", req.limit)?.unwrap_or(cfg.default_k);
     if k == 0 || k > cfg.max_k {

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::{blocking, AppStateRef};
 use crate::server::auth::ApiKeyAccess;
+use crate::server::collections::Collection;
 use crate::server::error::ApiError;
 use crate::server::state::Backing;
 use crate::snapshot::{self, Source};
@@ -20,9 +21,9 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 pub async fn create_snapshot(
     State(state): AppStateRef,
     _auth: ApiKeyAccess,
+    Collection { loaded, .. }: Collection,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let started = Instant::now();
-    let loaded = state.ready()?;
     let configured = state.config.server.snapshot_dir.clone();
     let (path, info, bytes) = blocking(move || {
         // One snapshot at a time: a second waits (and gets its own name).
