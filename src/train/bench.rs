@@ -12,6 +12,9 @@ use crate::encoder::model::Llama;
 use crate::encoder::{Encoder, Prepared};
 use crate::error::Result;
 
+/// A stage's loss on the model under training.
+type LossFn = dyn Fn(&Llama) -> Result<Tensor>;
+
 /// Which training loss a step computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -73,7 +76,7 @@ pub fn measure_step(
     let synthetic = move |n: usize, seed: usize| -> Vec<u32> {
         (0..n).map(|i| (base + (i * 37 + seed * 101) % span) as u32).collect()
     };
-    let step: Box<dyn Fn(&Llama) -> Result<Tensor>>;
+    let step: Box<LossFn>;
     let step_tokens;
     match stage {
         Stage::Adapt => {
