@@ -178,18 +178,83 @@ pub fn passage_text(title: &str, passage: &str) -> String {
     }
 }
 
-struct Planned {
-    doc: Document,
-    hash: String,
+/// A document ready to embed, planned the same way by `engine index` and `POST /documents`:
+/// its content hash and its passages (spans, token counts and the texts embedded for them).
+pub struct DocumentPlan {
+    pub doc: Document,
+    /// [`content_hash`] of the document.
+    pub hash: String,
+    pub passages: Vec<PassagePlan>,
 }
 
-struct PendingPassage {
-    doc: usize,
-    start: usize,
-    end: usize,
-    tokens: usize,
-    text: String,
-    cache_key: [u8; 32],
+/// One passage of a [`DocumentPlan`].
+pub struct PassagePlan {
+    /// Byte span in the document's text.
+    pub start: usize,
+    pub end: usize,
+    /// Content tokens of the span (the title and template come on top).
+    pub tokens: usize,
+    /// What is embedded: [`passage_text`] of the title and the span.
+    pub text: String,
+}
+
+impl DocumentPlan {
+    /// Splits `doc` into passages for `embedder` ([`split_passages`]).
+    pub fn new(
+        embedder: &dyn Embed,
+        doc: Document,
+        chunk_tokens: usize,
+        overlap: usize,
+    ) -> Result<Self> {
+        let chunks = split_passages(embedder, &doc.title, &doc.text, chunk_tokens, overlap)?;
+        let passages = chunks
+            .into_iter()
+            .map(|c| PassagePlan {
+                start: c.start,
+                end: c.end,
+                tokens: c.tokens,
+                text: passage_text(&doc.title, &doc.text[c.start..c.end]),
+            })
+            .collect();
+        Ok(DocumentPlan { hash: content_hash(&doc), doc, passages })
+    }
+
+    /// The stored form, given one vector per passage in order, and the embedding-cache key of
+    /// each passage where the vectors went through the cache.
+    pub fn to_new_document(
+        &self,
+        vectors: Vec<Vec<f32>>,
+        cache_keys: Option<&[[u8; 32]]>,
+    ) -> Result<NewDocument> {
+        if vectors.len() != self.passages.len() {
+            return Err(Error::Store(format!(
+                "internal: {} vectors for the {} passages of {:?}",
+                vectors.len(),
+                self.passages.len(),
+                self.doc.id
+            )));
+        }
+        let passages = self
+            .passages
+            .iter()
+            .zip(vectors)
+            .enumerate()
+            .map(|(i, (p, vector))| NewPassage {
+                start: p.start,
+                end: p.end,
+                vector,
+                cache_key: cache_keys.map(|k| k[i]),
+            })
+            .collect();
+        Ok(NewDocument {
+            id: self.doc.id.clone(),
+            title: self.doc.title.clone(),
+            text: self.doc.text.clone(),
+            metadata: self.doc.metadata.clone(),
+            hash: self.hash.clone(),
+            passages,
+        })
+    }
 }
 
 /// Indexes `docs` into `db` with `embedder`. Nothing is written if validation fails.
@@ -215,39 +280,22 @@ pub fn index_documents(
 
     // Chunk everything up front: tokenizing is cheap next to embedding and gives the progress
     // bar its total.
-    let mut chunks = Vec::with_capacity(plan.len());
-    let mut total = 0u64;
-    for p in &plan {
-        let c = split_passages(
-            embedder,
-            &p.doc.title,
-            &p.doc.text,
-            opts.chunk_tokens,
-            opts.chunk_overlap,
-        )?;
-        total += c.len() as u64;
-        chunks.push(c);
-    }
-    progress.start(total);
+    let plan = plan
+        .into_iter()
+        .map(|doc| DocumentPlan::new(embedder, doc, opts.chunk_tokens, opts.chunk_overlap))
+        .collect::<Result<Vec<_>>>()?;
+    progress.start(plan.iter().map(|p| p.passages.len() as u64).sum());
 
     let window = opts.batch_size.max(1) * opts.window_batches.max(1);
     let mut begin = 0;
     while begin < plan.len() {
         let mut end = begin;
         let mut count = 0;
-        while end < plan.len() && (count == 0 || count + chunks[end].len() <= window) {
-            count += chunks[end].len();
+        while end < plan.len() && (count == 0 || count + plan[end].passages.len() <= window) {
+            count += plan[end].passages.len();
             end += 1;
         }
-        process_window(
-            db,
-            embedder,
-            &plan[begin..end],
-            &chunks[begin..end],
-            opts,
-            progress,
-            &mut report,
-        )?;
+        process_window(db, embedder, &plan[begin..end], opts, progress, &mut report)?;
         db.save_index_if_older(opts.save_every)?;
         begin = end;
     }
@@ -272,8 +320,8 @@ fn plan(
     docs: Vec<Document>,
     opts: &IndexOptions,
     report: &mut IndexReport,
-) -> Result<(Vec<Planned>, Vec<(String, serde_json::Value)>)> {
-    let mut plan: Vec<Option<Planned>> = Vec::new();
+) -> Result<(Vec<Document>, Vec<(String, serde_json::Value)>)> {
+    let mut plan: Vec<Option<Document>> = Vec::new();
     let mut seen: HashMap<String, (usize, String, serde_json::Value)> = HashMap::new();
     for doc in docs {
         if doc.text.trim().is_empty() && doc.title.trim().is_empty() {
@@ -295,32 +343,32 @@ fn plan(
             }
             plan[*pos] = None;
         }
-        seen.insert(doc.id.clone(), (plan.len(), hash.clone(), doc.metadata.clone()));
-        plan.push(Some(Planned { doc, hash }));
+        seen.insert(doc.id.clone(), (plan.len(), hash, doc.metadata.clone()));
+        plan.push(Some(doc));
     }
     let mut out = Vec::new();
     let mut metadata = Vec::new();
-    for p in plan.into_iter().flatten() {
-        match change(db.get_document(&p.doc.id)?.as_ref(), &p.doc) {
+    for doc in plan.into_iter().flatten() {
+        match change(db.get_document(&doc.id)?.as_ref(), &doc) {
             Change::Unchanged => report.unchanged += 1,
             Change::Metadata | Change::Content if !opts.update => {
                 return Err(Error::InvalidInput(format!(
                     "document {:?} is already stored with different content (use --update to replace it)",
-                    p.doc.id
+                    doc.id
                 )))
             }
             Change::Metadata => {
                 report.updated += 1;
                 report.metadata_only += 1;
-                metadata.push((p.doc.id, p.doc.metadata));
+                metadata.push((doc.id, doc.metadata));
             }
             Change::Content => {
                 report.updated += 1;
-                out.push(p);
+                out.push(doc);
             }
             Change::New => {
                 report.added += 1;
-                out.push(p);
+                out.push(doc);
             }
         }
     }
@@ -330,40 +378,28 @@ fn plan(
 fn process_window(
     db: &Database,
     embedder: &dyn Embed,
-    plan: &[Planned],
-    chunks: &[Vec<chunk::Chunk>],
+    plan: &[DocumentPlan],
     opts: &IndexOptions,
     progress: &dyn Progress,
     report: &mut IndexReport,
 ) -> Result<()> {
-    let mut pending = Vec::new();
-    for (d, (p, cs)) in plan.iter().zip(chunks).enumerate() {
-        for c in cs {
-            let text = passage_text(&p.doc.title, &p.doc.text[c.start..c.end]);
-            let cache_key: [u8; 32] = Sha256::digest(text.as_bytes()).into();
-            pending.push(PendingPassage {
-                doc: d,
-                start: c.start,
-                end: c.end,
-                tokens: c.tokens,
-                text,
-                cache_key,
-            });
-        }
-    }
-    let mut vectors: Vec<Option<Vec<f32>>> = Vec::with_capacity(pending.len());
-    for p in &pending {
-        vectors.push(db.cache_get(&p.cache_key)?);
+    // Every passage of the window as (document, passage), with its embedding-cache key.
+    let passages: Vec<&PassagePlan> = plan.iter().flat_map(|d| &d.passages).collect();
+    let keys: Vec<[u8; 32]> =
+        passages.iter().map(|p| Sha256::digest(p.text.as_bytes()).into()).collect();
+    let mut vectors: Vec<Option<Vec<f32>>> = Vec::with_capacity(passages.len());
+    for k in &keys {
+        vectors.push(db.cache_get(k)?);
     }
     let resumed = vectors.iter().filter(|v| v.is_some()).count();
     report.passages_resumed += resumed;
     progress.advance(resumed as u64);
 
     // Longest first: similar lengths share a batch, so padding is small.
-    let mut todo: Vec<usize> = (0..pending.len()).filter(|&i| vectors[i].is_none()).collect();
-    todo.sort_by_key(|&i| std::cmp::Reverse(pending[i].tokens));
+    let mut todo: Vec<usize> = (0..passages.len()).filter(|&i| vectors[i].is_none()).collect();
+    todo.sort_by_key(|&i| std::cmp::Reverse(passages[i].tokens));
     for batch in todo.chunks(opts.batch_size.max(1)) {
-        let texts: Vec<&str> = batch.iter().map(|&i| pending[i].text.as_str()).collect();
+        let texts: Vec<&str> = batch.iter().map(|&i| passages[i].text.as_str()).collect();
         let embedded = embedder.embed(&texts, TextKind::Passage)?;
         if embedded.len() != texts.len() {
             return Err(Error::InvalidInput(format!(
@@ -373,7 +409,7 @@ fn process_window(
             )));
         }
         let entries: Vec<([u8; 32], Vec<f32>)> =
-            batch.iter().zip(&embedded).map(|(&i, v)| (pending[i].cache_key, v.clone())).collect();
+            batch.iter().zip(&embedded).map(|(&i, v)| (keys[i], v.clone())).collect();
         db.cache_put(&entries)?;
         for (&i, v) in batch.iter().zip(embedded) {
             vectors[i] = Some(v);
@@ -385,26 +421,18 @@ fn process_window(
         }
     }
 
-    let mut new_docs: Vec<NewDocument> = plan
-        .iter()
-        .map(|p| NewDocument {
-            id: p.doc.id.clone(),
-            title: p.doc.title.clone(),
-            text: p.doc.text.clone(),
-            metadata: p.doc.metadata.clone(),
-            hash: p.hash.clone(),
-            passages: Vec::new(),
-        })
-        .collect();
-    for (p, v) in pending.into_iter().zip(vectors) {
-        let vector =
-            v.ok_or_else(|| Error::Store("internal: passage left without a vector".into()))?;
-        new_docs[p.doc].passages.push(NewPassage {
-            start: p.start,
-            end: p.end,
-            vector,
-            cache_key: Some(p.cache_key),
-        });
+    let mut vectors = vectors.into_iter();
+    let mut first = 0;
+    let mut new_docs = Vec::with_capacity(plan.len());
+    for d in plan {
+        let n = d.passages.len();
+        let v = vectors
+            .by_ref()
+            .take(n)
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::Store("internal: passage left without a vector".into()))?;
+        new_docs.push(d.to_new_document(v, Some(&keys[first..first + n]))?);
+        first += n;
     }
     db.put_documents(new_docs)
 }
@@ -413,6 +441,33 @@ fn process_window(
 mod split_tests {
     use super::testing::HashEmbedder;
     use super::*;
+
+    /// A plan's passages are the split spans with their titled texts; storing it needs one
+    /// vector per passage.
+    #[test]
+    fn a_document_plan_holds_titled_passages_and_needs_a_vector_each() {
+        let text: String = (0..50).map(|i| format!("w{i} ")).collect();
+        let doc = Document {
+            id: "d".into(),
+            title: "T".into(),
+            text: text.clone(),
+            metadata: serde_json::json!({"k": 1}),
+        };
+        let e = HashEmbedder::new(8);
+        let plan = DocumentPlan::new(&e, doc.clone(), 20, 4).unwrap();
+        let spans = split_passages(&e, "T", &text, 20, 4).unwrap();
+        assert_eq!(plan.passages.len(), spans.len());
+        for (p, c) in plan.passages.iter().zip(&spans) {
+            assert_eq!((p.start, p.end, p.tokens), (c.start, c.end, c.tokens));
+            assert_eq!(p.text, passage_text("T", &text[c.start..c.end]));
+        }
+        assert_eq!(plan.hash, content_hash(&doc));
+        let vectors = vec![vec![0.5f32; 8]; spans.len()];
+        let stored = plan.to_new_document(vectors.clone(), None).unwrap();
+        assert_eq!(stored.metadata, doc.metadata);
+        assert_eq!(stored.passages.len(), spans.len());
+        assert!(plan.to_new_document(vectors[1..].to_vec(), None).is_err());
+    }
 
     /// Every passage, with its title, fits the embedder's limit, and no word of the text is lost.
     #[test]

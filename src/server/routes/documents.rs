@@ -17,13 +17,12 @@ use serde_json::json;
 use super::{blocking, AppStateRef};
 use crate::encoder::TextKind;
 use crate::filter::Filter;
-use crate::pipeline::{change, content_hash, passage_text, split_passages, Change, Document};
+use crate::pipeline::{change, Change, Document, DocumentPlan};
 use crate::server::auth::{ApiKeyAccess, ReadAccess};
 use crate::server::collections::{Collection, DocId};
 use crate::server::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::server::state::{AppState, Loaded};
 use crate::server::tasks::WaitParam;
-use crate::store::{NewDocument, NewPassage};
 
 /// How often write requests also snapshot the ANN index (it is rebuilt from sled otherwise).
 const SAVE_INDEX_EVERY: Duration = Duration::from_secs(60);
@@ -154,24 +153,13 @@ async fn store_documents(
                 Change::Content => updated += 1,
                 Change::New => {}
             }
-            let hash = content_hash(&doc);
-            let chunks = split_passages(
-                encoder.as_ref(),
-                &doc.title,
-                &doc.text,
-                chunk_tokens,
-                chunk_overlap,
-            )?;
-            let prepared = chunks
+            let planned = DocumentPlan::new(encoder.as_ref(), doc, chunk_tokens, chunk_overlap)?;
+            let prepared = planned
+                .passages
                 .iter()
-                .map(|c| {
-                    encoder.prepare(
-                        &passage_text(&doc.title, &doc.text[c.start..c.end]),
-                        TextKind::Passage,
-                    )
-                })
+                .map(|p| encoder.prepare(&p.text, TextKind::Passage))
                 .collect::<crate::Result<Vec<_>>>()?;
-            plan.push((doc, hash, chunks, prepared));
+            plan.push((planned, prepared));
         }
         Ok((plan, unchanged, updated, metadata_only))
     })
@@ -182,7 +170,7 @@ async fn store_documents(
     let batcher = &loaded.dense("adding documents")?.batcher;
     let mut new_docs = Vec::with_capacity(plan.len());
     let mut passages = 0;
-    for (doc, hash, chunks, prepared) in plan {
+    for (planned, prepared) in plan {
         let mut vectors = Vec::with_capacity(prepared.len());
         let mut rest = prepared;
         while !rest.is_empty() {
@@ -191,19 +179,7 @@ async fn store_documents(
             rest = tail;
         }
         passages += vectors.len();
-        let passages = chunks
-            .iter()
-            .zip(vectors)
-            .map(|(c, vector)| NewPassage { start: c.start, end: c.end, vector, cache_key: None })
-            .collect();
-        new_docs.push(NewDocument {
-            id: doc.id,
-            title: doc.title,
-            text: doc.text,
-            metadata: doc.metadata,
-            hash,
-            passages,
-        });
+        new_docs.push(planned.to_new_document(vectors, None)?);
     }
     let added = new_docs.len() + metadata_only.len() - updated;
     let l = loaded.clone();
