@@ -98,7 +98,10 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The `[train]` section; resolved with the command line's overrides it is a run's
+/// hyper-parameters (`train::Hyper`), written into `training.json`. The `serde(default)`s
+/// read `training.json` files written before those keys existed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     pub seed: u64,
@@ -110,9 +113,14 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     pub max_grad_norm: f64,
     pub trainable: String,
+    /// Whether the 16 `<sN>` embedding rows train (the reference). Without them, `last:N`
+    /// back-propagates through N layers only instead of all of them.
+    #[serde(default = "default_true")]
     pub train_special_rows: bool,
     pub lora_rank: usize,
     pub lora_alpha: f64,
+    /// Dropout on the LoRA branch's input (the reference: 0.1).
+    #[serde(default)]
     pub lora_dropout: f64,
     pub max_seq_tokens: usize,
     pub checkpoint_every: usize,
@@ -125,11 +133,26 @@ pub struct TrainConfig {
     pub max_passage_tokens: usize,
     pub hard_negatives: String,
     pub hard_negative_depth: usize,
+    /// Mined ranks skipped before sampling negatives (unjudged positives sit at the top).
+    #[serde(default)]
     pub hard_negative_skip: usize,
+    /// 1 = negatives mined once before training; 2 = mined again with the current encoder
+    /// after half the steps (ANCE-style).
+    #[serde(default = "default_one")]
     pub mining_rounds: usize,
+    /// Leave passages relevant to a query out of its in-batch negatives (off in the reference).
+    #[serde(default)]
     pub mask_false_negatives: bool,
     pub validation_queries: usize,
     pub validation_corpus: usize,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_one() -> usize {
+    1
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::{Config, TrainConfig};
 use crate::error::{Error, Result};
 
 pub mod adapt;
@@ -44,99 +44,25 @@ pub struct TrainOverrides {
     pub stop_after: Option<usize>,
 }
 
-/// The resolved hyper-parameters of one run (also written into `training.json`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Hyper {
-    pub seed: u64,
-    pub lr: f64,
-    pub batch_size: usize,
-    pub grad_accum: usize,
-    pub max_steps: usize,
-    pub warmup_ratio: f64,
-    pub weight_decay: f64,
-    pub max_grad_norm: f64,
-    pub trainable: String,
-    /// Whether the 16 `<sN>` embedding rows train (the reference). Without them, `last:N`
-    /// back-propagates through N layers only instead of all of them.
-    #[serde(default = "default_true")]
-    pub train_special_rows: bool,
-    pub lora_rank: usize,
-    pub lora_alpha: f64,
-    /// Dropout on the LoRA branch's input (the reference: 0.1).
-    #[serde(default)]
-    pub lora_dropout: f64,
-    pub max_seq_tokens: usize,
-    pub checkpoint_every: usize,
-    pub log_every: usize,
-    pub validation_every: usize,
-    pub temperature: f64,
-    pub group_size: usize,
-    pub max_query_tokens: usize,
-    pub max_passage_tokens: usize,
-    pub hard_negatives: String,
-    pub hard_negative_depth: usize,
-    /// Mined ranks skipped before sampling negatives (unjudged positives sit at the top).
-    #[serde(default)]
-    pub hard_negative_skip: usize,
-    /// 1 = negatives mined once before training; 2 = mined again with the current encoder
-    /// after half the steps (ANCE-style).
-    #[serde(default = "default_one")]
-    pub mining_rounds: usize,
-    /// Leave passages relevant to a query out of its in-batch negatives (off in the reference).
-    #[serde(default)]
-    pub mask_false_negatives: bool,
-    pub validation_queries: usize,
-    pub validation_corpus: usize,
-    pub validation_examples: usize,
-}
+/// The resolved hyper-parameters of one run (also written into `training.json`): the `[train]`
+/// section with the command line's overrides applied ([`TrainConfig::resolve`]).
+pub type Hyper = TrainConfig;
 
-fn default_true() -> bool {
-    true
-}
-
-fn default_one() -> usize {
-    1
-}
-
-impl Hyper {
+impl TrainConfig {
     /// The `[train]` values with `o` applied; a `max_passage_tokens` of 0 becomes
     /// `index.chunk_tokens`, the passage length the index embeds.
     pub fn resolve(config: &Config, o: &TrainOverrides) -> Result<Self> {
-        let cfg = &config.train;
-        let h = Self {
-            seed: o.seed.unwrap_or(cfg.seed),
-            lr: o.lr.unwrap_or(cfg.lr),
-            batch_size: o.batch_size.unwrap_or(cfg.batch_size),
-            grad_accum: cfg.grad_accum,
-            max_steps: o.max_steps.unwrap_or(cfg.max_steps),
-            warmup_ratio: cfg.warmup_ratio,
-            weight_decay: cfg.weight_decay,
-            max_grad_norm: cfg.max_grad_norm,
-            trainable: o.trainable.clone().unwrap_or_else(|| cfg.trainable.clone()),
-            train_special_rows: cfg.train_special_rows,
-            lora_rank: cfg.lora_rank,
-            lora_alpha: cfg.lora_alpha,
-            lora_dropout: cfg.lora_dropout,
-            max_seq_tokens: cfg.max_seq_tokens,
-            checkpoint_every: cfg.checkpoint_every,
-            log_every: cfg.log_every,
-            validation_every: cfg.validation_every,
-            temperature: cfg.temperature,
-            group_size: cfg.group_size,
-            max_query_tokens: cfg.max_query_tokens,
-            max_passage_tokens: match cfg.max_passage_tokens {
-                0 => config.index.chunk_tokens,
-                n => n,
-            },
-            hard_negatives: cfg.hard_negatives.clone(),
-            hard_negative_depth: cfg.hard_negative_depth,
-            hard_negative_skip: cfg.hard_negative_skip,
-            mining_rounds: cfg.mining_rounds,
-            mask_false_negatives: cfg.mask_false_negatives,
-            validation_queries: cfg.validation_queries,
-            validation_corpus: cfg.validation_corpus,
-            validation_examples: cfg.validation_examples,
-        };
+        let mut h = config.train.clone();
+        h.seed = o.seed.unwrap_or(h.seed);
+        h.lr = o.lr.unwrap_or(h.lr);
+        h.batch_size = o.batch_size.unwrap_or(h.batch_size);
+        h.max_steps = o.max_steps.unwrap_or(h.max_steps);
+        if let Some(t) = &o.trainable {
+            h.trainable = t.clone();
+        }
+        if h.max_passage_tokens == 0 {
+            h.max_passage_tokens = config.index.chunk_tokens;
+        }
         h.check()?;
         Ok(h)
     }
@@ -280,5 +206,26 @@ mod tests {
         assert!((lrs[0] - 0.5).abs() < 1e-9 && (lrs[1] - 1.0).abs() < 1e-9);
         assert!(lrs.windows(2).skip(1).all(|w| w[1] <= w[0]));
         assert!(lrs[9] > 0.0 && lrs[9] < 0.2);
+    }
+
+    /// A run's hyper-parameters are the `[train]` section with the overrides applied, and a
+    /// `training.json` written before the later keys existed still reads, with their defaults.
+    #[test]
+    fn hyper_is_the_train_section_with_overrides_and_reads_older_reports() {
+        let mut config = Config::default();
+        config.train.max_passage_tokens = 0;
+        let o = TrainOverrides { max_steps: Some(7), lr: Some(0.5), ..Default::default() };
+        let h = Hyper::resolve(&config, &o).unwrap();
+        assert_eq!((h.max_steps, h.lr), (7, 0.5));
+        assert_eq!(h.max_passage_tokens, config.index.chunk_tokens);
+        assert_eq!(h.temperature, config.train.temperature);
+        let mut old = serde_json::to_value(&h).unwrap();
+        for key in ["train_special_rows", "lora_dropout", "hard_negative_skip", "mining_rounds"] {
+            old.as_object_mut().unwrap().remove(key);
+        }
+        let read: Hyper = serde_json::from_value(old).unwrap();
+        assert!(read.train_special_rows && read.mining_rounds == 1 && read.lora_dropout == 0.0);
+        config.train.group_size = 0;
+        assert!(Hyper::resolve(&config, &TrainOverrides::default()).is_err());
     }
 }
