@@ -15,8 +15,9 @@ use engine::store::Database;
 use fixture::*;
 use serde_json::{json, Value};
 
+/// Status, health and the default mode of an untrained encoder.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn search_documents_embed_status_and_metadata_endpoints() {
+async fn status_and_health_say_what_is_served_and_an_untrained_encoder_defaults_to_bm25() {
     let fx = fixture();
     let s = TestServer::start(&fx, |_| {}, None).await;
     let docs = corpus();
@@ -36,6 +37,16 @@ async fn search_documents_embed_status_and_metadata_endpoints() {
     let (st, r) = s.post("/search", &json!({ "query": query_for(&docs[0]), "k": 3 })).await;
     assert_eq!(st, 200, "{r}");
     assert_eq!(r["mode"], "bm25", "{r}");
+
+    s.stop().await.unwrap();
+}
+
+/// Search in each mode, the GET form, paging and with_text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn search_finds_each_document_in_every_mode_and_pages_by_offset() {
+    let fx = fixture();
+    let s = TestServer::start(&fx, |_| {}, None).await;
+    let docs = corpus();
 
     // Every document is found first by its own text, under its own title.
     for d in &docs {
@@ -94,6 +105,16 @@ async fn search_documents_embed_status_and_metadata_endpoints() {
     let (st, r) = s.get(&format!("/search?q={}&mode=dense", enc(&q))).await;
     assert_eq!(st, 200);
     assert_eq!(r["hits"].as_array().unwrap().len(), 10, "default k");
+
+    s.stop().await.unwrap();
+}
+
+/// The document routes: open, add, replace, filter, delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn documents_open_by_id_and_are_added_replaced_filtered_and_deleted() {
+    let fx = fixture();
+    let s = TestServer::start(&fx, |_| {}, None).await;
+    let docs = corpus();
 
     // Every hit id opens with /documents/{id}, percent-encoded.
     for d in &docs {
@@ -164,6 +185,15 @@ async fn search_documents_embed_status_and_metadata_endpoints() {
     assert!(!hit_ids(&r).contains(&"new/one".to_string()), "deleted document still in BM25");
     assert_eq!(s.get("/status").await.1["documents"], json!(docs.len() + 1));
 
+    s.stop().await.unwrap();
+}
+
+/// /embed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embed_gives_identical_vectors_for_identical_texts() {
+    let fx = fixture();
+    let s = TestServer::start(&fx, |_| {}, None).await;
+
     // /embed: identical inputs give identical vectors; dims and kinds.
     let (st, r) = s
         .post(
@@ -182,6 +212,15 @@ async fn search_documents_embed_status_and_metadata_endpoints() {
     let (st, r) = s.post("/embed", &json!({ "texts": ["hello world"] })).await;
     assert_eq!((st, r["kind"].as_str()), (200, Some("query")));
 
+    s.stop().await.unwrap();
+}
+
+/// The web UI files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ui_files_are_served_with_their_mime_types() {
+    let fx = fixture();
+    let s = TestServer::start(&fx, |_| {}, None).await;
+
     // Web UI files with their MIME types.
     for (path, mime) in [
         ("/", "text/html"),
@@ -196,6 +235,15 @@ async fn search_documents_embed_status_and_metadata_endpoints() {
         assert!(ct.starts_with(mime), "{path}: {ct}");
         assert!(!r.bytes().await.unwrap().is_empty());
     }
+
+    s.stop().await.unwrap();
+}
+
+/// /openapi.json against the router.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn openapi_describes_every_route_and_every_described_route_exists() {
+    let fx = fixture();
+    let s = TestServer::start(&fx, |_| {}, None).await;
 
     // OpenAPI describes every route with its method.
     let (st, spec) = s.get("/openapi.json").await;
@@ -217,6 +265,19 @@ async fn search_documents_embed_status_and_metadata_endpoints() {
         assert_ne!(body["error"]["message"], "no such route", "{method} {path}");
     }
 
+    s.stop().await.unwrap();
+}
+
+/// /metrics after a search and a missing document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_count_requests_per_route_with_latency_batching_and_index_size() {
+    let fx = fixture();
+    let s = TestServer::start(&fx, |_| {}, None).await;
+    let docs = corpus();
+
+    let q = query_for(&docs[0]);
+    assert_eq!(s.post("/search", &json!({ "query": q, "mode": "dense" })).await.0, 200);
+    assert_eq!(s.get("/documents/no%2Fsuch").await.0, 404);
     // Metrics: Prometheus text with per-route counters, latency histograms, batching, index size.
     let r = s.client.get(s.url("/metrics")).send().await.unwrap();
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
@@ -227,7 +288,7 @@ async fn search_documents_embed_status_and_metadata_endpoints() {
         "engine_http_request_duration_seconds_bucket{method=\"POST\",route=\"/search\",status=\"200\",le=\"+Inf\"}",
         "engine_encode_batch_size_bucket{le=\"1\"}",
         "engine_queue_depth 0",
-        &format!("engine_index_documents {}", docs.len() + 1),
+        &format!("engine_index_documents {}", docs.len()),
     ] {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
     }
@@ -235,18 +296,24 @@ async fn search_documents_embed_status_and_metadata_endpoints() {
     s.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_error_is_json_with_the_right_status() {
-    let fx = fixture();
-    let s = TestServer::start(
-        &fx,
+/// The server of the error tests: small body and query limits, writes behind a key.
+async fn strict_server(fx: &Fixture) -> TestServer {
+    TestServer::start(
+        fx,
         |c| {
             c.server.max_body_bytes = 8192;
             c.server.max_query_tokens = 64;
         },
         Some("sekret"),
     )
-    .await;
+    .await
+}
+
+/// Malformed and invalid requests to /search and /embed: JSON errors with one status each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_or_invalid_requests_are_json_errors_400_413_or_422() {
+    let fx = fixture();
+    let s = strict_server(&fx).await;
     let q = query_for(&corpus()[0]);
 
     // One validation status: 400 only for JSON that does not parse, 413 only for a body over
@@ -329,6 +396,15 @@ async fn every_error_is_json_with_the_right_status() {
         s.post_with_key("/embed", &json!({ "texts": ["x"], "kind": "poem" }), "sekret").await;
     assert_eq!(error_code(st, &b, 422), "invalid_request");
 
+    s.stop().await.unwrap();
+}
+
+/// Unknown documents, routes and methods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn missing_documents_routes_and_methods_are_json_404_and_405() {
+    let fx = fixture();
+    let s = strict_server(&fx).await;
+
     // Missing documents, unknown routes, wrong methods.
     let (st, b) = s.get("/documents/no%2Fsuch%20doc").await;
     assert_eq!(error_code(st, &b, 404), "not_found");
@@ -337,6 +413,15 @@ async fn every_error_is_json_with_the_right_status() {
     let r = s.client.put(s.url("/search")).send().await.unwrap();
     let st = r.status().as_u16();
     assert_eq!(error_code(st, &r.json().await.unwrap(), 405), "method_not_allowed");
+
+    s.stop().await.unwrap();
+}
+
+/// The write endpoints under --api-key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_need_the_key_and_reads_do_not() {
+    let fx = fixture();
+    let s = strict_server(&fx).await;
 
     // Write endpoints need the key; reads do not.
     let doc = json!({ "documents": [{ "id": "k/1", "text": "keyed" }] });
@@ -380,6 +465,15 @@ async fn every_error_is_json_with_the_right_status() {
     let st = r.status().as_u16();
     assert_eq!(error_code(st, &r.json().await.unwrap(), 404), "not_found");
 
+    s.stop().await.unwrap();
+}
+
+/// POST /documents validation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn document_batches_are_validated_before_anything_is_written() {
+    let fx = fixture();
+    let s = strict_server(&fx).await;
+
     // Document batch limits and validation.
     let post_docs = |body: Value| {
         let c = s.client.post(s.url("/documents")).bearer_auth("sekret").json(&body).send();
@@ -402,9 +496,12 @@ async fn every_error_is_json_with_the_right_status() {
     assert_eq!(error_code(st, &b, 422), "invalid_request");
 
     s.stop().await.unwrap();
+}
 
-    // A separate server with tiny per-request document and token limits and room for a large
-    // body.
+/// Per-request limits on documents, tokens and query length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn per_request_document_token_and_query_limits_are_422() {
+    let fx = fixture();
     let s = TestServer::start(
         &fx,
         |c| {
