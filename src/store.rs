@@ -1207,10 +1207,26 @@ fn read_dump_part(input: &mut impl std::io::Read) -> Result<Option<Vec<u8>>> {
 }
 
 /// Opens the sled store of a database. sled holds an exclusive lock on it while open, so a
-/// second process gets [`Error::DatabaseInUse`] instead of sled's raw lock error.
+/// second process gets [`Error::DatabaseInUse`] instead of sled's raw lock error. When this
+/// process itself holds the lock, a handle just dropped is still closing (sled's flusher
+/// thread lets go of the file at its next tick, late on a loaded machine): that is waited for,
+/// up to [`OWN_LOCK_WAIT`].
 fn open_sled(dir: &Path) -> Result<sled::Db> {
-    sled::open(dir.join(SLED_DIR)).map_err(|e| open_error(dir, e))
+    let started = Instant::now();
+    loop {
+        match sled::open(dir.join(SLED_DIR)).map_err(|e| open_error(dir, e)) {
+            Err(Error::DatabaseInUse { pid: Some(pid), .. })
+                if pid == std::process::id() && started.elapsed() < OWN_LOCK_WAIT =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
+
+/// How long opening waits for this process's own just-closed handle to release the store.
+const OWN_LOCK_WAIT: Duration = Duration::from_secs(3);
 
 /// An error opening the store, naming the database: in use, not writable, or sled's own.
 fn open_error(dir: &Path, e: sled::Error) -> Error {

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use engine::store::Database;
 
+mod common;
+use common::{stored_state, StoredState};
+
 const HASH_DIM: &str = "48";
 
 fn engine(config: &Path) -> Command {
@@ -187,23 +190,8 @@ fn bad_lines_duplicates_and_empty_documents() {
     );
 }
 
-type State = Vec<(String, engine::store::DocRecord, Vec<(engine::store::PassageRecord, Vec<f32>)>)>;
-
-fn state(db: &Path) -> State {
-    let db = Database::open(db, None).unwrap();
-    db.document_ids()
-        .unwrap()
-        .into_iter()
-        .map(|id| {
-            let d = db.get_document(&id).unwrap().unwrap();
-            let ps = d
-                .passages
-                .iter()
-                .map(|&l| (db.get_passage(l).unwrap().unwrap(), db.vector(l).unwrap()))
-                .collect();
-            (id, d, ps)
-        })
-        .collect()
+fn state(db: &Path) -> StoredState {
+    stored_state(&Database::open(db, None).unwrap())
 }
 
 /// Kill an indexing run mid-way (SIGKILL), run the same command again: the final state equals
@@ -331,7 +319,7 @@ fn tiny_model_index_search_reopen_and_mismatch() {
 /// Equal documents and passages, and vectors equal within `tol`: a real encoder's floats depend
 /// (in the last bits) on which texts share a padded batch, and a resumed run batches the
 /// remaining passages differently.
-fn assert_same_state(a: &State, b: &State, tol: f32) {
+fn assert_same_state(a: &StoredState, b: &StoredState, tol: f32) {
     assert_eq!(a.len(), b.len());
     for ((ida, da, pa), (idb, db, pb)) in a.iter().zip(b) {
         assert_eq!((ida, da), (idb, db));

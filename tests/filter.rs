@@ -7,12 +7,15 @@ use std::time::Duration;
 use engine::encoder::{Embed, TextKind};
 use engine::filter::Filter;
 use engine::fusion::Fusion;
-use engine::index::{AnnParams, Backend};
+use engine::index::Backend;
 use engine::pipeline::testing::HashEmbedder;
 use engine::pipeline::{index_documents, Document, IndexOptions, Silent};
 use engine::search::{sync_lexical, SearchIndex, SearchMode, SearchOptions};
 use engine::store::{Database, DbOptions};
 use serde_json::json;
+
+mod common;
+use common::test_ann_params;
 
 const DIM: usize = 32;
 const N: usize = 200;
@@ -72,14 +75,7 @@ fn exact_dense(db: &Database, q: &[f32], f: &Filter, k: usize) -> Vec<String> {
 fn check(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let e = HashEmbedder::new(DIM);
-    let params = AnnParams {
-        hnsw_m: 16,
-        hnsw_ef_construction: 100,
-        hnsw_ef_search: 64,
-        hnsw_parallel_insert: false,
-        faiss_factory: "HNSW32".into(),
-        faiss_nprobe: 8,
-    };
+    let params = test_ann_params();
     let db = Database::create_or_open(
         dir.path(),
         &e.fingerprint(),

@@ -4,27 +4,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use engine::encoder::{Embed, EncoderFingerprint, TextKind};
-use engine::index::{AnnParams, Backend};
+use engine::index::Backend;
 use engine::pipeline::testing::HashEmbedder;
 use engine::pipeline::{index_documents, Document, IndexOptions, Silent};
-use engine::store::{Database, DbOptions, DocRecord, PassageRecord};
+use engine::store::{Database, DbOptions};
 use engine::Error;
+
+mod common;
+use common::{stored_state, test_ann_params};
 
 const DIM: usize = 64;
 
-fn params() -> AnnParams {
-    AnnParams {
-        hnsw_m: 16,
-        hnsw_ef_construction: 100,
-        hnsw_ef_search: 64,
-        hnsw_parallel_insert: false,
-        faiss_factory: "HNSW32".into(),
-        faiss_nprobe: 8,
-    }
-}
-
 fn db_opts(backend: Backend) -> DbOptions {
-    DbOptions { backend, params: params(), chunk_tokens: 8, chunk_overlap: 2 }
+    DbOptions { backend, params: test_ann_params(), chunk_tokens: 8, chunk_overlap: 2 }
 }
 
 fn opts() -> IndexOptions {
@@ -78,25 +70,6 @@ fn corpus(n: usize) -> Vec<Document> {
                 .collect::<Vec<_>>()
                 .join(" ");
             doc(&format!("doc-{i:03}"), &format!("Title {i}"), &text)
-        })
-        .collect()
-}
-
-type State = Vec<(String, DocRecord, Vec<(PassageRecord, Vec<f32>)>)>;
-
-/// Everything stored, through the public API.
-fn state(db: &Database) -> State {
-    db.document_ids()
-        .unwrap()
-        .into_iter()
-        .map(|id| {
-            let d = db.get_document(&id).unwrap().unwrap();
-            let ps = d
-                .passages
-                .iter()
-                .map(|&l| (db.get_passage(l).unwrap().unwrap(), db.vector(l).unwrap()))
-                .collect();
-            (id, d, ps)
         })
         .collect()
 }
@@ -227,7 +200,7 @@ fn interrupted_run_resumes_to_identical_state() {
     let db =
         Database::create_or_open(full.path(), &e.fingerprint(), &db_opts(Backend::Hnsw)).unwrap();
     index_documents(&db, &e, docs.clone(), &opts(), &Silent).unwrap();
-    let expected = state(&db);
+    let expected = stored_state(&db);
     drop(db);
 
     let part = tempfile::tempdir().unwrap();
@@ -249,7 +222,7 @@ fn interrupted_run_resumes_to_identical_state() {
     let r = index_documents(&db, &e, docs, &opts(), &Silent).unwrap();
     assert!(r.unchanged > 0 && r.passages_resumed > 0, "{r:?}");
     assert_eq!(db.clear_cache().unwrap(), 0, "a completed run leaves no cached vectors");
-    assert_eq!(state(&db), expected);
+    assert_eq!(stored_state(&db), expected);
     let q = query(&e, "ocean tide note22");
     let ref_db = Database::open(full.path(), None).unwrap();
     let a: Vec<String> = db.search_dense(&q, 5).unwrap().into_iter().map(|h| h.id).collect();
@@ -271,16 +244,16 @@ fn duplicates_updates_and_empty_documents() {
     assert!(db.get_document("empty").unwrap().is_none());
 
     // Same id twice in one corpus with different content: refused, nothing written.
-    let before = state(&db);
+    let before = stored_state(&db);
     let dup = vec![doc("new-1", "", "alpha"), doc("new-1", "", "beta")];
     let err = index_documents(&db, &e, dup.clone(), &opts(), &Silent).unwrap_err();
     assert!(err.to_string().contains("new-1"), "{err}");
-    assert_eq!(state(&db), before);
+    assert_eq!(stored_state(&db), before);
     // Against a stored id with different content: refused without --update.
     let changed = vec![doc("doc-001", "Title 1", "completely different text now")];
     let err = index_documents(&db, &e, changed.clone(), &opts(), &Silent).unwrap_err();
     assert!(err.to_string().contains("doc-001") && err.to_string().contains("--update"), "{err}");
-    assert_eq!(state(&db), before);
+    assert_eq!(stored_state(&db), before);
 
     let upd = IndexOptions { update: true, ..opts() };
     let r = index_documents(&db, &e, changed, &upd, &Silent).unwrap();
