@@ -49,7 +49,8 @@ use crate::store::{lexical_dir, Database};
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub config: Config,
-    /// Database folder (made by `engine index`).
+    /// Database folder (made by `engine index`), or a PostgreSQL store's URL
+    /// (`postgres://...`, made by `engine index --store`).
     pub db: PathBuf,
     /// The admin key: when set, writes and the embedding routes require it (see `auth`).
     pub api_key: Option<String>,
@@ -259,8 +260,9 @@ pub fn load(opts: &ServeOptions, metrics: Arc<Metrics>) -> Result<Loaded> {
     // Fusion settings are checked here, so a bad `[eval]` stops the server at load rather than
     // failing every hybrid search; each search builds its own (`Fusion::for_request`).
     Fusion::from_config(&opts.config.eval)?;
+    let url = opts.db.to_str().filter(|s| crate::store::postgres::is_postgres_url(s));
     let lexical = lexical_dir(&opts.db);
-    if !Database::exists(&opts.db) && LexicalIndex::exists(&lexical) {
+    if url.is_none() && !Database::exists(&opts.db) && LexicalIndex::exists(&lexical) {
         let index = Arc::new(LexicalIndex::open(&lexical)?);
         if !index.stores_text() {
             return Err(Error::InvalidInput(format!(
@@ -276,17 +278,27 @@ pub fn load(opts: &ServeOptions, metrics: Arc<Metrics>) -> Result<Loaded> {
     let encoder = Arc::new(Encoder::from_config(&opts.config)?);
     // The database must have been built by this very encoder (fingerprint check). One whose
     // folder cannot be written is served from a temporary copy that refuses writes.
-    let db = Database::open_to_read(&opts.db, Some(&encoder.fingerprint()))?;
-    let status = db.status()?;
+    let index = match url {
+        // Several servers may share it; one on a replica serves reads and refuses writes.
+        Some(url) => SearchIndex::postgres(crate::store::postgres::PgStore::open(
+            url,
+            Some(&encoder.fingerprint()),
+        )?),
+        // BM25 is rebuilt first when missing or out of step with the store (tantivy indexes
+        // thousands of documents a second: little next to loading the model).
+        None => SearchIndex::open(
+            Database::open_to_read(&opts.db, Some(&encoder.fingerprint()))?,
+            true,
+        )?,
+    };
+    let status = index.db().status()?;
     tracing::info!(
         documents = status.documents,
         passages = status.passages,
         backend = %status.backend,
         "database opened"
     );
-    // BM25 is rebuilt first when missing or out of step with the store (tantivy indexes
-    // thousands of documents a second: little next to loading the model).
-    let index = Arc::new(SearchIndex::open(db, true)?);
+    let index = Arc::new(index);
     let batcher = Arc::new(Batcher::start(encoder, batch, metrics)?);
     Ok(Loaded {
         encoder_name: encoder_name(&opts.config.model.path),

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests (each test file includes this module).
 #![allow(dead_code)]
 
+pub mod pg;
+
 use engine::encoder::{EncoderOptions, Padding, Pooling, Template};
 
 /// The method's encoder settings with short limits, for the tiny test model.
