@@ -500,13 +500,11 @@ fn document_columns() -> String {
 }
 
 impl Store for PgStore {
+    /// The manifest as read at open, without a query (the server reads it on async threads,
+    /// where the blocking client must not run). Its counts are not kept in PostgreSQL (a row
+    /// every writer would update): [`Store::status`] counts.
     fn manifest(&self) -> Manifest {
-        let mut m = self.manifest.clone();
-        match self.counts() {
-            Ok((documents, passages)) => (m.documents, m.passages) = (documents, passages),
-            Err(e) => tracing::warn!("counting documents in {}: {e}", self.name()),
-        }
-        m
+        self.manifest.clone()
     }
 
     fn status(&self) -> Result<Status> {
