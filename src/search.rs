@@ -150,6 +150,8 @@ pub struct SearchIndex {
 }
 
 /// Where a [`SearchIndex`] keeps its data.
+// One per process, built once and never moved in a hot path: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 enum Backing {
     /// The embedded store, and its BM25 index in `DB/lexical/` when it has one.
     Embedded { db: Database, lexical: Option<LexicalIndex> },

@@ -75,6 +75,10 @@ pub struct SearchArgs {
     /// HNSW search effort (ef) for these searches; ignored by the flat and FAISS backends.
     #[arg(long)]
     pub ef: Option<usize>,
+    /// PostgreSQL store: dense search by an exact scan instead of pgvector's HNSW (what HNSW
+    /// recall is measured against). An embedded database is exact when built with --backend flat.
+    #[arg(long)]
+    pub exact: bool,
     /// The query text (or use --queries).
     #[arg(required_unless_present = "queries")]
     pub query: Option<String>,
@@ -242,11 +246,18 @@ fn open(
     let (index, manifest, db_dir) =
         match location::resolve(&ctx.config, args.db.as_ref(), args.store.as_ref())? {
             Location::Postgres(url) => {
-                let store = PgStore::open(&url, None)
+                let mut store = PgStore::open(&url, None)
                     .with_context(|| format!("opening the PostgreSQL store {}", redact(&url)))?;
+                if args.exact {
+                    store.set_exact(true);
+                }
                 let manifest = store.manifest();
                 (SearchIndex::postgres(store), manifest, PathBuf::from(redact(&url)))
             }
+            Location::Folder(_) if args.exact => bail!(
+                "--exact applies to a PostgreSQL store; an embedded database searches exactly \
+                 when indexed with --backend flat"
+            ),
             Location::Folder(dir) => match open_folder(&dir, requested)? {
                 Ok((index, manifest)) => (index, manifest, dir),
                 Err(lexical) => return Ok(lexical),
