@@ -252,6 +252,38 @@ fn postgres_read_only_servers_refuse_writes_clearly() {
     assert_eq!(primary.status().unwrap().documents, 4);
 }
 
+/// A real streaming replica (`pg_basebackup -R`): a server on it searches what the primary
+/// wrote once it has replayed it, and refuses writes with an error naming the primary.
+#[test]
+fn postgres_a_streaming_replica_serves_reads_and_refuses_writes() {
+    let Some(db) = pg::database("replica") else { return };
+    let Some(replica_url) = pg::replica(&db) else { return };
+    let fp = HashEmbedder::new(DIM).fingerprint();
+    let primary = PgStore::create_or_open(&db.url, &fp, &options(Backend::Hnsw)).unwrap();
+    primary.put_documents(corpus()).unwrap();
+    // Asynchronous replication: wait for the replica to replay the writes.
+    let started = std::time::Instant::now();
+    let replayed = || {
+        let mut c = postgres::Client::connect(&replica_url, postgres::NoTls).ok()?;
+        let row = c.query_one("SELECT count(*) FROM engine_documents", &[]).ok()?;
+        (row.get::<_, i64>(0) == 4).then_some(())
+    };
+    while replayed().is_none() {
+        assert!(started.elapsed().as_secs() < 60, "the replica did not catch up in 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let replica = SearchIndex::postgres(PgStore::open(&replica_url, Some(&fp)).unwrap());
+    assert!(replica.db().read_only());
+    for mode in [SearchMode::Dense, SearchMode::Bm25, SearchMode::Hybrid] {
+        assert_eq!(ids(&replica, mode, "moon gravity tides", None)[0], "tides", "{mode:?}");
+    }
+    let err = replica.put_documents(corpus()).unwrap_err();
+    assert!(matches!(err, engine::Error::StoreReadOnly { .. }), "{err}");
+    assert!(err.to_string().contains("primary"), "{err}");
+    let err = PgStore::create_or_open(&replica_url, &fp, &options(Backend::Hnsw)).map(|_| ());
+    assert!(err.is_ok(), "opening an existing store on a replica is a read: {err:?}");
+}
+
 /// A write is one transaction: a failure at the second passage of the second document (a
 /// trigger raising, standing in for a crash or a lost connection) leaves neither the first
 /// document of the write nor any part of the second's new version; the old version stays.

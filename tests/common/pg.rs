@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The variable naming the test server (a database on it that the tests may create others from).
 pub const ENV_URL: &str = "ENGINE_TEST_POSTGRES_URL";
+/// The variable naming a streaming replica of that server (`scripts/postgres.sh replica`).
+pub const ENV_REPLICA_URL: &str = "ENGINE_TEST_POSTGRES_REPLICA_URL";
 
 /// A database created for one test and dropped (with its connections) when this is.
 pub struct TestDb {
@@ -28,6 +30,24 @@ pub fn database(tag: &str) -> Option<TestDb> {
             eprintln!(
                 "skipped: {ENV_URL} is not set (export {ENV_URL}=$(scripts/postgres.sh start) to \
                  run the PostgreSQL tests)"
+            );
+            None
+        }
+    }
+}
+
+/// The URL of `db` on the streaming replica, or `None` (after saying so) when none is given;
+/// required, as the server is, under `CI=true`.
+pub fn replica(db: &TestDb) -> Option<String> {
+    match std::env::var(ENV_REPLICA_URL) {
+        Ok(url) if !url.is_empty() => Some(with_dbname(&url, &db.name)),
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{ENV_REPLICA_URL} is not set, and CI=true requires the replica tests")
+        }
+        _ => {
+            eprintln!(
+                "skipped: {ENV_REPLICA_URL} is not set (export \
+                 {ENV_REPLICA_URL}=$(scripts/postgres.sh replica) to run the replica tests)"
             );
             None
         }
