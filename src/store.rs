@@ -305,6 +305,24 @@ pub(crate) fn check_new_documents(docs: &[NewDocument], dim: usize) -> Result<()
     Ok(())
 }
 
+/// The checks every dense search makes (effort in range, the store's dimension) and its query
+/// normalised to unit length; `None` when `k` is 0 (nothing to search).
+pub(crate) fn dense_query(
+    query: &[f32],
+    dim: usize,
+    k: usize,
+    effort: Option<usize>,
+) -> Result<Option<Vec<f32>>> {
+    index::check_search_effort(effort)?;
+    index::check_vector(query, dim)?;
+    if k == 0 {
+        return Ok(None);
+    }
+    let mut q = query.to_vec();
+    index::normalize(&mut q)?;
+    Ok(Some(q))
+}
+
 /// What the indexing pipeline, search and the server need of a store, whichever backend holds
 /// the data: the embedded [`Database`] (sled + ANN files + tantivy beside it, the default) or
 /// [`postgres::PgStore`] (PostgreSQL + pgvector). Every method takes `&self` and the store is
@@ -1031,15 +1049,8 @@ impl Database {
         filter: Option<&Filter>,
         effort: Option<usize>,
     ) -> Result<Vec<DocHit>> {
-        index::check_search_effort(effort)?;
         let filter = filter.filter(|f| !f.is_empty());
-        let dim = self.dim();
-        index::check_vector(query, dim)?;
-        if k == 0 {
-            return Ok(Vec::new());
-        }
-        let mut q = query.to_vec();
-        index::normalize(&mut q)?;
+        let Some(q) = dense_query(query, self.dim(), k, effort)? else { return Ok(Vec::new()) };
         let ann = self.ann.read().map_err(poisoned)?;
         let total = ann.len();
         // Several passages may belong to one document: over-fetch until k documents are found

@@ -210,16 +210,8 @@ pub fn run_index(ctx: &Ctx, args: IndexArgs) -> Result<()> {
         Location::Postgres(url) => return run_index_postgres(ctx, &args, &url),
         Location::Folder(dir) => dir,
     };
-    let config = with_overrides(
-        &ctx.config,
-        args.model.as_ref(),
-        args.pooling.as_ref(),
-        args.backend.as_ref(),
-    );
-    let backend: Backend = config.index.backend.parse()?;
-    let corpus = read_corpus(&config, &args)?;
-    let embedder = load_embedder(&config)?;
-    let db = Database::create_or_open(&dir, &embedder.fingerprint(), &db_options(&config, backend))
+    let (config, db_opts, corpus, embedder) = prepare(ctx, &args)?;
+    let db = Database::create_or_open(&dir, &embedder.fingerprint(), &db_opts)
         .with_context(|| format!("opening database {}", dir.display()))?;
     let opts = index_options(&config, &args)?;
     // Decided before any write: a refused prune leaves the database as it was.
@@ -252,14 +244,28 @@ pub fn run_index(ctx: &Ctx, args: IndexArgs) -> Result<()> {
     Ok(())
 }
 
-/// The settings of a new database (and the backend wanted for an existing one).
-fn db_options(config: &Config, backend: Backend) -> DbOptions {
-    DbOptions {
+/// What `engine index` starts from on either store: the configuration with the flags applied,
+/// the database settings (and the backend wanted for an existing one), the corpus, the encoder.
+fn prepare(
+    ctx: &Ctx,
+    args: &IndexArgs,
+) -> Result<(Config, DbOptions, pipeline::Corpus, Box<dyn Embed>)> {
+    let config = with_overrides(
+        &ctx.config,
+        args.model.as_ref(),
+        args.pooling.as_ref(),
+        args.backend.as_ref(),
+    );
+    let backend: Backend = config.index.backend.parse()?;
+    let corpus = read_corpus(&config, args)?;
+    let embedder = load_embedder(&config)?;
+    let db_opts = DbOptions {
         backend,
         params: AnnParams::from_config(&config.index),
         chunk_tokens: config.index.chunk_tokens,
         chunk_overlap: config.index.chunk_overlap,
-    }
+    };
+    Ok((config, db_opts, corpus, embedder))
 }
 
 /// The indexing loop's settings: the config's, `--update`, and the slow-batch test hook.
@@ -276,19 +282,10 @@ fn index_options(config: &Config, args: &IndexArgs) -> Result<IndexOptions> {
 /// `engine index --store URL`: the same pipeline into PostgreSQL, one transaction per
 /// committed window; full text is indexed by PostgreSQL as rows are written (no BM25 build).
 fn run_index_postgres(ctx: &Ctx, args: &IndexArgs, url: &str) -> Result<()> {
-    let config = with_overrides(
-        &ctx.config,
-        args.model.as_ref(),
-        args.pooling.as_ref(),
-        args.backend.as_ref(),
-    );
-    let backend: Backend = config.index.backend.parse()?;
-    let corpus = read_corpus(&config, args)?;
-    let embedder = load_embedder(&config)?;
+    let (config, db_opts, corpus, embedder) = prepare(ctx, args)?;
     let name = redact(url);
-    let store =
-        PgStore::create_or_open(url, &embedder.fingerprint(), &db_options(&config, backend))
-            .with_context(|| format!("opening the PostgreSQL store {name}"))?;
+    let store = PgStore::create_or_open(url, &embedder.fingerprint(), &db_opts)
+        .with_context(|| format!("opening the PostgreSQL store {name}"))?;
     let opts = index_options(&config, args)?;
     let prune =
         if args.prune { stale_ids(store.document_ids()?, &corpus, &name)? } else { Vec::new() };

@@ -40,8 +40,8 @@ use ::postgres::{Client, NoTls};
 use pgvector::Vector;
 
 use super::{
-    check_encoder, check_format, check_new_documents, check_options, check_reopen, poisoned,
-    DbOptions, DocHit, DocRecord, Manifest, NewDocument, RecallReport, Status, Store,
+    check_encoder, check_format, check_new_documents, check_options, check_reopen, dense_query,
+    poisoned, DbOptions, DocHit, DocRecord, Manifest, NewDocument, RecallReport, Status, Store,
 };
 use crate::encoder::EncoderFingerprint;
 use crate::error::{Error, Result};
@@ -702,14 +702,9 @@ impl Store for PgStore {
         filter: Option<&Filter>,
         effort: Option<usize>,
     ) -> Result<Vec<DocHit>> {
-        index::check_search_effort(effort)?;
         let filter = filter.filter(|f| !f.is_empty());
-        index::check_vector(query, self.manifest.encoder.dim)?;
-        if k == 0 {
-            return Ok(Vec::new());
-        }
-        let mut q = query.to_vec();
-        index::normalize(&mut q)?;
+        let dim = self.manifest.encoder.dim;
+        let Some(q) = dense_query(query, dim, k, effort)? else { return Ok(Vec::new()) };
         let q = Vector::from(q);
         if self.exact {
             let among = filter.map(|f| self.matching_ids(f)).transpose()?;
