@@ -1,8 +1,8 @@
-//! `engine serve --store postgres://...`, the release binary on the tiny random model, against a
-//! real PostgreSQL (`ENGINE_TEST_POSTGRES_URL`; skipped without it, required when CI=true):
-//! two servers on one database see each other's writes, a server on a read-only connection (as
-//! on a streaming replica) refuses writes with 403, and a server killed with SIGKILL in the
-//! middle of a write leaves no part of that write in the database.
+//! The binary against a real PostgreSQL (`ENGINE_TEST_POSTGRES_URL`; skipped without it,
+//! required when CI=true): every store command with `--store`, and `engine serve --store` on
+//! the tiny random model: two servers on one database see each other's writes, a server on a
+//! read-only connection (as on a streaming replica) refuses writes with 403, and a server
+//! killed with SIGKILL in the middle of a write leaves no part of that write in the database.
 
 mod common;
 
@@ -157,6 +157,9 @@ fn two_servers_on_one_postgres_see_each_others_writes_and_a_replica_server_refus
     assert_eq!(deleted.0, 200, "{}", deleted.1);
     assert_eq!(http.get(format!("{base_a}/documents/new-1")).0, 404);
 
+    // Snapshots are of the embedded store.
+    let (status, body) = http.post(format!("{base_a}/snapshots"), json!({}));
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("postgres_store")), "{body}");
     // The read-only server reads, and refuses writes naming the primary.
     assert_eq!(http.get(format!("{base_r}/documents/doc-1")).0, 200);
     let doc = json!({ "id": "new-2", "title": "x", "text": "refused" });
@@ -243,4 +246,68 @@ fn killing_engine_serve_mid_write_leaves_no_half_document_in_postgres() {
     let passages = count("SELECT count(*) FROM engine_passages WHERE doc_id = 'half-2'");
     assert!(passages > 1, "expected several passages per document, got {passages}");
     stop(b);
+}
+
+/// `engine index / search / eval / delete / check --store URL` with the test hash embedder, on
+/// a small BEIR dataset: every mode finds the obvious document and scores it.
+#[test]
+fn every_store_command_works_on_postgres() {
+    let Some(db) = pg::database("cli") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("qrels")).unwrap();
+    let docs = [
+        ("bread", "Why bread rises", "Yeast ferments sugar and the gas makes the dough rise."),
+        ("tides", "Ocean tides", "The gravity of the moon pulls the oceans and causes the tides."),
+        ("stars", "Stars", "A star fuses hydrogen into helium in its core."),
+    ];
+    let corpus: String = docs
+        .iter()
+        .map(|(id, t, x)| json!({"_id": id, "title": t, "text": x}).to_string() + "\n")
+        .collect();
+    std::fs::write(data.join("corpus.jsonl"), corpus).unwrap();
+    std::fs::write(
+        data.join("queries.jsonl"),
+        "{\"_id\":\"q1\",\"text\":\"what makes dough rise\"}\n{\"_id\":\"q2\",\"text\":\"moon gravity tides\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("qrels/test.tsv"),
+        "query-id\tcorpus-id\tscore\nq1\tbread\t1\nq2\ttides\t1\n",
+    )
+    .unwrap();
+    let engine = |args: &[&str]| -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_engine"))
+            .env("ENGINE_TEST_HASH_ENCODER", "64")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let url = db.url.as_str();
+    let data = data.to_str().unwrap();
+    let v = engine(&["index", data, "--store", url, "--verify"]);
+    assert_eq!(v["status"]["documents"], 3, "{v}");
+    assert_eq!(v["verify"]["recall"], 1.0, "{v}");
+    for mode in ["dense", "bm25", "hybrid"] {
+        let v = engine(&["search", "--store", url, "--mode", mode, "moon gravity tides"]);
+        assert_eq!(v["hits"][0]["id"], "tides", "{mode}: {v}");
+        let v = engine(&["eval", "--store", url, "--dataset", data, "--mode", mode]);
+        assert!(v["ndcg@10"].as_f64().unwrap() > 0.5, "{mode}: {v}");
+    }
+    let v = engine(&["search", "--store", url, "--exact", "--mode", "dense", "dough rise"]);
+    assert_eq!(v["hits"][0]["id"], "bread", "{v}");
+    // The config's [store] url stands in for --store.
+    let out = Command::new(env!("CARGO_BIN_EXE_engine"))
+        .env("ENGINE_TEST_HASH_ENCODER", "64")
+        .env("ENGINE__STORE__URL", url)
+        .args(["search", "--mode", "bm25", "dough"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("bread"));
+    let v = engine(&["delete", "--store", url, "stars", "nope"]);
+    assert_eq!((v["deleted"].as_u64(), v["status"]["documents"].as_u64()), (Some(1), Some(2)));
+    let v = engine(&["check", "--store", url]);
+    assert_eq!(v["recall_at_10"], 1.0, "{v}");
 }
