@@ -455,10 +455,11 @@ impl SearchIndex {
         loop {
             let hits = self.lexical_search(text, depth)?;
             let exhausted = hits.len() < depth;
+            let ids: Vec<String> = hits.iter().map(|(id, _)| id.clone()).collect();
+            let docs = self.db().get_documents(&ids)?;
             let mut out = Vec::with_capacity(k);
             for (id, score) in hits {
-                let ok = self.db().get_document(&id)?.is_some_and(|d| f.matches_str(&d.metadata));
-                if ok {
+                if docs.get(&id).is_some_and(|d| f.matches_str(&d.metadata)) {
                     out.push((id, score));
                     if out.len() == k {
                         return Ok(out);
@@ -488,6 +489,13 @@ impl SearchIndex {
     /// Turns `(id, score)` into hits with title and passage, reusing the best passage of a
     /// dense hit where there is one (else the start of the document).
     fn hydrate(&self, ranked: &[(String, f32)], dense: &[DocHit]) -> Result<Vec<DocHit>> {
+        let missing: Vec<String> = ranked
+            .iter()
+            .filter(|(id, _)| !dense.iter().any(|h| &h.id == id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        // One round trip for the lot (a PostgreSQL store would pay one per hit).
+        let mut docs = self.db().get_documents(&missing)?;
         let mut out = Vec::with_capacity(ranked.len());
         for (id, score) in ranked {
             if let Some(h) = dense.iter().find(|h| &h.id == id) {
@@ -495,7 +503,7 @@ impl SearchIndex {
                 continue;
             }
             // A document deleted between the two lookups is simply skipped.
-            let Some(doc) = self.db().get_document(id)? else { continue };
+            let Some(doc) = docs.remove(id) else { continue };
             out.push(DocHit {
                 id: id.clone(),
                 score: *score,

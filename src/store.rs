@@ -341,6 +341,17 @@ pub trait Store: Send + Sync {
     fn check_writable(&self) -> Result<()>;
     /// A stored document.
     fn get_document(&self, id: &str) -> Result<Option<DocRecord>>;
+    /// The stored documents among `ids` (absent ones are left out), in one round trip where
+    /// the store has round trips.
+    fn get_documents(&self, ids: &[String]) -> Result<HashMap<String, DocRecord>> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for id in ids {
+            if let Some(d) = self.get_document(id)? {
+                out.insert(id.clone(), d);
+            }
+        }
+        Ok(out)
+    }
     /// All stored document ids, in byte order.
     fn document_ids(&self) -> Result<Vec<String>>;
     /// Up to `limit` documents after `after` in id byte order, and whether more follow.

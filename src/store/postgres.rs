@@ -544,6 +544,12 @@ impl Store for PgStore {
         Ok(self.documents(&sql, &[&id])?.pop().map(|(_, d)| d))
     }
 
+    fn get_documents(&self, ids: &[String]) -> Result<HashMap<String, DocRecord>> {
+        let sql =
+            format!("SELECT {} FROM {DOCUMENTS_TABLE} d WHERE d.id = ANY($1)", document_columns());
+        Ok(self.documents(&sql, &[&ids])?.into_iter().collect())
+    }
+
     fn document_ids(&self) -> Result<Vec<String>> {
         self.with_client(|c| {
             let rows = c.query(&format!("SELECT id FROM {DOCUMENTS_TABLE} ORDER BY id"), &[])?;
