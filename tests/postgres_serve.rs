@@ -310,4 +310,6 @@ fn every_store_command_works_on_postgres() {
     assert_eq!((v["deleted"].as_u64(), v["status"]["documents"].as_u64()), (Some(1), Some(2)));
     let v = engine(&["check", "--store", url]);
     assert_eq!(v["recall_at_10"], 1.0, "{v}");
+    let v = engine(&["info", "--store", url]);
+    assert_eq!((v["documents"].as_u64(), v["read_only"].as_bool()), (Some(2), Some(false)), "{v}");
 }
