@@ -6,9 +6,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+#[path = "common/serve_bin.rs"]
+mod serve_bin;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::pg;
@@ -53,24 +55,7 @@ fn setup(url: &str, docs: usize) -> (tempfile::TempDir, PathBuf) {
 
 /// `engine serve --store URL` on an ephemeral port; the child and its base URL.
 fn start(cfg: &Path, url: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_engine"))
-        .arg("--config")
-        .arg(cfg)
-        .args(["serve", "--addr", "127.0.0.1:0", "--store", url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("engine serve exited before listening").unwrap();
-        if let Some(rest) = line.split("http://").nth(1) {
-            break format!("http://{}", rest.split('/').next().unwrap());
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, base)
+    serve_bin::start(cfg, &["--store".as_ref(), url.as_ref()])
 }
 
 /// Blocking HTTP for these tests (their PostgreSQL client is the blocking one, which must not

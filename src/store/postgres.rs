@@ -26,6 +26,8 @@
 //! * metadata filters are evaluated in the engine on candidate rows (Qdrant-style JSON, the same
 //!   code as the embedded store), not pushed down into SQL.
 //!
+//! Needs pgvector 0.8 or later (iterative index scans).
+//!
 //! The synchronous `postgres` client is used (it drives tokio-postgres on a runtime of its
 //! own), so the sync pipeline and CLI call it directly and the server from `spawn_blocking`,
 //! as it does the embedded store. Connections are pooled per store handle.
@@ -467,6 +469,31 @@ impl PgStore {
     }
 }
 
+/// [`Error::InvalidInput`] for a NUL character, which PostgreSQL's `text` and `jsonb` cannot
+/// hold (the embedded store can, so this is checked here rather than by every store).
+fn check_no_nul(docs: &[NewDocument]) -> Result<()> {
+    for d in docs {
+        if has_nul(&d.metadata) || [&d.id, &d.title, &d.text].iter().any(|t| t.contains('\0')) {
+            return Err(Error::InvalidInput(format!(
+                "document {:?} holds a NUL character, which a PostgreSQL store cannot keep",
+                d.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a string or key anywhere in `v` holds a NUL character.
+fn has_nul(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
 fn candidate(r: &::postgres::Row) -> Candidate {
     Candidate {
         doc_id: r.get(0),
@@ -579,6 +606,7 @@ impl Store for PgStore {
             return Ok(());
         }
         check_new_documents(&docs, self.manifest.encoder.dim)?;
+        check_no_nul(&docs)?;
         // One lock order for every writer: two servers writing overlapping batches then wait
         // for each other instead of deadlocking.
         docs.sort_by(|a, b| a.id.cmp(&b.id));
@@ -872,6 +900,24 @@ mod tests {
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("postgresql://h/db?x=a@b"), "postgresql://h/db?x=a@b");
         assert!(is_postgres_url("postgresql://h/db") && !is_postgres_url("data/x.db"));
+    }
+
+    #[test]
+    fn nul_characters_are_refused_before_any_write() {
+        let doc = |text: &str, metadata: serde_json::Value| NewDocument {
+            id: "d".into(),
+            title: String::new(),
+            text: text.into(),
+            metadata,
+            hash: String::new(),
+            passages: Vec::new(),
+        };
+        assert!(check_no_nul(&[doc("fine", serde_json::json!({"a": "b\\u0000"}))]).is_ok());
+        for bad in [doc("a\0b", serde_json::Value::Null), doc("ok", serde_json::json!({"a": "\0"}))]
+        {
+            let e = check_no_nul(&[bad]).unwrap_err();
+            assert!(matches!(e, Error::InvalidInput(_)) && e.to_string().contains("NUL"), "{e}");
+        }
     }
 
     #[test]
