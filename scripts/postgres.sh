@@ -100,8 +100,10 @@ replica() {
     fi
     free_port >"$REPLICA_PORT_FILE"
     rport="$(cat "$REPLICA_PORT_FILE")"
+    # The primary's port changes at each start: name it here, over what -R wrote.
     as_pg "$bin/pg_ctl" -D "$REPLICA" -w -t 60 -l "$STATE/replica.log" \
-      -o "-c listen_addresses=127.0.0.1 -p $rport -k $STATE -c max_connections=200" start >/dev/null
+      -o "-c listen_addresses=127.0.0.1 -p $rport -k $STATE -c max_connections=200 \
+          -c primary_conninfo='host=127.0.0.1 port=$port user=$PG_USER'" start >/dev/null
   fi
   echo "postgres://$PG_USER@127.0.0.1:$(cat "$REPLICA_PORT_FILE")/postgres"
 }
