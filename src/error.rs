@@ -59,6 +59,18 @@ pub enum Error {
         /// What the file system answered.
         reason: String,
     },
+    /// A PostgreSQL store refused a write because it is read-only: a streaming replica (hot
+    /// standby) or a connection whose transactions are read-only.
+    #[error(
+        "store {store} is read-only ({reason}); send writes to the primary server and point \
+         read-only servers (searches, document reads) at the replica"
+    )]
+    StoreReadOnly {
+        /// The store's URL, without its password.
+        store: String,
+        /// What the server answered.
+        reason: String,
+    },
     /// An existing database was built with another encoder than the one now loaded.
     #[error("encoder mismatch: {0}")]
     EncoderMismatch(String),
@@ -87,6 +99,15 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error(transparent)]
     Sled(#[from] sled::Error),
+    /// The PostgreSQL store failed (connection, query, transaction).
+    #[error("postgres: {}", postgres_detail(.0))]
+    Postgres(#[from] postgres::Error),
+}
+
+/// The server's own message (with detail and hint) where there is one: `postgres::Error`
+/// alone displays only "db error".
+fn postgres_detail(e: &postgres::Error) -> String {
+    e.as_db_error().map_or_else(|| e.to_string(), ToString::to_string)
 }
 
 impl Error {

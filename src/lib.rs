@@ -11,7 +11,7 @@
 //! | settings | [`config`] | `configs/default.toml` overlaid by `--config` and `ENGINE__SECTION__KEY` |
 //! | text → vector | [`encoder`] | GGUF / HF / delta loading, the Llama forward (CPU bf16 kernels, candle elsewhere), Llama2Vec templates and pooling |
 //! | corpus → passages | [`pipeline`] | corpus readers (BEIR, JSONL, folders), chunking, `passage_text`, the resumable indexing loop |
-//! | storage | [`store`] | the database folder: sled documents and vectors, the manifest, the folder names |
+//! | storage | [`store`] | the [`store::Store`] trait; the database folder (sled documents and vectors, the manifest, the folder names); [`store::postgres`]: the same in PostgreSQL + pgvector (`--store postgres://...`) |
 //! | vectors → neighbours | [`index`] | the [`index::AnnIndex`] trait and its HNSW, FAISS and flat backends |
 //! | words → BM25 | [`lexical`] | the tantivy index beside the store |
 //! | retrieval | [`search`], [`fusion`], [`filter`] | dense / BM25 / hybrid over one database, score fusion, Qdrant-style metadata filters; `engine bench filter` ([`search::filter_bench`]) |

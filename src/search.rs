@@ -1,6 +1,8 @@
 //! Query-time retrieval over a database: dense (ANN over passage vectors), BM25 (the tantivy
 //! index in `DB/lexical/`) or hybrid (both rankings fused). One implementation serves
-//! `engine search`, `engine eval` and the server, so the three always agree.
+//! `engine search`, `engine eval` and the server, so the three always agree. On a PostgreSQL
+//! store ([`SearchIndex::postgres`]) dense is pgvector's and "BM25" is PostgreSQL full-text
+//! ranking (`ts_rank_cd`, not BM25: see `store::postgres`); fusion and filters are the same.
 
 pub mod filter_bench;
 
@@ -14,8 +16,10 @@ use crate::filter::Filter;
 use crate::fusion::Fusion;
 use crate::lexical::{LexicalDoc, LexicalIndex, LexicalOptions};
 use crate::pipeline::{index_documents, Document, IndexOptions, IndexReport, Progress};
+use crate::store::postgres::PgStore;
 use crate::store::{
-    lexical_dir, poisoned, Database, DocHit, NewDocument, LEXICAL_PENDING, LEXICAL_REBUILD_DIRS,
+    lexical_dir, poisoned, Database, DocHit, NewDocument, Store, LEXICAL_PENDING,
+    LEXICAL_REBUILD_DIRS,
 };
 
 /// How a query is answered.
@@ -135,16 +139,27 @@ pub fn search_lexical_only(lex: &LexicalIndex, query: &str, k: usize) -> Result<
     Ok(hits)
 }
 
-/// A database and its BM25 index, written together.
+/// A database and its BM25 index, written together: the embedded store with tantivy beside
+/// it, or a PostgreSQL store holding both.
 pub struct SearchIndex {
-    db: Database,
-    lexical: Option<LexicalIndex>,
+    backing: Backing,
     /// Writes between their store and BM25 halves: the [`LEXICAL_PENDING`] marker they share
     /// may only go when the last of them is done.
     pending: Mutex<PendingWrites>,
     /// Writes hold it shared for their whole store-then-BM25 span; a snapshot holds it
     /// exclusively, so it sees no write half done.
     gate: RwLock<()>,
+}
+
+/// Where a [`SearchIndex`] keeps its data.
+// One per process, built once and never moved in a hot path: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
+enum Backing {
+    /// The embedded store, and its BM25 index in `DB/lexical/` when it has one.
+    Embedded { db: Database, lexical: Option<LexicalIndex> },
+    /// PostgreSQL: documents, vectors and full text in one database, written in one
+    /// transaction (no marker, no gate: the server keeps the two in step).
+    Postgres(PgStore),
 }
 
 /// Writes of one [`SearchIndex`] under way, and whether one of them failed.
@@ -159,7 +174,17 @@ struct PendingWrites {
 impl SearchIndex {
     /// Wraps `db` and its BM25 index as they are (see [`SearchIndex::open`]).
     fn new(db: Database, lexical: Option<LexicalIndex>) -> Self {
-        Self { db, lexical, pending: Mutex::new(PendingWrites::default()), gate: RwLock::new(()) }
+        Self::with_backing(Backing::Embedded { db, lexical })
+    }
+
+    fn with_backing(backing: Backing) -> Self {
+        Self { backing, pending: Mutex::new(PendingWrites::default()), gate: RwLock::new(()) }
+    }
+
+    /// Searches and writes a PostgreSQL store: every mode is available (its full text stands
+    /// in for BM25).
+    pub fn postgres(store: PgStore) -> Self {
+        Self::with_backing(Backing::Postgres(store))
     }
 
     /// Opens `db` with its BM25 index, first repairing BM25 when it may disagree with the
@@ -197,8 +222,20 @@ impl SearchIndex {
         }
     }
 
-    pub fn db(&self) -> &Database {
-        &self.db
+    /// The store, whichever backend it is.
+    pub fn db(&self) -> &dyn Store {
+        match &self.backing {
+            Backing::Embedded { db, .. } => db,
+            Backing::Postgres(pg) => pg,
+        }
+    }
+
+    /// The embedded database, or `None` for a PostgreSQL store.
+    pub fn embedded(&self) -> Option<&Database> {
+        match &self.backing {
+            Backing::Embedded { db, .. } => Some(db),
+            Backing::Postgres(_) => None,
+        }
     }
 
     /// Runs a write to the store and then BM25 with the [`LEXICAL_PENDING`] marker on disk in
@@ -211,24 +248,27 @@ impl SearchIndex {
         store: impl FnOnce(&Database) -> Result<T>,
         lexical: impl FnOnce(&LexicalIndex, &T) -> Result<()>,
     ) -> Result<T> {
-        self.db.check_writable()?;
+        let Backing::Embedded { db, lexical: lex } = &self.backing else {
+            return Err(Error::Store("internal: a BM25 marker write on a PostgreSQL store".into()));
+        };
+        db.check_writable()?;
         let _gate = self.gate.read().map_err(|_| Error::Store("snapshot gate poisoned".into()))?;
-        let Some(lex) = &self.lexical else {
-            let out = store(&self.db)?;
-            self.db.flush()?;
+        let Some(lex) = lex else {
+            let out = store(db)?;
+            db.flush()?;
             return Ok(out);
         };
-        let marker = self.db.path().join(LEXICAL_PENDING);
+        let marker = db.path().join(LEXICAL_PENDING);
         {
             let mut p = self.pending.lock().map_err(poisoned)?;
             if p.in_flight == 0 {
-                mark_pending(self.db.path())?;
+                mark_pending(db.path())?;
             }
             p.in_flight += 1;
         }
         let result = (|| {
-            let out = store(&self.db)?;
-            self.db.flush()?;
+            let out = store(db)?;
+            db.flush()?;
             lexical(lex, &out)?;
             lex.commit()?;
             Ok(out)
@@ -246,22 +286,39 @@ impl SearchIndex {
     /// ANN index ([`Database::export_into`]) and the BM25 index's files in `dir/lexical/`,
     /// between writes (each write is wholly in it or wholly not). Returns the manifest.
     pub fn snapshot_into(&self, dir: &Path) -> Result<crate::store::Manifest> {
+        let Backing::Embedded { db, lexical } = &self.backing else {
+            return Err(Error::InvalidInput(
+                "snapshots are of the embedded store; back a PostgreSQL store up with pg_dump or \
+                 pg_basebackup"
+                    .into(),
+            ));
+        };
         let _gate = self.gate.write().map_err(|_| Error::Store("snapshot gate poisoned".into()))?;
-        let manifest = self.db.export_into(dir)?;
-        if let Some(lex) = &self.lexical {
+        let manifest = db.export_into(dir)?;
+        if let Some(lex) = lexical {
             lex.copy_files_to(&lexical_dir(dir))?;
         }
         Ok(manifest)
     }
 
+    /// The embedded store's BM25 index (`None` without one, and for PostgreSQL).
     pub fn lexical(&self) -> Option<&LexicalIndex> {
-        self.lexical.as_ref()
+        match &self.backing {
+            Backing::Embedded { lexical, .. } => lexical.as_ref(),
+            Backing::Postgres(_) => None,
+        }
+    }
+
+    /// Whether bm25 and hybrid searches can be answered: a BM25 index beside the embedded
+    /// store, or PostgreSQL's full text.
+    pub fn has_lexical(&self) -> bool {
+        matches!(self.backing, Backing::Postgres(_) | Backing::Embedded { lexical: Some(_), .. })
     }
 
     /// The modes this index can answer.
     pub fn modes(&self) -> Vec<SearchMode> {
         let mut m = vec![SearchMode::Dense];
-        if self.lexical.is_some() {
+        if self.has_lexical() {
             m.extend([SearchMode::Bm25, SearchMode::Hybrid]);
         }
         m
@@ -271,6 +328,9 @@ impl SearchIndex {
     /// words. The store is written first: it is the source of truth `sync_lexical` rebuilds
     /// the lexical index from.
     pub fn put_documents(&self, docs: Vec<NewDocument>) -> Result<()> {
+        if let Backing::Postgres(pg) = &self.backing {
+            return pg.put_documents(docs);
+        }
         let lexical: Vec<(String, String, String)> =
             docs.iter().map(|d| (d.id.clone(), d.title.clone(), d.text.clone())).collect();
         self.write_both(
@@ -285,6 +345,9 @@ impl SearchIndex {
 
     /// Deletes documents from both indexes; returns the ids that did not exist.
     pub fn delete_documents(&self, ids: &[String]) -> Result<Vec<String>> {
+        if let Backing::Postgres(pg) = &self.backing {
+            return pg.delete_documents(ids);
+        }
         self.write_both(
             |db| db.delete_documents(ids),
             |lex, _| lex.delete(ids.iter().map(String::as_str)),
@@ -298,6 +361,9 @@ impl SearchIndex {
         filter: &Filter,
         among: Option<&[String]>,
     ) -> Result<Vec<String>> {
+        if let Backing::Postgres(pg) = &self.backing {
+            return pg.delete_matching(filter, among);
+        }
         self.write_both(
             |db| db.delete_matching(filter, among),
             |lex, deleted| lex.delete(deleted.iter().map(String::as_str)),
@@ -309,6 +375,9 @@ impl SearchIndex {
     /// [`SearchIndex::write_both`] like every other, so it waits for a snapshot in progress and
     /// is refused on a read-only database. Returns the ids that did not exist.
     pub fn update_metadata(&self, updates: &[(String, serde_json::Value)]) -> Result<Vec<String>> {
+        if let Backing::Postgres(pg) = &self.backing {
+            return pg.update_metadata(updates);
+        }
         self.write_both(|db| db.update_metadata(updates), |_, _| Ok(()))
     }
 
@@ -351,7 +420,7 @@ impl SearchIndex {
         let best = |hits: &[DocHit]| hits.first().map(|h| h.score);
         let mut ranked = match mode {
             SearchMode::Dense => {
-                let hits = self.db.search_dense_with(need_vector()?, k, filter, ef)?;
+                let hits = self.db().search_dense_with(need_vector()?, k, filter, ef)?;
                 Ranked { best_dense: best(&hits), hits }
             }
             SearchMode::Bm25 => {
@@ -360,7 +429,7 @@ impl SearchIndex {
             }
             SearchMode::Hybrid => {
                 let depth = k.max(FUSION_DEPTH);
-                let dense = self.db.search_dense_with(need_vector()?, depth, filter, ef)?;
+                let dense = self.db().search_dense_with(need_vector()?, depth, filter, ef)?;
                 let bm25 = self.bm25_filtered(text, depth, filter)?;
                 let dense_ranked: Vec<(String, f32)> =
                     dense.iter().map(|h| (h.id.clone(), h.score)).collect();
@@ -383,16 +452,16 @@ impl SearchIndex {
         k: usize,
         filter: Option<&Filter>,
     ) -> Result<Vec<(String, f32)>> {
-        let lex = self.lexical_or_err()?;
-        let Some(f) = filter else { return lex.search(text, k) };
+        let Some(f) = filter else { return self.lexical_search(text, k) };
         let mut depth = (k * 4).max(16);
         loop {
-            let hits = lex.search(text, depth)?;
+            let hits = self.lexical_search(text, depth)?;
             let exhausted = hits.len() < depth;
+            let ids: Vec<String> = hits.iter().map(|(id, _)| id.clone()).collect();
+            let docs = self.db().get_documents(&ids)?;
             let mut out = Vec::with_capacity(k);
             for (id, score) in hits {
-                let ok = self.db.get_document(&id)?.is_some_and(|d| f.matches_str(&d.metadata));
-                if ok {
+                if docs.get(&id).is_some_and(|d| f.matches_str(&d.metadata)) {
                     out.push((id, score));
                     if out.len() == k {
                         return Ok(out);
@@ -400,25 +469,35 @@ impl SearchIndex {
                 }
             }
             // Past the number of documents a deeper search finds nothing new.
-            if exhausted || depth as u64 >= self.db.manifest().documents {
+            if exhausted || depth as u64 >= self.db().status()?.documents {
                 return Ok(out);
             }
             depth = depth.saturating_mul(4);
         }
     }
 
-    fn lexical_or_err(&self) -> Result<&LexicalIndex> {
-        self.lexical.as_ref().ok_or_else(|| {
-            Error::InvalidInput(format!(
+    /// Lexical top `k`: tantivy's BM25 beside the embedded store, PostgreSQL's full text.
+    fn lexical_search(&self, text: &str, k: usize) -> Result<Vec<(String, f32)>> {
+        match &self.backing {
+            Backing::Embedded { lexical: Some(lex), .. } => lex.search(text, k),
+            Backing::Embedded { db, lexical: None } => Err(Error::InvalidInput(format!(
                 "database {} has no BM25 index (re-run `engine index` to build it)",
-                self.db.path().display()
-            ))
-        })
+                db.path().display()
+            ))),
+            Backing::Postgres(pg) => pg.search_lexical(text, k),
+        }
     }
 
     /// Turns `(id, score)` into hits with title and passage, reusing the best passage of a
     /// dense hit where there is one (else the start of the document).
     fn hydrate(&self, ranked: &[(String, f32)], dense: &[DocHit]) -> Result<Vec<DocHit>> {
+        let missing: Vec<String> = ranked
+            .iter()
+            .filter(|(id, _)| !dense.iter().any(|h| &h.id == id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        // One round trip for the lot (a PostgreSQL store would pay one per hit).
+        let mut docs = self.db().get_documents(&missing)?;
         let mut out = Vec::with_capacity(ranked.len());
         for (id, score) in ranked {
             if let Some(h) = dense.iter().find(|h| &h.id == id) {
@@ -426,7 +505,7 @@ impl SearchIndex {
                 continue;
             }
             // A document deleted between the two lookups is simply skipped.
-            let Some(doc) = self.db.get_document(id)? else { continue };
+            let Some(doc) = docs.remove(id) else { continue };
             out.push(DocHit {
                 id: id.clone(),
                 score: *score,

@@ -1,5 +1,9 @@
 //! The database: documents, passages and their vectors in sled, plus the ANN index beside it.
 //!
+//! This is the embedded store, the default. [`Store`] is what the pipeline, search and server
+//! need of any store; [`postgres::PgStore`] implements it over PostgreSQL + pgvector
+//! (`--store postgres://...`), for several servers on one database.
+//!
 //! Layout of a database folder:
 //! ```text
 //! DB/sled/          sled (source of truth): documents, passages, vectors, manifest, embed cache
@@ -34,6 +38,8 @@ use crate::encoder::EncoderFingerprint;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::index::{self, persist::Snapshots, AnnIndex, AnnParams, Backend};
+
+pub mod postgres;
 
 const FORMAT_VERSION: u32 = 1;
 
@@ -80,6 +86,26 @@ pub struct Manifest {
     /// Unix seconds.
     pub created_at: u64,
     pub updated_at: u64,
+}
+
+impl Manifest {
+    /// The manifest of a new, empty database.
+    pub fn new(encoder: &EncoderFingerprint, opts: &DbOptions) -> Self {
+        let now = now_secs();
+        Manifest {
+            format_version: FORMAT_VERSION,
+            encoder: encoder.clone(),
+            distance: "inner_product".into(),
+            backend: opts.backend,
+            params: opts.params.clone(),
+            chunk_tokens: opts.chunk_tokens,
+            chunk_overlap: opts.chunk_overlap,
+            documents: 0,
+            passages: 0,
+            created_at: now,
+            updated_at: now,
+        }
+    }
 }
 
 /// Settings for a new database (and the backend wanted for an existing one).
@@ -248,6 +274,201 @@ fn scratch_copy(from: &Path, only: Option<&str>) -> Result<(ScratchCopy, u64)> {
     Ok((copy, bytes))
 }
 
+/// [`Error::InvalidInput`] for a write no store may take: an empty or repeated id, a vector of
+/// another dimension than `dim`, a passage range outside its text or off a char boundary.
+pub(crate) fn check_new_documents(docs: &[NewDocument], dim: usize) -> Result<()> {
+    let mut seen = HashSet::new();
+    for d in docs {
+        if d.id.is_empty() {
+            return Err(Error::InvalidInput("document id is empty".into()));
+        }
+        if !seen.insert(d.id.as_str()) {
+            return Err(Error::InvalidInput(format!(
+                "document {:?} appears twice in one write",
+                d.id
+            )));
+        }
+        for p in &d.passages {
+            index::check_vector(&p.vector, dim)?;
+            if p.start > p.end
+                || p.end > d.text.len()
+                || !d.text.is_char_boundary(p.start)
+                || !d.text.is_char_boundary(p.end)
+            {
+                return Err(Error::InvalidInput(format!(
+                    "passage range {}..{} invalid in {:?}",
+                    p.start, p.end, d.id
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The checks every dense search makes (effort in range, the store's dimension) and its query
+/// normalised to unit length; `None` when `k` is 0 (nothing to search).
+pub(crate) fn dense_query(
+    query: &[f32],
+    dim: usize,
+    k: usize,
+    effort: Option<usize>,
+) -> Result<Option<Vec<f32>>> {
+    index::check_search_effort(effort)?;
+    index::check_vector(query, dim)?;
+    if k == 0 {
+        return Ok(None);
+    }
+    let mut q = query.to_vec();
+    index::normalize(&mut q)?;
+    Ok(Some(q))
+}
+
+/// What the indexing pipeline, search and the server need of a store, whichever backend holds
+/// the data: the embedded [`Database`] (sled + ANN files + tantivy beside it, the default) or
+/// [`postgres::PgStore`] (PostgreSQL + pgvector). Every method takes `&self` and the store is
+/// shared between threads; each write is atomic (one sled batch, one SQL transaction).
+pub trait Store: Send + Sync {
+    /// How the vectors were made and indexed, with the current counts.
+    fn manifest(&self) -> Manifest;
+    /// Counts and index state for `status` endpoints and CLI reports.
+    fn status(&self) -> Result<Status>;
+    /// Where the store is, for messages: the database folder, or the PostgreSQL URL without
+    /// its password.
+    fn origin(&self) -> &Path;
+    /// Whether writes are refused (a read-only folder's copy, a PostgreSQL replica).
+    fn read_only(&self) -> bool;
+    /// The error a write gets on a read-only store; every write checks it first.
+    fn check_writable(&self) -> Result<()>;
+    /// A stored document.
+    fn get_document(&self, id: &str) -> Result<Option<DocRecord>>;
+    /// The stored documents among `ids` (absent ones are left out), in one round trip where
+    /// the store has round trips.
+    fn get_documents(&self, ids: &[String]) -> Result<HashMap<String, DocRecord>> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for id in ids {
+            if let Some(d) = self.get_document(id)? {
+                out.insert(id.clone(), d);
+            }
+        }
+        Ok(out)
+    }
+    /// All stored document ids, in byte order.
+    fn document_ids(&self) -> Result<Vec<String>>;
+    /// Up to `limit` documents after `after` in id byte order, and whether more follow.
+    fn scroll_documents(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<(String, DocRecord)>, bool)>;
+    /// Stores documents with their passages and vectors in one atomic write, replacing stored
+    /// documents of the same ids.
+    fn put_documents(&self, docs: Vec<NewDocument>) -> Result<()>;
+    /// Deletes documents and their passages; returns the ids that did not exist.
+    fn delete_documents(&self, ids: &[String]) -> Result<Vec<String>>;
+    /// Deletes the documents whose metadata passes `filter` (among `among` when given) in one
+    /// atomic write; returns the ids deleted.
+    fn delete_matching(&self, filter: &Filter, among: Option<&[String]>) -> Result<Vec<String>>;
+    /// Replaces the metadata of stored documents; returns the ids that did not exist.
+    fn update_metadata(&self, updates: &[(String, serde_json::Value)]) -> Result<Vec<String>>;
+    /// Top `k` documents by their best passage's inner product with `query`, among those
+    /// passing `filter`, with this search's ANN effort (`None`: the store's).
+    fn search_dense_with(
+        &self,
+        query: &[f32],
+        k: usize,
+        filter: Option<&Filter>,
+        effort: Option<usize>,
+    ) -> Result<Vec<DocHit>>;
+    /// Recall@k of the store's ANN search against an exact scan, with `queries` stored vectors
+    /// sampled with `seed` as queries.
+    fn verify_recall(&self, queries: usize, k: usize, seed: u64) -> Result<RecallReport>;
+    /// A vector embedded earlier but not yet committed (lets an interrupted run resume).
+    fn cache_get(&self, key_hash: &[u8; 32]) -> Result<Option<Vec<f32>>>;
+    /// Remembers freshly embedded vectors until their passages are committed.
+    fn cache_put(&self, entries: &[([u8; 32], Vec<f32>)]) -> Result<()>;
+    /// Drops every cached vector; returns how many.
+    fn clear_cache(&self) -> Result<usize>;
+    /// Persists derived index files (a no-op where the store indexes as it writes).
+    fn save_index(&self) -> Result<()>;
+    /// [`Store::save_index`] when the last save is older than `interval`; whether it saved.
+    fn save_index_if_older(&self, interval: Duration) -> Result<bool>;
+    /// Makes every acknowledged write durable.
+    fn flush(&self) -> Result<()>;
+}
+
+impl Store for Database {
+    fn manifest(&self) -> Manifest {
+        Database::manifest(self)
+    }
+    fn status(&self) -> Result<Status> {
+        Database::status(self)
+    }
+    fn origin(&self) -> &Path {
+        Database::origin(self)
+    }
+    fn read_only(&self) -> bool {
+        Database::read_only(self)
+    }
+    fn check_writable(&self) -> Result<()> {
+        Database::check_writable(self)
+    }
+    fn get_document(&self, id: &str) -> Result<Option<DocRecord>> {
+        Database::get_document(self, id)
+    }
+    fn document_ids(&self) -> Result<Vec<String>> {
+        Database::document_ids(self)
+    }
+    fn scroll_documents(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<(String, DocRecord)>, bool)> {
+        Database::scroll_documents(self, after, limit)
+    }
+    fn put_documents(&self, docs: Vec<NewDocument>) -> Result<()> {
+        Database::put_documents(self, docs)
+    }
+    fn delete_documents(&self, ids: &[String]) -> Result<Vec<String>> {
+        Database::delete_documents(self, ids)
+    }
+    fn delete_matching(&self, filter: &Filter, among: Option<&[String]>) -> Result<Vec<String>> {
+        Database::delete_matching(self, filter, among)
+    }
+    fn update_metadata(&self, updates: &[(String, serde_json::Value)]) -> Result<Vec<String>> {
+        Database::update_metadata(self, updates)
+    }
+    fn search_dense_with(
+        &self,
+        query: &[f32],
+        k: usize,
+        filter: Option<&Filter>,
+        effort: Option<usize>,
+    ) -> Result<Vec<DocHit>> {
+        Database::search_dense_with(self, query, k, filter, effort)
+    }
+    fn verify_recall(&self, queries: usize, k: usize, seed: u64) -> Result<RecallReport> {
+        Database::verify_recall(self, queries, k, seed)
+    }
+    fn cache_get(&self, key_hash: &[u8; 32]) -> Result<Option<Vec<f32>>> {
+        Database::cache_get(self, key_hash)
+    }
+    fn cache_put(&self, entries: &[([u8; 32], Vec<f32>)]) -> Result<()> {
+        Database::cache_put(self, entries)
+    }
+    fn clear_cache(&self) -> Result<usize> {
+        Database::clear_cache(self)
+    }
+    fn save_index(&self) -> Result<()> {
+        Database::save_index(self)
+    }
+    fn save_index_if_older(&self, interval: Duration) -> Result<bool> {
+        Database::save_index_if_older(self, interval)
+    }
+    fn flush(&self) -> Result<()> {
+        Database::flush(self)
+    }
+}
+
 /// ANN over-fetch rounds a filtered dense search tries before scanning the matching set exactly.
 pub const FILTER_ANN_ROUNDS: usize = 3;
 
@@ -299,47 +520,18 @@ impl Database {
         encoder: &EncoderFingerprint,
         opts: &DbOptions,
     ) -> Result<Self> {
-        if encoder.dim == 0 {
-            return Err(Error::InvalidInput("encoder reports dimension 0".into()));
-        }
-        opts.params.validate()?;
-        if opts.chunk_tokens == 0 || opts.chunk_overlap >= opts.chunk_tokens {
-            return Err(Error::InvalidInput(format!(
-                "chunk_overlap ({}) must be smaller than chunk_tokens ({})",
-                opts.chunk_overlap, opts.chunk_tokens
-            )));
-        }
+        check_options(encoder, opts)?;
         std::fs::create_dir_all(dir)?;
         let db = open_sled(dir)?;
         let tree = db.open_tree("engine")?;
         let manifest = match tree.get(K_MANIFEST)? {
             Some(bytes) => {
                 let m: Manifest = serde_json::from_slice(&bytes)?;
-                check_encoder(&m, encoder)?;
-                if m.chunk_tokens != opts.chunk_tokens || m.chunk_overlap != opts.chunk_overlap {
-                    return Err(Error::InvalidInput(format!(
-                        "database was built with chunk_tokens={} chunk_overlap={}, config asks for {} and {}; \
-                         use the same chunking or a new database",
-                        m.chunk_tokens, m.chunk_overlap, opts.chunk_tokens, opts.chunk_overlap
-                    )));
-                }
+                check_reopen(&m, encoder, opts)?;
                 m
             }
             None => {
-                let now = now_secs();
-                let m = Manifest {
-                    format_version: FORMAT_VERSION,
-                    encoder: encoder.clone(),
-                    distance: "inner_product".into(),
-                    backend: opts.backend,
-                    params: opts.params.clone(),
-                    chunk_tokens: opts.chunk_tokens,
-                    chunk_overlap: opts.chunk_overlap,
-                    documents: 0,
-                    passages: 0,
-                    created_at: now,
-                    updated_at: now,
-                };
+                let m = Manifest::new(encoder, opts);
                 tree.insert(K_MANIFEST, serde_json::to_vec(&m)?)?;
                 db.flush()?;
                 m
@@ -465,12 +657,7 @@ impl Database {
     }
 
     fn finish_open(dir: &Path, db: sled::Db, tree: sled::Tree, manifest: Manifest) -> Result<Self> {
-        if manifest.format_version != FORMAT_VERSION {
-            return Err(Error::Store(format!(
-                "unsupported database format {}",
-                manifest.format_version
-            )));
-        }
+        check_format(&manifest)?;
         let dim = manifest.encoder.dim;
         let snaps = Snapshots::new(dir.join(ANN_DIR));
         let loaded = match snaps.current() {
@@ -642,32 +829,7 @@ impl Database {
         if docs.is_empty() {
             return Ok(());
         }
-        let dim = self.dim();
-        let mut seen = HashSet::new();
-        for d in &docs {
-            if d.id.is_empty() {
-                return Err(Error::InvalidInput("document id is empty".into()));
-            }
-            if !seen.insert(d.id.as_str()) {
-                return Err(Error::InvalidInput(format!(
-                    "document {:?} appears twice in one write",
-                    d.id
-                )));
-            }
-            for p in &d.passages {
-                index::check_vector(&p.vector, dim)?;
-                if p.start > p.end
-                    || p.end > d.text.len()
-                    || !d.text.is_char_boundary(p.start)
-                    || !d.text.is_char_boundary(p.end)
-                {
-                    return Err(Error::InvalidInput(format!(
-                        "passage range {}..{} invalid in {:?}",
-                        p.start, p.end, d.id
-                    )));
-                }
-            }
-        }
+        check_new_documents(&docs, self.dim())?;
         let _w = self.writer.lock().map_err(poisoned)?;
         let mut next = self.next_label()?;
         let mut batch = sled::Batch::default();
@@ -898,15 +1060,8 @@ impl Database {
         filter: Option<&Filter>,
         effort: Option<usize>,
     ) -> Result<Vec<DocHit>> {
-        index::check_search_effort(effort)?;
         let filter = filter.filter(|f| !f.is_empty());
-        let dim = self.dim();
-        index::check_vector(query, dim)?;
-        if k == 0 {
-            return Ok(Vec::new());
-        }
-        let mut q = query.to_vec();
-        index::normalize(&mut q)?;
+        let Some(q) = dense_query(query, self.dim(), k, effort)? else { return Ok(Vec::new()) };
         let ann = self.ann.read().map_err(poisoned)?;
         let total = ann.len();
         // Several passages may belong to one document: over-fetch until k documents are found
@@ -1287,7 +1442,52 @@ fn read_manifest_from(dir: &Path, tree: &sled::Tree) -> Result<Manifest> {
     Ok(serde_json::from_slice(&bytes)?)
 }
 
-fn check_encoder(m: &Manifest, fp: &EncoderFingerprint) -> Result<()> {
+/// [`Error::Store`] for a manifest of a format this build cannot read.
+pub(crate) fn check_format(manifest: &Manifest) -> Result<()> {
+    if manifest.format_version != FORMAT_VERSION {
+        return Err(Error::Store(format!(
+            "unsupported database format {}",
+            manifest.format_version
+        )));
+    }
+    Ok(())
+}
+
+/// [`Error::InvalidInput`] for settings no new database may have: a zero dimension, bad ANN
+/// parameters, an overlap not below the chunk size.
+pub(crate) fn check_options(encoder: &EncoderFingerprint, opts: &DbOptions) -> Result<()> {
+    if encoder.dim == 0 {
+        return Err(Error::InvalidInput("encoder reports dimension 0".into()));
+    }
+    opts.params.validate()?;
+    if opts.chunk_tokens == 0 || opts.chunk_overlap >= opts.chunk_tokens {
+        return Err(Error::InvalidInput(format!(
+            "chunk_overlap ({}) must be smaller than chunk_tokens ({})",
+            opts.chunk_overlap, opts.chunk_tokens
+        )));
+    }
+    Ok(())
+}
+
+/// Whether an existing database may be written with `encoder` and `opts`: the same encoder
+/// ([`Error::EncoderMismatch`]) and the same chunking.
+pub(crate) fn check_reopen(
+    m: &Manifest,
+    encoder: &EncoderFingerprint,
+    opts: &DbOptions,
+) -> Result<()> {
+    check_encoder(m, encoder)?;
+    if m.chunk_tokens != opts.chunk_tokens || m.chunk_overlap != opts.chunk_overlap {
+        return Err(Error::InvalidInput(format!(
+            "database was built with chunk_tokens={} chunk_overlap={}, config asks for {} and {}; \
+             use the same chunking or a new database",
+            m.chunk_tokens, m.chunk_overlap, opts.chunk_tokens, opts.chunk_overlap
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_encoder(m: &Manifest, fp: &EncoderFingerprint) -> Result<()> {
     if &m.encoder != fp {
         return Err(Error::EncoderMismatch(format!(
             "database was built with encoder {} (pooling {}, template {}, dim {}), but the loaded encoder is {} \

@@ -5,10 +5,12 @@
 //! The server is the release binary on the tiny random model; updates rewrite the same ids, so
 //! the document count never changes and only the repair marker can bring BM25 back in step.
 
+#[path = "common/serve_bin.rs"]
+mod serve_bin;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use engine::encoder::testing::write_tiny_model;
@@ -37,27 +39,9 @@ fn word(trial: u64, round: u64, i: usize) -> String {
     format!("v{trial}x{round}x{i}")
 }
 
-/// Starts `engine serve` on an ephemeral port; returns the child and its base URL.
+/// Starts `engine serve` on the database `db`; returns the child and its base URL.
 fn start(cfg: &Path, db: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_engine"))
-        .arg("--config")
-        .arg(cfg)
-        .args(["serve", "--addr", "127.0.0.1:0", "--db"])
-        .arg(db)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("engine serve exited before listening").unwrap();
-        if let Some(rest) = line.split("http://").nth(1) {
-            break format!("http://{}", rest.split('/').next().unwrap());
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, base)
+    serve_bin::start(cfg, &["--db".as_ref(), db.as_os_str()])
 }
 
 async fn wait_ready(client: &reqwest::Client, base: &str) {

@@ -106,7 +106,7 @@ fn check(backend: Backend) {
             let ids: Vec<String> = hits.iter().map(|h| h.id.clone()).collect();
             match mode {
                 SearchMode::Dense => {
-                    let exact = exact_dense(s.db(), &q, &f, k);
+                    let exact = exact_dense(s.embedded().unwrap(), &q, &f, k);
                     if backend == Backend::Flat {
                         assert_eq!(ids, exact, "{backend:?} {pct}%");
                     } else {

@@ -49,6 +49,39 @@ pub struct InfoArgs {
     /// default search mode, counts); the model is not loaded.
     #[arg(long, value_name = "DIR")]
     pub db: Option<PathBuf>,
+    /// Show a PostgreSQL store (made by `engine index --store`) instead: its manifest and counts.
+    #[arg(long, value_name = "URL", conflicts_with = "db")]
+    pub store: Option<String>,
+}
+
+/// `engine info --store`: a PostgreSQL store's manifest and counts (every mode is available:
+/// its full text answers bm25 mode).
+fn store_info(url: &str) -> Result<()> {
+    use engine::store::postgres::{redact, PgStore};
+    use engine::store::Store;
+    let store = PgStore::open(url, None)
+        .with_context(|| format!("opening the PostgreSQL store {}", redact(url)))?;
+    let m = store.manifest();
+    let s = store.status()?;
+    let trained = m.encoder.trained;
+    let info = serde_json::json!({
+        "database": redact(url),
+        "lexical_only": false,
+        "documents": s.documents,
+        "passages": s.passages,
+        "backend": s.backend.as_str(),
+        "read_only": store.read_only(),
+        "chunk_tokens": m.chunk_tokens,
+        "chunk_overlap": m.chunk_overlap,
+        "encoder": m.encoder,
+        "model_path": m.encoder.model_path,
+        "encoder_trained": trained,
+        "default_mode": SearchMode::default_for(trained, true).as_str(),
+        "modes": [SearchMode::Dense.as_str(), SearchMode::Bm25.as_str(), SearchMode::Hybrid.as_str()],
+        "lexical_ranking": "postgres full text (ts_rank_cd), not BM25",
+    });
+    println!("{}", serde_json::to_string_pretty(&info)?);
+    Ok(())
 }
 
 /// `engine info --db`: the database's manifest (the encoder it loads, whether it was
@@ -170,6 +203,9 @@ pub fn run_embed(ctx: &Ctx, args: EmbedArgs) -> Result<()> {
 pub fn run_info(ctx: &Ctx, args: InfoArgs) -> Result<()> {
     if let Some(db) = &args.db {
         return database_info(db);
+    }
+    if let Some(url) = &args.store {
+        return store_info(url);
     }
     let cfg = encoder_config(ctx, args.model.as_ref(), None, None, args.device.as_deref());
     let encoder = load_encoder(&cfg)?;

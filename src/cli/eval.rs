@@ -6,7 +6,7 @@
 //! works on a folder with no store: a `--lexical-only` database, or a fresh folder, where the
 //! BM25 index is first built from the dataset's `corpus.jsonl`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -18,8 +18,10 @@ use engine::eval::{build_lexical_index, evaluate, run_bm25_eval, BeirDataset};
 use engine::fusion::Fusion;
 use engine::lexical::LexicalOptions;
 use engine::search::{SearchIndex, SearchMode};
+use engine::store::postgres::{redact, PgStore};
 use engine::store::Database;
 
+use super::location::{self, Location};
 use super::Ctx;
 
 #[derive(Args)]
@@ -27,7 +29,11 @@ pub struct EvalArgs {
     /// Database folder (made by `engine index` from the dataset's corpus; for --mode bm25 a
     /// missing BM25 index is built there from the corpus).
     #[arg(long, value_name = "DIR")]
-    pub db: PathBuf,
+    pub db: Option<PathBuf>,
+    /// PostgreSQL store instead of a folder (made by `engine index --store`; bm25 mode is its
+    /// full-text ranking, not BM25) [default: store.url].
+    #[arg(long, value_name = "URL", conflicts_with = "db")]
+    pub store: Option<String>,
     /// BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv.
     #[arg(long)]
     pub dataset: PathBuf,
@@ -54,23 +60,43 @@ pub struct EvalArgs {
     pub format: String,
 }
 
-pub fn run(ctx: &Ctx, args: EvalArgs) -> Result<()> {
+pub fn run(ctx: &Ctx, mut args: EvalArgs) -> Result<()> {
     let k = args.k.unwrap_or(ctx.config.eval.k);
     if !matches!(args.format.as_str(), "json" | "table") {
         anyhow::bail!("--format must be json or table, got {:?}", args.format);
     }
     let mode: SearchMode = args.mode.parse()?;
     let dataset = BeirDataset::load(&args.dataset, &args.split)?;
-    if Database::exists(&args.db) {
-        run_on_database(ctx, &args, &dataset, mode, k)
+    let location = location::resolve(&ctx.config, args.db.as_ref(), args.store.as_ref())?;
+    // From here on `args.db` names the store in messages and reports (a URL without password).
+    let index = match location {
+        Location::Postgres(url) => {
+            args.db = Some(PathBuf::from(redact(&url)));
+            let store = PgStore::open(&url, None)
+                .with_context(|| format!("opening the PostgreSQL store {}", redact(&url)))?;
+            Some(SearchIndex::postgres(store))
+        }
+        Location::Folder(dir) => {
+            args.db = Some(dir);
+            None
+        }
+    };
+    let db = db_name(&args);
+    if let Some(index) = index {
+        run_on_index(ctx, &args, &dataset, mode, k, index)
+    } else if Database::exists(db) {
+        let db = Database::open_to_read(db, None)
+            .with_context(|| format!("opening database {}", db.display()))?;
+        let index = SearchIndex::open(db, mode != SearchMode::Dense)?;
+        run_on_index(ctx, &args, &dataset, mode, k, index)
     } else if mode == SearchMode::Bm25 {
         run_bm25_without_store(&args, &dataset, k)
     } else {
         anyhow::bail!(
             "no database at {}: run `engine index {} --db {}` first (only --mode bm25 works without one)",
-            args.db.display(),
+            db.display(),
             args.dataset.display(),
-            args.db.display()
+            db.display()
         )
     }
 }
@@ -78,7 +104,7 @@ pub fn run(ctx: &Ctx, args: EvalArgs) -> Result<()> {
 /// BM25 over a folder with no store: a `--lexical-only` database, or a fresh folder, where the
 /// BM25 index is first built from the dataset's corpus.
 fn run_bm25_without_store(args: &EvalArgs, dataset: &BeirDataset, k: usize) -> Result<()> {
-    let lexical = engine::store::lexical_dir(&args.db);
+    let lexical = engine::store::lexical_dir(db_name(args));
     if !engine::lexical::LexicalIndex::exists(&lexical) {
         eprintln!(
             "no BM25 index at {}; building it from {}",
@@ -93,25 +119,31 @@ fn run_bm25_without_store(args: &EvalArgs, dataset: &BeirDataset, k: usize) -> R
     finish(args, SearchMode::Bm25, report, run, serde_json::Map::new())
 }
 
+/// The store `args.db` names once [`run`] has resolved it (a folder, or a URL for messages).
+fn db_name(args: &EvalArgs) -> &Path {
+    args.db.as_deref().unwrap_or(Path::new(""))
+}
+
 /// Any mode over a database built by `engine index`, opened as the server and `engine search`
 /// open it (`SearchIndex::open`: BM25 is built from the store when missing and repaired when it
-/// disagrees with it), so the three score the same documents alike.
-fn run_on_database(
+/// disagrees with it; a PostgreSQL store as it is), so the three score the same documents alike.
+fn run_on_index(
     ctx: &Ctx,
     args: &EvalArgs,
     dataset: &BeirDataset,
     mode: SearchMode,
     k: usize,
+    index: SearchIndex,
 ) -> Result<()> {
-    let db = Database::open_to_read(&args.db, None)
-        .with_context(|| format!("opening database {}", args.db.display()))?;
+    let db = index.db();
+    let name = db_name(args);
     let manifest = db.manifest();
     // Settings that contradict the database are refused in every mode, as in `engine search`.
-    let config = super::resolve::config_for_db(ctx, &args.db, &manifest, &args.encoder)?;
+    let config = super::resolve::config_for_db(ctx, name, &manifest, &args.encoder)?;
     if db.status()?.documents == 0 {
         anyhow::bail!(
             "database {} is empty: run `engine index` on the corpus first",
-            args.db.display()
+            name.display()
         );
     }
     let stored: HashSet<String> = db.document_ids()?.into_iter().collect();
@@ -119,9 +151,8 @@ fn run_on_database(
     if unknown > 0 {
         eprintln!("warning: {unknown} judged documents are not in the database (indexed from another corpus?)");
     }
-    let index = SearchIndex::open(db, mode != SearchMode::Dense)?;
-    if mode != SearchMode::Dense && index.lexical().is_none() {
-        anyhow::bail!("the BM25 index of {} could not be built", args.db.display());
+    if mode != SearchMode::Dense && !index.has_lexical() {
+        anyhow::bail!("the BM25 index of {} could not be built", name.display());
     }
     let mut extra = serde_json::Map::new();
     let mut by_text: HashMap<&str, Vec<f32>> = HashMap::new();
@@ -129,7 +160,7 @@ fn run_on_database(
         let embedder = super::index::load_embedder(&config)?;
         super::resolve::ensure_same_encoder(
             ctx,
-            &args.db,
+            name,
             &manifest,
             &args.encoder,
             &embedder.fingerprint(),
@@ -186,7 +217,7 @@ fn print_report(args: &EvalArgs, out: &serde_json::Value) -> Result<()> {
     let Some(obj) = out.as_object() else { anyhow::bail!("report is not a JSON object") };
     println!(
         "{} {} split {} ({} mode)",
-        args.db.display(),
+        db_name(args).display(),
         args.dataset.display(),
         args.split,
         out["mode"].as_str().unwrap_or("?")
@@ -211,7 +242,7 @@ fn write_per_query(args: &EvalArgs, report: &engine::eval::Report) -> Result<()>
     let ndcg: serde_json::Map<String, serde_json::Value> =
         report.per_query.iter().map(|(q, m)| (q.clone(), m.ndcg_10.into())).collect();
     let out = serde_json::json!({
-        "model": format!("{} {}", args.mode, args.db.display()),
+        "model": format!("{} {}", args.mode, db_name(args).display()),
         "data": format!("{} {}", args.dataset.display(), args.split),
         "ndcg10_per_query": ndcg,
         "per_query": report.per_query,

@@ -10,8 +10,10 @@ use engine::config::Config;
 use engine::encoder::Embed;
 use engine::index::{AnnParams, Backend};
 use engine::pipeline::{self, CorpusOptions, IndexOptions};
-use engine::store::{Database, DbOptions};
+use engine::store::postgres::{redact, PgStore};
+use engine::store::{Database, DbOptions, Store};
 
+use super::location::{self, Location};
 use super::Ctx;
 
 /// Test hook: use the library's hashed bag-of-words embedder of this dimension instead of a
@@ -28,7 +30,11 @@ pub struct IndexArgs {
     pub corpus: PathBuf,
     /// Database folder (created if missing).
     #[arg(long, value_name = "DIR")]
-    pub db: PathBuf,
+    pub db: Option<PathBuf>,
+    /// PostgreSQL store instead of a folder: postgres://user@host:port/dbname (tables created
+    /// if missing; pgvector needed) [default: store.url].
+    #[arg(long, value_name = "URL", conflicts_with = "db")]
+    pub store: Option<String>,
     /// hnsw | faiss | flat (default: index.backend).
     #[arg(long)]
     pub backend: Option<String>,
@@ -75,7 +81,10 @@ pub struct IndexArgs {
 pub struct DeleteArgs {
     /// Database folder (made by `engine index`).
     #[arg(long, value_name = "DIR")]
-    pub db: PathBuf,
+    pub db: Option<PathBuf>,
+    /// PostgreSQL store instead of a folder [default: store.url].
+    #[arg(long, value_name = "URL", conflicts_with = "db")]
+    pub store: Option<String>,
     /// Document ids to delete.
     #[arg(required = true)]
     pub ids: Vec<String>,
@@ -85,7 +94,11 @@ pub struct DeleteArgs {
 pub struct CheckArgs {
     /// Database folder (made by `engine index`, with or without --lexical-only).
     #[arg(long, value_name = "DIR")]
-    pub db: PathBuf,
+    pub db: Option<PathBuf>,
+    /// PostgreSQL store instead of a folder: recall@10 of pgvector's HNSW against an exact scan
+    /// [default: store.url].
+    #[arg(long, value_name = "URL", conflicts_with = "db")]
+    pub store: Option<String>,
     /// Number of sampled stored vectors used as queries.
     #[arg(long, default_value_t = 200)]
     pub queries: usize,
@@ -123,16 +136,11 @@ pub(super) fn load_embedder(config: &Config) -> Result<Box<dyn Embed>> {
 /// The stored ids `--prune` deletes: those the corpus no longer holds. Refused when the corpus
 /// holds nothing (pruning would empty the database) or some of its entries could not be read
 /// (their documents would be deleted although their files remain).
-fn stale_ids(
-    stored: Vec<String>,
-    corpus: &pipeline::Corpus,
-    dir: &std::path::Path,
-) -> Result<Vec<String>> {
+fn stale_ids(stored: Vec<String>, corpus: &pipeline::Corpus, dir: &str) -> Result<Vec<String>> {
     if corpus.docs.is_empty() {
         anyhow::bail!(
-            "--prune: the corpus holds no document, so pruning would delete all of {}; \
-             nothing was deleted",
-            dir.display()
+            "--prune: the corpus holds no document, so pruning would delete all of {dir}; \
+             nothing was deleted"
         );
     }
     if !corpus.skipped.is_empty() {
@@ -193,45 +201,30 @@ fn progress_bar() -> indicatif::ProgressBar {
 }
 
 pub fn run_index(ctx: &Ctx, args: IndexArgs) -> Result<()> {
-    if args.lexical_only {
-        return run_lexical_only(ctx, &args);
-    }
-    let config = with_overrides(
-        &ctx.config,
-        args.model.as_ref(),
-        args.pooling.as_ref(),
-        args.backend.as_ref(),
-    );
-    let backend: Backend = config.index.backend.parse()?;
-    let corpus = read_corpus(&config, &args)?;
-    let embedder = load_embedder(&config)?;
-    let db = Database::create_or_open(
-        &args.db,
-        &embedder.fingerprint(),
-        &DbOptions {
-            backend,
-            params: AnnParams::from_config(&config.index),
-            chunk_tokens: config.index.chunk_tokens,
-            chunk_overlap: config.index.chunk_overlap,
-        },
-    )
-    .with_context(|| format!("opening database {}", args.db.display()))?;
-    let mut opts = IndexOptions::from_config(&config);
-    opts.update = args.update;
-    if let Ok(ms) = std::env::var(ENV_SLOW_BATCH) {
-        let ms: u64 = ms.parse().with_context(|| format!("{ENV_SLOW_BATCH}={ms:?}"))?;
-        opts.batch_delay = Some(Duration::from_millis(ms));
-    }
+    let location = location::resolve(&ctx.config, args.db.as_ref(), args.store.as_ref())?;
+    let dir = match location {
+        Location::Folder(dir) if args.lexical_only => return run_lexical_only(ctx, &args, &dir),
+        Location::Postgres(_) if args.lexical_only => anyhow::bail!(
+            "--lexical-only builds a BM25 folder; a PostgreSQL store indexes its full text itself"
+        ),
+        Location::Postgres(url) => return run_index_postgres(ctx, &args, &url),
+        Location::Folder(dir) => dir,
+    };
+    let (config, db_opts, corpus, embedder) = prepare(ctx, &args)?;
+    let db = Database::create_or_open(&dir, &embedder.fingerprint(), &db_opts)
+        .with_context(|| format!("opening database {}", dir.display()))?;
+    let opts = index_options(&config, &args)?;
     // Decided before any write: a refused prune leaves the database as it was.
+    let name = dir.display().to_string();
     let stale =
-        if args.prune { Some(stale_ids(db.document_ids()?, &corpus, &args.db)?) } else { None };
+        if args.prune { Some(stale_ids(db.document_ids()?, &corpus, &name)?) } else { None };
     let bar = progress_bar();
     // The BM25 index mirrors the store; rebuilding it is seconds beside the embedding.
     let started = std::time::Instant::now();
     let prune = stale.unwrap_or_default();
     let (report, lexical) =
         engine::search::index_with_bm25(&db, embedder.as_ref(), corpus.docs, &prune, &opts, &bar)
-            .with_context(|| format!("indexing into {}", args.db.display()))?;
+            .with_context(|| format!("indexing into {}", dir.display()))?;
     let pruned = prune.len();
     let lexical_seconds = (started.elapsed().as_secs_f64() - report.seconds).max(0.0);
     let verify = if args.verify { Some(db.verify_recall(200, 10, 42)?) } else { None };
@@ -251,12 +244,83 @@ pub fn run_index(ctx: &Ctx, args: IndexArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn run_delete(_ctx: &Ctx, args: DeleteArgs) -> Result<()> {
-    let db = Database::open(&args.db, None)
-        .with_context(|| format!("opening database {}", args.db.display()))?;
-    // Opened like a search: BM25 left behind by an interrupted write is repaired first, so
-    // this write, which ends by clearing the marker, cannot hide that repair.
-    let index = engine::search::SearchIndex::open(db, false)?;
+/// What `engine index` starts from on either store: the configuration with the flags applied,
+/// the database settings (and the backend wanted for an existing one), the corpus, the encoder.
+fn prepare(
+    ctx: &Ctx,
+    args: &IndexArgs,
+) -> Result<(Config, DbOptions, pipeline::Corpus, Box<dyn Embed>)> {
+    let config = with_overrides(
+        &ctx.config,
+        args.model.as_ref(),
+        args.pooling.as_ref(),
+        args.backend.as_ref(),
+    );
+    let backend: Backend = config.index.backend.parse()?;
+    let corpus = read_corpus(&config, args)?;
+    let embedder = load_embedder(&config)?;
+    let db_opts = DbOptions {
+        backend,
+        params: AnnParams::from_config(&config.index),
+        chunk_tokens: config.index.chunk_tokens,
+        chunk_overlap: config.index.chunk_overlap,
+    };
+    Ok((config, db_opts, corpus, embedder))
+}
+
+/// The indexing loop's settings: the config's, `--update`, and the slow-batch test hook.
+fn index_options(config: &Config, args: &IndexArgs) -> Result<IndexOptions> {
+    let mut opts = IndexOptions::from_config(config);
+    opts.update = args.update;
+    if let Ok(ms) = std::env::var(ENV_SLOW_BATCH) {
+        let ms: u64 = ms.parse().with_context(|| format!("{ENV_SLOW_BATCH}={ms:?}"))?;
+        opts.batch_delay = Some(Duration::from_millis(ms));
+    }
+    Ok(opts)
+}
+
+/// `engine index --store URL`: the same pipeline into PostgreSQL, one transaction per
+/// committed window; full text is indexed by PostgreSQL as rows are written (no BM25 build).
+fn run_index_postgres(ctx: &Ctx, args: &IndexArgs, url: &str) -> Result<()> {
+    let (config, db_opts, corpus, embedder) = prepare(ctx, args)?;
+    let name = redact(url);
+    let store = PgStore::create_or_open(url, &embedder.fingerprint(), &db_opts)
+        .with_context(|| format!("opening the PostgreSQL store {name}"))?;
+    let opts = index_options(&config, args)?;
+    let prune =
+        if args.prune { stale_ids(store.document_ids()?, &corpus, &name)? } else { Vec::new() };
+    let report =
+        pipeline::index_documents(&store, embedder.as_ref(), corpus.docs, &opts, &progress_bar())
+            .with_context(|| format!("indexing into {name}"))?;
+    store.delete_documents(&prune)?;
+    let verify = if args.verify { Some(store.verify_recall(200, 10, 42)?) } else { None };
+    let status = store.status()?;
+    let out = serde_json::json!({
+        "report": report,
+        "pruned": prune.len(),
+        "lexical": { "documents": status.documents, "ranking": "postgres full text (ts_rank_cd)" },
+        "bad_lines_skipped": corpus.skipped.len(),
+        "status": status,
+        "verify": verify,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+pub fn run_delete(ctx: &Ctx, args: DeleteArgs) -> Result<()> {
+    let index = match location::resolve(&ctx.config, args.db.as_ref(), args.store.as_ref())? {
+        Location::Postgres(url) => engine::search::SearchIndex::postgres(
+            PgStore::open(&url, None)
+                .with_context(|| format!("opening the PostgreSQL store {}", redact(&url)))?,
+        ),
+        Location::Folder(dir) => {
+            let db = Database::open(&dir, None)
+                .with_context(|| format!("opening database {}", dir.display()))?;
+            // Opened like a search: BM25 left behind by an interrupted write is repaired first,
+            // so this write, which ends by clearing the marker, cannot hide that repair.
+            engine::search::SearchIndex::open(db, false)?
+        }
+    };
     let missing = index.delete_documents(&args.ids)?;
     let db = index.db();
     db.save_index()?;
@@ -270,9 +334,20 @@ pub fn run_delete(_ctx: &Ctx, args: DeleteArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn run_check(_ctx: &Ctx, args: CheckArgs) -> Result<()> {
-    let lexical = engine::store::lexical_dir(&args.db);
-    if !Database::exists(&args.db) && engine::lexical::LexicalIndex::exists(&lexical) {
+pub fn run_check(ctx: &Ctx, args: CheckArgs) -> Result<()> {
+    let dir = match location::resolve(&ctx.config, args.db.as_ref(), args.store.as_ref())? {
+        Location::Folder(dir) => dir,
+        Location::Postgres(url) => {
+            let store = PgStore::open(&url, None)
+                .with_context(|| format!("opening the PostgreSQL store {}", redact(&url)))?;
+            let r = store.verify_recall(args.queries, 10, 42)?;
+            let out = serde_json::json!({ "recall_at_10": r.recall, "check": r, "status": store.status()? });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            return Ok(());
+        }
+    };
+    let lexical = engine::store::lexical_dir(&dir);
+    if !Database::exists(&dir) && engine::lexical::LexicalIndex::exists(&lexical) {
         // A `--lexical-only` database: no vectors to check, only that BM25 opens and answers.
         let lex = engine::lexical::LexicalIndex::open(&lexical)
             .with_context(|| format!("opening the BM25 index {}", lexical.display()))?;
@@ -286,8 +361,8 @@ pub fn run_check(_ctx: &Ctx, args: CheckArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    let db = Database::open_to_read(&args.db, None)
-        .with_context(|| format!("opening database {}", args.db.display()))?;
+    let db = Database::open_to_read(&dir, None)
+        .with_context(|| format!("opening database {}", dir.display()))?;
     let r = db.verify_recall(args.queries, 10, 42)?;
     let out = serde_json::json!({ "recall_at_10": r.recall, "check": r, "status": db.status()? });
     println!("{}", serde_json::to_string_pretty(&out)?);
@@ -295,18 +370,18 @@ pub fn run_check(_ctx: &Ctx, args: CheckArgs) -> Result<()> {
 }
 
 /// `engine index --lexical-only`: only the BM25 index (no encoder run), in `DB/lexical/`.
-fn run_lexical_only(ctx: &Ctx, args: &IndexArgs) -> Result<()> {
+fn run_lexical_only(ctx: &Ctx, args: &IndexArgs, db_dir: &std::path::Path) -> Result<()> {
     use engine::lexical::{LexicalDoc, LexicalIndex, LexicalOptions};
     let started = std::time::Instant::now();
     let corpus = read_corpus(&ctx.config, args)?;
-    if engine::store::Database::exists(&args.db) {
+    if engine::store::Database::exists(db_dir) {
         anyhow::bail!(
             "{} is a dense database; its BM25 index is kept up to date by `engine index` without --lexical-only",
-            args.db.display()
+            db_dir.display()
         );
     }
     // The BM25 index is the whole database here: it also stores titles and texts, for hits.
-    let dir = engine::store::lexical_dir(&args.db);
+    let dir = engine::store::lexical_dir(db_dir);
     let lex = if LexicalIndex::exists(&dir) {
         LexicalIndex::open(&dir)?
     } else {
@@ -318,7 +393,11 @@ fn run_lexical_only(ctx: &Ctx, args: &IndexArgs) -> Result<()> {
         .filter(|d| !(d.title.trim().is_empty() && d.text.trim().is_empty()))
         .collect();
     let empty = corpus.docs.len() - docs.len();
-    let stale = if args.prune { stale_ids(lex.ids()?, &corpus, &args.db)? } else { Vec::new() };
+    let stale = if args.prune {
+        stale_ids(lex.ids()?, &corpus, &db_dir.display().to_string())?
+    } else {
+        Vec::new()
+    };
     lex.add(docs.iter().map(|d| LexicalDoc { id: &d.id, title: &d.title, text: &d.text }))?;
     lex.delete(stale.iter().map(String::as_str))?;
     lex.commit()?;

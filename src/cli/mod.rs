@@ -11,6 +11,7 @@ mod bench;
 mod embed;
 mod eval;
 mod index;
+mod location;
 mod resolve;
 mod search;
 mod serve;

@@ -14,8 +14,10 @@ use engine::lexical::LexicalIndex;
 use engine::search::{SearchIndex, SearchMode, SearchOptions};
 use engine::server::routes::search::{weak_dense_warning, Hit};
 use engine::snippet::QueryTerms;
-use engine::store::{lexical_dir, Database};
+use engine::store::postgres::{redact, PgStore};
+use engine::store::{lexical_dir, Database, Store};
 
+use super::location::{self, Location};
 use super::resolve::{self, EncoderFlags};
 use super::Ctx;
 
@@ -23,7 +25,11 @@ use super::Ctx;
 pub struct SearchArgs {
     /// Database folder (made by `engine index`, with or without --lexical-only).
     #[arg(long, value_name = "DIR")]
-    pub db: PathBuf,
+    pub db: Option<PathBuf>,
+    /// PostgreSQL store instead of a folder (made by `engine index --store`; bm25 mode is its
+    /// full-text ranking) [default: store.url].
+    #[arg(long, value_name = "URL", conflicts_with = "db")]
+    pub store: Option<String>,
     /// Number of hits per query.
     #[arg(short, default_value_t = 10)]
     pub k: usize,
@@ -69,6 +75,10 @@ pub struct SearchArgs {
     /// HNSW search effort (ef) for these searches; ignored by the flat and FAISS backends.
     #[arg(long)]
     pub ef: Option<usize>,
+    /// PostgreSQL store: dense search by an exact scan instead of pgvector's HNSW (what HNSW
+    /// recall is measured against). An embedded database is exact when built with --backend flat.
+    #[arg(long)]
+    pub exact: bool,
     /// The query text (or use --queries).
     #[arg(required_unless_present = "queries")]
     pub query: Option<String>,
@@ -233,25 +243,29 @@ fn open(
     args: &SearchArgs,
     requested: Option<SearchMode>,
 ) -> Result<(Searcher, SearchMode)> {
-    let db_dir = &args.db;
-    if !Database::exists(db_dir) && LexicalIndex::exists(&lexical_dir(db_dir)) {
-        // A `--lexical-only` database: BM25 alone, no model.
-        let mode = requested.unwrap_or(SearchMode::Bm25);
-        if mode != SearchMode::Bm25 {
-            bail!(
-                "{} was built with --lexical-only: only --mode bm25 works (it has no vectors)",
-                db_dir.display()
-            );
-        }
-        return Ok((Searcher::Lexical(Box::new(LexicalIndex::open(&lexical_dir(db_dir))?)), mode));
-    }
-    let db = Database::open_to_read(db_dir, None)
-        .with_context(|| format!("opening database {}", db_dir.display()))?;
-    let manifest = db.manifest();
-    let index = SearchIndex::open(db, false)?;
-    let mode = requested.unwrap_or_else(|| {
-        SearchMode::default_for(manifest.encoder.trained, index.lexical().is_some())
-    });
+    let (index, manifest, db_dir) =
+        match location::resolve(&ctx.config, args.db.as_ref(), args.store.as_ref())? {
+            Location::Postgres(url) => {
+                let mut store = PgStore::open(&url, None)
+                    .with_context(|| format!("opening the PostgreSQL store {}", redact(&url)))?;
+                if args.exact {
+                    store.set_exact(true);
+                }
+                let manifest = store.manifest();
+                (SearchIndex::postgres(store), manifest, PathBuf::from(redact(&url)))
+            }
+            Location::Folder(_) if args.exact => bail!(
+                "--exact applies to a PostgreSQL store; an embedded database searches exactly \
+                 when indexed with --backend flat"
+            ),
+            Location::Folder(dir) => match open_folder(&dir, requested)? {
+                Ok((index, manifest)) => (index, manifest, dir),
+                Err(lexical) => return Ok(lexical),
+            },
+        };
+    let db_dir = &db_dir;
+    let mode = requested
+        .unwrap_or_else(|| SearchMode::default_for(manifest.encoder.trained, index.has_lexical()));
     // Settings that contradict the database are refused in every mode.
     let config = resolve::config_for_db(ctx, db_dir, &manifest, &args.encoder)?;
     if !mode.needs_vector() {
@@ -271,6 +285,31 @@ fn open(
     )?;
     let name = engine::server::state::encoder_name(&config.model.path);
     Ok((Searcher::Full { index: Box::new(index), embedder: Some(embedder), name }, mode))
+}
+
+/// The embedded database in `db_dir` with its manifest, or (`Err`) the searcher of a
+/// `--lexical-only` one.
+#[allow(clippy::type_complexity)]
+fn open_folder(
+    db_dir: &Path,
+    requested: Option<SearchMode>,
+) -> Result<Result<(SearchIndex, engine::store::Manifest), (Searcher, SearchMode)>> {
+    if !Database::exists(db_dir) && LexicalIndex::exists(&lexical_dir(db_dir)) {
+        // A `--lexical-only` database: BM25 alone, no model.
+        let mode = requested.unwrap_or(SearchMode::Bm25);
+        if mode != SearchMode::Bm25 {
+            bail!(
+                "{} was built with --lexical-only: only --mode bm25 works (it has no vectors)",
+                db_dir.display()
+            );
+        }
+        let lex = LexicalIndex::open(&lexical_dir(db_dir))?;
+        return Ok(Err((Searcher::Lexical(Box::new(lex)), mode)));
+    }
+    let db = Database::open_to_read(db_dir, None)
+        .with_context(|| format!("opening database {}", db_dir.display()))?;
+    let manifest = db.manifest();
+    Ok(Ok((SearchIndex::open(db, false)?, manifest)))
 }
 
 fn to_run(answers: &[Answer]) -> Run {

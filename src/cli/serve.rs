@@ -13,7 +13,12 @@ pub struct ServeArgs {
     /// --pooling or --template name the same one. A --lexical-only database is served in BM25
     /// mode without a model.
     #[arg(long, value_name = "DIR")]
-    pub db: PathBuf,
+    pub db: Option<PathBuf>,
+    /// PostgreSQL store instead of a folder (made by `engine index --store`): several servers
+    /// may share one; a URL of a streaming replica serves reads and refuses writes
+    /// [default: store.url].
+    #[arg(long, value_name = "URL", conflicts_with = "db")]
+    pub store: Option<String>,
     #[command(flatten)]
     pub encoder: super::resolve::EncoderFlags,
     /// Folder of the named collections served besides --db (which is the collection
@@ -43,9 +48,25 @@ pub struct ServeArgs {
 }
 
 pub fn run(ctx: &Ctx, args: ServeArgs) -> Result<()> {
-    let addr = args.addr.unwrap_or_else(|| ctx.config.server.addr.clone());
-    let lexical_only = !engine::store::Database::exists(&args.db)
-        && engine::lexical::LexicalIndex::exists(&engine::store::lexical_dir(&args.db));
+    let addr = args.addr.clone().unwrap_or_else(|| ctx.config.server.addr.clone());
+    let location = super::location::resolve(&ctx.config, args.db.as_ref(), args.store.as_ref())?;
+    let (db, manifest) = match location {
+        super::location::Location::Folder(dir) => (dir, None),
+        super::location::Location::Postgres(url) => {
+            let manifest =
+                engine::store::postgres::PgStore::read_manifest(&url).with_context(|| {
+                    format!(
+                        "opening the PostgreSQL store {}",
+                        engine::store::postgres::redact(&url)
+                    )
+                })?;
+            // The server recognises a store's URL in place of a folder.
+            (PathBuf::from(url), Some(manifest))
+        }
+    };
+    let lexical_only = manifest.is_none()
+        && !engine::store::Database::exists(&db)
+        && engine::lexical::LexicalIndex::exists(&engine::store::lexical_dir(&db));
     let mut config = if lexical_only {
         // BM25 alone: no model is loaded, so encoder flags have nothing to name.
         let flags = &args.encoder;
@@ -53,16 +74,20 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> Result<()> {
             anyhow::bail!(
                 "{} was built with --lexical-only: it has no encoder, so --model, --pooling and \
                  --template do not apply",
-                args.db.display()
+                db.display()
             );
         }
         ctx.config.clone()
     } else {
         // The encoder the database records, unless the flags or config name one (which must
         // then be the same: the server's load refuses another fingerprint).
-        let manifest = engine::store::Database::read_manifest(&args.db)
-            .with_context(|| format!("opening database {}", args.db.display()))?;
-        super::resolve::config_for_db(ctx, &args.db, &manifest, &args.encoder)?
+        let manifest = match manifest {
+            Some(m) => m,
+            None => engine::store::Database::read_manifest(&db)
+                .with_context(|| format!("opening database {}", db.display()))?,
+        };
+        let name = engine::store::postgres::redact(&db.display().to_string());
+        super::resolve::config_for_db(ctx, std::path::Path::new(&name), &manifest, &args.encoder)?
     };
     if !args.cors_origins.is_empty() {
         config.server.cors_origins = args.cors_origins;
@@ -75,7 +100,7 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> Result<()> {
     }
     let opts = engine::server::ServeOptions {
         config,
-        db: args.db,
+        db,
         api_key: args.api_key,
         read_api_key: args.read_api_key,
     };

@@ -1,4 +1,5 @@
-//! Indexing pipeline: corpus → passages → embeddings → [`Database`].
+//! Indexing pipeline: corpus → passages → embeddings → a [`Store`] (the embedded database or
+//! PostgreSQL).
 //!
 //! Resumability: all validation (duplicates, changed documents without `update`) happens before
 //! the first write. Documents are then processed in windows; inside a window, passages are
@@ -24,7 +25,7 @@ pub use corpus::{read_corpus, Corpus, CorpusFormat, CorpusOptions, Document};
 
 use crate::encoder::{Embed, ForwardStats, TextKind};
 use crate::error::{Error, Result};
-use crate::store::{Database, DocRecord, NewDocument, NewPassage};
+use crate::store::{DocRecord, NewDocument, NewPassage, Store};
 
 /// How to index.
 #[derive(Debug, Clone)]
@@ -259,7 +260,7 @@ impl DocumentPlan {
 
 /// Indexes `docs` into `db` with `embedder`. Nothing is written if validation fails.
 pub fn index_documents(
-    db: &Database,
+    db: &dyn Store,
     embedder: &dyn Embed,
     docs: Vec<Document>,
     opts: &IndexOptions,
@@ -316,7 +317,7 @@ pub fn index_documents(
 /// documents to embed, and the (id, metadata) of those whose metadata alone changed.
 #[allow(clippy::type_complexity)]
 fn plan(
-    db: &Database,
+    db: &dyn Store,
     docs: Vec<Document>,
     opts: &IndexOptions,
     report: &mut IndexReport,
@@ -376,7 +377,7 @@ fn plan(
 }
 
 fn process_window(
-    db: &Database,
+    db: &dyn Store,
     embedder: &dyn Embed,
     plan: &[DocumentPlan],
     opts: &IndexOptions,

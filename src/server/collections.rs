@@ -60,6 +60,10 @@ pub fn collections_root(configured: &Path, db: &Path) -> PathBuf {
     if !configured.as_os_str().is_empty() {
         return configured.to_path_buf();
     }
+    if db.to_str().is_some_and(crate::store::postgres::is_postgres_url) {
+        // A URL has no folder beside it: without `server.collections_dir`, no collections.
+        return PathBuf::new();
+    }
     let name = db.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or("db".into());
     db.with_file_name(format!("{name}.collections"))
 }

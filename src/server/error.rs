@@ -136,6 +136,13 @@ impl From<Error> for ApiError {
                 "this server's database is read-only (its folder cannot be written): documents \
                  cannot be added or deleted",
             ),
+            // A PostgreSQL store on a replica: writes go to the primary's server.
+            Error::StoreReadOnly { .. } => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "read_only",
+                "this server's store is a read-only PostgreSQL (a replica): documents cannot be \
+                 added or deleted here; send writes to a server on the primary",
+            ),
             other => ApiError::internal(other),
         }
     }

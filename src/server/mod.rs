@@ -53,7 +53,8 @@ use crate::store::{lexical_dir, Database};
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub config: Config,
-    /// Database folder (made by `engine index`).
+    /// Database folder (made by `engine index`), or a PostgreSQL store's URL
+    /// (`postgres://...`, made by `engine index --store`).
     pub db: PathBuf,
     /// The admin key: when set, writes and the embedding routes require it (see `auth`).
     pub api_key: Option<String>,
@@ -310,11 +311,13 @@ fn load_with(opts: &ServeOptions, encoders: &Encoders) -> Result<Loaded> {
     open_database(&opts.db, &opts.config, encoders)
 }
 
-/// Opens the database in `dir` with the encoder `config` names, loaded through `encoders`
-/// (shared with the collections that name the same one).
+/// Opens the database in `dir` (or the PostgreSQL store its text names) with the encoder
+/// `config` names, loaded through `encoders` (shared with the collections that name the same
+/// one).
 fn open_database(dir: &std::path::Path, config: &Config, encoders: &Encoders) -> Result<Loaded> {
+    let url = dir.to_str().filter(|s| crate::store::postgres::is_postgres_url(s));
     let lexical = lexical_dir(dir);
-    if !Database::exists(dir) && LexicalIndex::exists(&lexical) {
+    if url.is_none() && !Database::exists(dir) && LexicalIndex::exists(&lexical) {
         let index = Arc::new(LexicalIndex::open(&lexical)?);
         if !index.stores_text() {
             return Err(Error::InvalidInput(format!(
@@ -329,8 +332,18 @@ fn open_database(dir: &std::path::Path, config: &Config, encoders: &Encoders) ->
     let batcher = encoders.get_or_load(config)?;
     // The database must have been built by this very encoder (fingerprint check). One whose
     // folder cannot be written is served from a temporary copy that refuses writes.
-    let db = Database::open_to_read(dir, Some(&batcher.encoder().fingerprint()))?;
-    let status = db.status()?;
+    let fingerprint = batcher.encoder().fingerprint();
+    let index = match url {
+        // Several servers may share it; one on a replica serves reads and refuses writes.
+        Some(url) => SearchIndex::postgres(crate::store::postgres::PgStore::open(
+            url,
+            Some(&fingerprint),
+        )?),
+        // BM25 is rebuilt first when missing or out of step with the store (tantivy indexes
+        // thousands of documents a second: little next to loading the model).
+        None => SearchIndex::open(Database::open_to_read(dir, Some(&fingerprint))?, true)?,
+    };
+    let status = index.db().status()?;
     tracing::info!(
         database = %dir.display(),
         documents = status.documents,
@@ -338,9 +351,7 @@ fn open_database(dir: &std::path::Path, config: &Config, encoders: &Encoders) ->
         backend = %status.backend,
         "database opened"
     );
-    // BM25 is rebuilt first when missing or out of step with the store (tantivy indexes
-    // thousands of documents a second: little next to loading the model).
-    let index = Arc::new(SearchIndex::open(db, true)?);
+    let index = Arc::new(index);
     Ok(Loaded {
         encoder_name: encoder_name(&config.model.path),
         backing: Backing::Dense(Dense { batcher, index }),

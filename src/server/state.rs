@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::encoder::Encoder;
 use crate::lexical::LexicalIndex;
 use crate::search::{SearchIndex, SearchMode};
-use crate::store::{Database, DocRecord};
+use crate::store::{DocRecord, Store};
 
 /// What loading produces: the encoder behind its batching queue and the database with its BM25
 /// index, or a `--lexical-only` database's BM25 index alone (no model is loaded for it).
@@ -49,7 +49,7 @@ impl Dense {
         self.batcher.encoder()
     }
 
-    pub fn db(&self) -> &Database {
+    pub fn db(&self) -> &dyn Store {
         self.index.db()
     }
 }

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests (each test file includes this module).
 #![allow(dead_code)]
 
+pub mod pg;
+
 use engine::encoder::{EncoderOptions, Padding, Pooling, Template};
 use engine::index::AnnParams;
 use engine::store::{Database, DocRecord, PassageRecord};

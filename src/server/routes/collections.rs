@@ -86,6 +86,14 @@ pub async fn create(
     else {
         return Err(ApiError::not_ready());
     };
+    if root.as_os_str().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "this server's database is a PostgreSQL store, which has no folder to keep \
+             collections beside: set server.collections_dir to create them",
+        ));
+    }
     let dir = root.join(&name);
     if dir.exists() {
         return Err(ApiError::new(

@@ -35,7 +35,10 @@ pub async fn readyz(State(state): AppStateRef) -> Result<Json<serde_json::Value>
 }
 
 pub async fn metrics(State(state): AppStateRef) -> Response {
-    let text = state.metrics.render(&state.gauges());
+    // Off the async threads: a PostgreSQL store counts its documents with a blocking query.
+    let s = state.clone();
+    let gauges = tokio::task::spawn_blocking(move || s.gauges()).await.unwrap_or_default();
+    let text = state.metrics.render(&gauges);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

@@ -28,6 +28,16 @@ pub async fn create_snapshot(
     let (path, info, bytes) = blocking(move || {
         // One snapshot at a time: a second waits (and gets its own name).
         let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        // Before any folder is made: a PostgreSQL store's "path" is its URL.
+        if let Backing::Dense(d) = &loaded.backing {
+            if d.index.embedded().is_none() {
+                return Err(ApiError::unprocessable(
+                    "postgres_store",
+                    "snapshots are of the embedded store; back a PostgreSQL store up with \
+                     pg_dump or pg_basebackup",
+                ));
+            }
+        }
         let db = loaded.path();
         let name = db.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or("db".into());
         let dir = if configured.as_os_str().is_empty() {
