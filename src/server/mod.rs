@@ -335,10 +335,9 @@ fn open_database(dir: &std::path::Path, config: &Config, encoders: &Encoders) ->
     let fingerprint = batcher.encoder().fingerprint();
     let index = match url {
         // Several servers may share it; one on a replica serves reads and refuses writes.
-        Some(url) => SearchIndex::postgres(crate::store::postgres::PgStore::open(
-            url,
-            Some(&fingerprint),
-        )?),
+        Some(url) => {
+            SearchIndex::postgres(crate::store::postgres::PgStore::open(url, Some(&fingerprint))?)
+        }
         // BM25 is rebuilt first when missing or out of step with the store (tantivy indexes
         // thousands of documents a second: little next to loading the model).
         None => SearchIndex::open(Database::open_to_read(dir, Some(&fingerprint))?, true)?,
