@@ -514,7 +514,10 @@ fn default_batching_pads_under_two_percent_and_reports_its_work() {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let words = 5 + (x >> 33) as usize % 400;
             let text: Vec<String> = (0..words).map(|w| format!("w{}", (w * 7 + i) % 997)).collect();
-            doc(&format!("d{i}"), "", &text.join(" "))
+            // Titles of 0 to 29 words: embedded with every passage, so part of its length.
+            let title: Vec<String> =
+                (0..(x >> 20) as usize % 30).map(|w| format!("t{w}")).collect();
+            doc(&format!("d{i}"), &title.join(" "), &text.join(" "))
         })
         .collect();
     let run = |window_batches: usize| {
@@ -529,7 +532,10 @@ fn default_batching_pads_under_two_percent_and_reports_its_work() {
     let f = wide.forward;
     assert_eq!(f.sequences as usize, wide.passages_embedded);
     // Every passage's words are counted once (overlapping chunks count their overlap twice).
-    let words: u64 = docs.iter().map(|d| d.text.split_whitespace().count() as u64).sum();
+    let words: u64 = docs
+        .iter()
+        .map(|d| (d.text.split_whitespace().count() + d.title.split_whitespace().count()) as u64)
+        .sum();
     assert!(f.tokens >= words, "{f:?}");
     assert!(f.padding_share() < 0.02, "padding {:.3} of positions", f.padding_share());
     assert!(wide.tokens_per_s > 0.0 && wide.passages_per_s > 0.0);

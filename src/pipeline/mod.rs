@@ -193,7 +193,9 @@ pub struct PassagePlan {
     /// Byte span in the document's text.
     pub start: usize,
     pub end: usize,
-    /// Content tokens of the span (the title and template come on top).
+    /// Tokens embedded: the span's, plus the title's and its line break when there is a
+    /// title (the template comes on top). Batches are formed by it, so titles of different
+    /// lengths do not pad.
     pub tokens: usize,
     /// What is embedded: [`passage_text`] of the title and the span.
     pub text: String,
@@ -208,12 +210,16 @@ impl DocumentPlan {
         overlap: usize,
     ) -> Result<Self> {
         let chunks = split_passages(embedder, &doc.title, &doc.text, chunk_tokens, overlap)?;
+        let title_tokens = match doc.title.trim().is_empty() {
+            true => 0,
+            false => embedder.token_spans(&doc.title)?.len() + 1,
+        };
         let passages = chunks
             .into_iter()
             .map(|c| PassagePlan {
                 start: c.start,
                 end: c.end,
-                tokens: c.tokens,
+                tokens: c.tokens + title_tokens,
                 text: passage_text(&doc.title, &doc.text[c.start..c.end]),
             })
             .collect();
@@ -459,7 +465,8 @@ mod split_tests {
         let spans = split_passages(&e, "T", &text, 20, 4).unwrap();
         assert_eq!(plan.passages.len(), spans.len());
         for (p, c) in plan.passages.iter().zip(&spans) {
-            assert_eq!((p.start, p.end, p.tokens), (c.start, c.end, c.tokens));
+            // The title "T" is one token, and a line break joins it to the span.
+            assert_eq!((p.start, p.end, p.tokens), (c.start, c.end, c.tokens + 2));
             assert_eq!(p.text, passage_text("T", &text[c.start..c.end]));
         }
         assert_eq!(plan.hash, content_hash(&doc));
