@@ -19,14 +19,22 @@ pub struct EncodeMeasurement {
     pub query_ms: f64,
 }
 
-/// Token ids cycling through ordinary vocabulary, so the work equals real text's.
-fn synthetic(n: usize, offset: usize) -> Prepared {
-    let ids: Vec<u32> = (0..n).map(|i| 1000 + ((i * 37 + offset * 101) % 20000) as u32).collect();
-    Prepared { ids, pool: vec![n - 1], truncated: false }
+/// `n` token ids cycling through ordinary vocabulary (ids 1000..21000 of a real vocabulary,
+/// the middle of a tiny test one), so the work equals real text's; `seed` varies the sequence.
+pub fn synthetic_ids(n: usize, seed: usize, vocab: usize) -> Vec<u32> {
+    let base = (vocab / 4).min(1000);
+    let span = (vocab - base).min(20000);
+    (0..n).map(|i| (base + (i * 37 + seed * 101) % span) as u32).collect()
 }
 
 /// One batch forward (after a warm-up) and the median of 7 single-query latencies.
 pub fn measure_encoder(enc: &Encoder, shape: &EncodeShape) -> Result<EncodeMeasurement> {
+    let vocab = enc.model().config.vocab_size;
+    let synthetic = |n: usize, seed: usize| Prepared {
+        ids: synthetic_ids(n, seed, vocab),
+        pool: vec![n - 1],
+        truncated: false,
+    };
     let batch: Vec<Prepared> = (0..shape.batch).map(|i| synthetic(shape.tokens, i)).collect();
     let refs: Vec<&Prepared> = batch.iter().collect();
     enc.embed_batch(&refs[..refs.len().min(2)])?;

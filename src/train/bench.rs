@@ -8,6 +8,7 @@ use candle_core::Tensor;
 
 use super::loss::{adapt_losses, embed_with_grad, info_nce, AdaptExample, AdaptLayout};
 use super::params::{TrainState, Trainable};
+use crate::encoder::bench::synthetic_ids;
 use crate::encoder::model::Llama;
 use crate::encoder::{Encoder, Prepared};
 use crate::error::Result;
@@ -70,12 +71,8 @@ pub fn measure_step(
     let model = encoder.model();
     let rows: &[u32] = if train_special_rows { tok.special_ids() } else { &[] };
     let state = TrainState::new(model, kind, 16, 32.0, rows, 7)?;
-    // Ordinary vocabulary ids (1000..21000 in a real vocabulary), so the work equals text's.
     let vocab = model.config.vocab_size;
-    let (base, span) = ((vocab / 4).min(1000), (vocab - (vocab / 4).min(1000)).min(20000));
-    let synthetic = move |n: usize, seed: usize| -> Vec<u32> {
-        (0..n).map(|i| (base + (i * 37 + seed * 101) % span) as u32).collect()
-    };
+    let synthetic = move |n: usize, seed: usize| synthetic_ids(n, seed, vocab);
     let step: Box<LossFn>;
     let step_tokens;
     match stage {
