@@ -8,7 +8,8 @@
 # a temporary database. With STORE=postgres://... the server serves that PostgreSQL store
 # instead (data/sample is indexed into it first when no DB argument is given). DURATION (seconds per run, default 30), CONNECTIONS (default "16 64"),
 # MODE (hybrid | dense | bm25, default hybrid), CONFIG (default configs/demo.toml) and
-# ENGINE_BIN (default the release build) change the run.
+# ENGINE_BIN (default the release build) change the run. DIM=N sends a random N-number query
+# `vector` with each search, so dense mode measures the store rather than the encoder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "load-test: wrk is not installed (apt-get install wrk)" >&2; exit 1; }

@@ -8,6 +8,10 @@
 # ENCODER=hash (default) uses the test hash embedder at 576 dimensions (SmolLM2-135M's), so a
 # run takes minutes and measures the stores, not retrieval quality; ENCODER=real uses the
 # configured encoder (CONFIG, default configs/default.toml): hours for SciFact on 2 cores.
+# LOAD=1 then serves each store (`engine serve`, the embedded one with an HNSW index built for
+# it) and loads POST /search with wrk at 1 and 16 connections in dense mode (random query
+# vectors, so the store is measured, not the encoder) and bm25 mode (scripts/load-test.sh;
+# DURATION seconds per run, default 10).
 # The PostgreSQL server is ENGINE_TEST_POSTGRES_URL's, else scripts/postgres.sh starts one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,4 +83,15 @@ echo "recall@10 of pgvector HNSW vs exact (passages, 200 stored vectors as queri
   "$("$E" check --store "$URL" --queries 200 | jget recall_at_10)"
 echo "bm25 mode nDCG@10 recall@100, embedded (tantivy BM25): $("$E" eval --db "$WORK/emb" --dataset "$DATA" --mode bm25 | jget ndcg@10 recall@100)"
 echo "bm25 mode nDCG@10 recall@100, postgres (ts_rank_cd): $("$E" eval --store "$URL" --dataset "$DATA" --mode bm25 | jget ndcg@10 recall@100)"
+if [ -n "${LOAD:-}" ]; then
+  "$E" --config "$CONFIG" index "$DATA" --db "$WORK/emb-hnsw" --backend hnsw >/dev/null
+  DIM=$("$E" info --db "$WORK/emb-hnsw" | python3 -c 'import json, sys; print(json.load(sys.stdin)["encoder"]["dim"])')
+  for mode in dense bm25; do
+    if [ "$mode" = dense ]; then export DIM; else unset DIM; fi
+    echo "/search load, mode $mode, embedded (HNSW + tantivy):"
+    MODE=$mode CONNECTIONS="1 16" DURATION=${DURATION:-10} CONFIG=$CONFIG scripts/load-test.sh "$WORK/emb-hnsw"
+    echo "/search load, mode $mode, postgres (pgvector HNSW + full text):"
+    STORE=$URL MODE=$mode CONNECTIONS="1 16" DURATION=${DURATION:-10} CONFIG=$CONFIG scripts/load-test.sh "$URL"
+  done
+fi
 "$PSQL" -q "$ADMIN" -c "DROP DATABASE IF EXISTS $NAME WITH (FORCE)"

@@ -1,5 +1,7 @@
 -- wrk script for scripts/load-test.sh: POST /search with rotating queries; counts 429 and 5xx
--- answers per thread and prints one JSON summary line ("LOAD {...}").
+-- answers per thread and prints one JSON summary line ("LOAD {...}"). With DIM set, each query
+-- also carries a random `vector` of that many numbers (fixed seed), so dense search measures
+-- the store without the encoder.
 local queries = {
   "why does bread rise", "ocean tides and the moon", "how do vaccines work",
   "what is an inverted index", "black holes and gravity", "photosynthesis in plants",
@@ -7,6 +9,16 @@ local queries = {
   "how do batteries store energy",
 }
 local mode = os.getenv("MODE") or "hybrid"
+local dim = tonumber(os.getenv("DIM") or "")
+local vectors = {}
+if dim then
+  math.randomseed(7)
+  for i = 1, #queries do
+    local v = {}
+    for j = 1, dim do v[j] = string.format("%.5f", math.random() * 2 - 1) end
+    vectors[i] = "[" .. table.concat(v, ",") .. "]"
+  end
+end
 local threads = {}
 
 function setup(thread)
@@ -19,8 +31,13 @@ end
 
 function request()
   n = n + 1
-  local q = queries[(n % #queries) + 1]
-  local body = string.format('{"query": "%s", "k": 10, "mode": "%s"}', q, mode)
+  local i = (n % #queries) + 1
+  local body
+  if dim then
+    body = string.format('{"query": "%s", "vector": %s, "k": 10, "mode": "%s"}', queries[i], vectors[i], mode)
+  else
+    body = string.format('{"query": "%s", "k": 10, "mode": "%s"}', queries[i], mode)
+  end
   return wrk.format("POST", "/search", { ["Content-Type"] = "application/json" }, body)
 end
 

@@ -779,6 +779,41 @@ impl Database {
         bytes_to_vec(&b)
     }
 
+    /// A stored document as it was written: its passages with their vectors, ready for another
+    /// store's [`Store::put_documents`] (copying a database without embedding it again).
+    pub fn export_document(&self, id: &str) -> Result<Option<NewDocument>> {
+        let Some(d) = self.get_document(id)? else { return Ok(None) };
+        let passages = d
+            .passages
+            .iter()
+            .map(|&label| {
+                let p = self.get_passage(label)?.ok_or_else(|| {
+                    Error::Store(format!("document {id:?} names passage {label}, which is missing"))
+                })?;
+                Ok(NewPassage {
+                    start: p.start as usize,
+                    end: p.end as usize,
+                    vector: self.vector(label)?,
+                    cache_key: None,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let metadata = match d.metadata.as_str() {
+            "" => serde_json::Value::Null,
+            m => serde_json::from_str(m).map_err(|e| {
+                Error::Store(format!("document {id:?} has unreadable metadata: {e}"))
+            })?,
+        };
+        Ok(Some(NewDocument {
+            id: id.to_string(),
+            title: d.title,
+            text: d.text,
+            metadata,
+            hash: d.hash,
+            passages,
+        }))
+    }
+
     /// All stored document ids, in byte order.
     pub fn document_ids(&self) -> Result<Vec<String>> {
         self.tree

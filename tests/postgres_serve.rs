@@ -298,3 +298,58 @@ fn every_store_command_works_on_postgres() {
     let v = engine(&["info", "--store", url]);
     assert_eq!((v["documents"].as_u64(), v["read_only"].as_bool()), (Some(2), Some(false)), "{v}");
 }
+
+/// `engine copy` moves a database folder into PostgreSQL with its vectors (no encoder is loaded:
+/// the configured model does not exist), both answer the same exact dense search, and a second
+/// run finds everything already stored.
+#[test]
+fn copy_moves_a_folder_into_postgres_with_its_vectors_and_resumes() {
+    let Some(db) = pg::database("copy") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    let docs: String = (0..40)
+        .map(|i| {
+            json!({"_id": format!("d{i}"), "title": format!("Title {i}"),
+                   "text": format!("word{i} shared text number {} and more {}", i % 7, i % 3),
+                   "metadata": {"n": i}})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(&corpus, docs).unwrap();
+    let folder = dir.path().join("db");
+    let engine = |args: &[&str], env: &[(&str, &str)]| -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_engine"))
+            .env("ENGINE_TEST_HASH_ENCODER", "64")
+            .envs(env.iter().copied())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let (folder_s, url) = (folder.to_str().unwrap(), db.url.as_str());
+    engine(&["index", corpus.to_str().unwrap(), "--db", folder_s, "--backend", "flat"], &[]);
+    let no_model = [("ENGINE__MODEL__PATH", "/nonexistent/model.gguf")];
+    let v = engine(&["copy", "--db", folder_s, "--store", url, "--batch", "16"], &no_model);
+    assert_eq!((v["copied"].as_u64(), v["unchanged"].as_u64()), (Some(40), Some(0)), "{v}");
+    assert_eq!(v["status"]["documents"], 40, "{v}");
+    let from = engine(&["info", "--db", folder_s], &[]);
+    assert_eq!(v["status"]["passages"], from["passages"], "{v} {from}");
+    for q in ["word3 shared text", "number 5 and more 2", "Title 17"] {
+        let a = engine(&["search", "--db", folder_s, "--mode", "dense", "-k", "10", q], &[]);
+        let b =
+            engine(&["search", "--store", url, "--exact", "--mode", "dense", "-k", "10", q], &[]);
+        assert_eq!(hit_ids(&a), hit_ids(&b), "{q}");
+    }
+    let got = engine(&["search", "--store", url, "--mode", "bm25", "word17"], &[]);
+    assert_eq!(got["hits"][0]["id"], "d17", "{got}");
+    let v = engine(&["copy", "--db", folder_s, "--store", url], &no_model);
+    assert_eq!((v["copied"].as_u64(), v["unchanged"].as_u64()), (Some(0), Some(40)), "{v}");
+    let out = Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args(["copy", "--db", folder_s, "--store", "/not/a/url"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PostgreSQL URL"));
+}

@@ -109,6 +109,55 @@ async fn search_finds_each_document_in_every_mode_and_pages_by_offset() {
     s.stop().await.unwrap();
 }
 
+/// `vector` searches with a given query embedding: the one /embed returns for a query finds what
+/// the query text finds, at any scale; misuse is a 422 naming the problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn search_by_a_given_vector_matches_search_by_its_text() {
+    let fx = fixture();
+    let s = TestServer::start(&fx, |_| {}, None).await;
+    let docs = corpus();
+
+    for d in &docs[..4] {
+        let q = query_for(d);
+        let (st, by_text) =
+            s.post("/search", &json!({ "query": q, "k": 5, "mode": "dense" })).await;
+        assert_eq!(st, 200, "{by_text}");
+        let (st, e) = s.post("/embed", &json!({ "texts": [q], "kind": "query" })).await;
+        assert_eq!(st, 200, "{e}");
+        let v: Vec<f64> = serde_json::from_value(e["embeddings"][0].clone()).unwrap();
+        let scaled: Vec<f64> = v.iter().map(|x| x * 3.0).collect();
+        for vector in [&v, &scaled] {
+            let (st, by_vec) =
+                s.post("/search", &json!({ "vector": vector, "k": 5, "mode": "dense" })).await;
+            assert_eq!(st, 200, "{by_vec}");
+            assert_eq!(hit_ids(&by_vec), hit_ids(&by_text), "{d:?}");
+            let (a, b) = (&by_vec["hits"][0]["score"], &by_text["hits"][0]["score"]);
+            assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-4, "{a} vs {b}");
+        }
+        // Hybrid takes the vector for its dense list and the text for BM25.
+        let (st, h) =
+            s.post("/search", &json!({ "query": q, "vector": v, "k": 5, "mode": "hybrid" })).await;
+        let (_, h_text) = s.post("/search", &json!({ "query": q, "k": 5, "mode": "hybrid" })).await;
+        assert_eq!(st, 200, "{h}");
+        assert_eq!(hit_ids(&h), hit_ids(&h_text));
+    }
+
+    let zeros = vec![0.0; 64];
+    for (body, needle) in [
+        (json!({ "vector": vec![0.1; 63], "mode": "dense" }), "63"),
+        (json!({ "vector": zeros, "mode": "dense" }), "zero"),
+        (json!({ "query": "rust", "vector": vec![0.1; 64], "mode": "bm25" }), "dense and hybrid"),
+        (json!({ "vector": vec![0.1; 64], "mode": "hybrid" }), "query text"),
+        (json!({ "mode": "dense" }), "empty"),
+    ] {
+        let (st, r) = s.post("/search", &body).await;
+        assert_eq!(error_code(st, &r, 422), "invalid_request", "{body}");
+        assert!(r["error"]["message"].as_str().unwrap().contains(needle), "{body}: {r}");
+    }
+
+    s.stop().await.unwrap();
+}
+
 /// The document routes: open, add, replace, filter, delete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn documents_open_by_id_and_are_added_replaced_filtered_and_deleted() {

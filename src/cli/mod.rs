@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod adapt;
 mod bench;
+mod copy;
 mod embed;
 mod eval;
 mod index;
@@ -54,6 +55,8 @@ enum Command {
     Delete(index::DeleteArgs),
     /// Report recall@10 of the database's ANN index against an exact scan.
     Check(index::CheckArgs),
+    /// Copy a database folder into a PostgreSQL store, vectors included (nothing is embedded).
+    Copy(copy::CopyArgs),
     /// Search a database and print JSON hits.
     Search(search::SearchArgs),
     /// Serve the HTTP API and the browser UI.
@@ -102,6 +105,7 @@ pub fn run() -> Result<()> {
         Command::Index(a) => index::run_index(&ctx, a),
         Command::Delete(a) => index::run_delete(&ctx, a),
         Command::Check(a) => index::run_check(&ctx, a),
+        Command::Copy(a) => copy::run(&ctx, a),
         Command::Search(a) => search::run(&ctx, a),
         Command::Serve(a) => serve::run(&ctx, a),
         Command::Snapshot(a) => snapshot::run_snapshot(a),

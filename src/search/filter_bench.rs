@@ -77,8 +77,8 @@ struct Doc {
 
 fn unit(rng: &mut ChaCha8Rng, dim: usize) -> Vec<f32> {
     let mut v: Vec<f32> = (0..dim).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    v.iter_mut().for_each(|x| *x /= norm);
+    // Uniform in a cube: never the zero vector in practice.
+    crate::index::normalize(&mut v).expect("a random vector has a direction");
     v
 }
 

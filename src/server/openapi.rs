@@ -192,9 +192,11 @@ pub fn spec() -> Value {
                     } } }
                 },
                 "SearchRequest": {
-                    "type": "object", "required": ["query"],
+                    "type": "object",
+                    "anyOf": [{ "required": ["query"] }, { "required": ["vector"] }],
                     "properties": {
-                        "query": { "type": "string", "minLength": 1, "pattern": "\\S", "description": "At most server.max_query_tokens tokens." },
+                        "query": { "type": "string", "minLength": 1, "pattern": "\\S", "description": "At most server.max_query_tokens tokens. Required, except in dense mode when vector is given." },
+                        "vector": { "type": "array", "items": { "type": "number" }, "description": "A query embedding to search with instead of embedding query (dense and hybrid modes; hybrid still needs query for BM25): the database's dimension (/status dim) of finite numbers, not all zero; normalised by the server." },
                         "k": { "type": "integer", "minimum": 1, "description": "Default server.default_k, at most server.max_k." },
                         "with_text": { "type": "boolean", "default": false },
                         "mode": { "$ref": "#/components/schemas/Mode", "description": "Default: the server's default_mode (/status): dense for a trained encoder, else BM25." },

@@ -10,7 +10,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::{blocking, prepare_query, AppStateRef};
-use crate::encoder::TextKind;
+use crate::encoder::{Embed, TextKind};
 use crate::filter::Filter;
 use crate::fusion::{Fusion, FusionRequest};
 use crate::search::{Ranked, SearchMode, SearchOptions};
@@ -32,7 +32,13 @@ fn parse_mode(s: Option<&str>, default: SearchMode) -> Result<SearchMode, ApiErr
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
+    /// The query text; may be empty (or absent) in dense mode when `vector` is given.
+    #[serde(default)]
     pub query: String,
+    /// A query embedding to search with instead of embedding `query` (dense and hybrid modes):
+    /// as many finite numbers as the database's dimension, normalised here as cosine needs.
+    /// Hybrid mode still needs `query` for its BM25 list.
+    pub vector: Option<Vec<f32>>,
     pub k: Option<usize>,
     #[serde(default)]
     pub with_text: bool,
@@ -165,6 +171,7 @@ pub async fn get_search(
 ) -> Result<Json<SearchResponse>, ApiError> {
     let req = SearchRequest {
         query: p.q.ok_or_else(|| ApiError::invalid("missing query parameter q"))?,
+        vector: None,
         k: p.k,
         with_text: p.with_text.unwrap_or(false),
         mode: p.mode,
@@ -222,6 +229,21 @@ async fn search(
     settings.check()?;
     let query = req.query;
     let vector = match &loaded.backing {
+        Backing::Dense(d) if req.vector.is_some() => {
+            let given = req.vector.unwrap_or_default();
+            if !mode.needs_vector() {
+                return Err(ApiError::invalid(format!(
+                    "vector applies to dense and hybrid modes; this search's mode is {}",
+                    mode.as_str()
+                )));
+            }
+            if mode == SearchMode::Hybrid && query.trim().is_empty() {
+                return Err(ApiError::invalid(
+                    "hybrid mode needs the query text for its BM25 list besides the vector",
+                ));
+            }
+            Some(query_vector(given, d.encoder().dim())?)
+        }
         Backing::Dense(d) => {
             let encoder = d.encoder().clone();
             let max_tokens = cfg.max_query_tokens;
@@ -236,6 +258,11 @@ async fn search(
             }
         }
         Backing::LexicalOnly { .. } => {
+            if req.vector.is_some() {
+                return Err(ApiError::invalid(
+                    "a --lexical-only database has no vectors to search with vector",
+                ));
+            }
             if query.trim().is_empty() {
                 return Err(ApiError::invalid("query must not be empty"));
             }
@@ -296,6 +323,13 @@ async fn search(
         more,
         warning: weak_dense_warning(best_dense, weak),
     })
+}
+
+/// A request's `vector` checked (`dim` finite numbers, not all zero) and scaled to unit length.
+fn query_vector(mut v: Vec<f32>, dim: usize) -> Result<Vec<f32>, ApiError> {
+    crate::index::check_vector(&v, dim)?;
+    crate::index::normalize(&mut v)?;
+    Ok(v)
 }
 
 /// `a` or its alias `b` (422 naming both when they are given and differ).
