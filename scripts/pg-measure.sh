@@ -8,6 +8,9 @@
 # ENCODER=hash (default) uses the test hash embedder at 576 dimensions (SmolLM2-135M's), so a
 # run takes minutes and measures the stores, not retrieval quality; ENCODER=real uses the
 # configured encoder (CONFIG, default configs/default.toml): hours for SciFact on 2 cores.
+# FROM_DB=DIR skips the indexing: DIR (a flat database of BEIR_DIR's corpus, e.g. made by
+# scripts/eval-encoder.sh) is the embedded side, and `engine copy` loads its vectors into
+# PostgreSQL, so the real encoder's vectors are compared without embedding SciFact twice.
 # LOAD=1 then serves each store (`engine serve`, the embedded one with an HNSW index built for
 # it) and loads POST /search with wrk at 1 and 16 connections in dense mode (random query
 # vectors, so the store is measured, not the encoder) and bm25 mode (scripts/load-test.sh;
@@ -33,13 +36,21 @@ head -n "$N" "$DATA/queries.jsonl" >"$WORK/queries.jsonl"
 secs() { python3 -c 'import time; print(f"{time.time():.3f}")'; }
 took() { python3 -c "print(f'{$2 - $1:.1f}')"; }
 
-t0=$(secs)
-"$E" --config "$CONFIG" index "$DATA" --db "$WORK/emb" --backend flat >"$WORK/index-emb.json"
-t1=$(secs)
-"$E" --config "$CONFIG" index "$DATA" --store "$URL" --backend hnsw >"$WORK/index-pg.json"
-t2=$(secs)
-echo "load: embedded (flat, + BM25) $(took "$t0" "$t1") s; postgres (HNSW maintained per insert) $(took "$t1" "$t2") s"
-python3 - "$WORK" <<'PY'
+if [ -n "${FROM_DB:-}" ]; then
+  # A database folder indexed earlier (flat backend): PostgreSQL gets its vectors by `engine copy`.
+  ln -s "$(realpath "$FROM_DB")" "$WORK/emb"
+  t0=$(secs)
+  "$E" copy --db "$WORK/emb" --store "$URL" --backend hnsw >"$WORK/copy-pg.json"
+  echo "load: postgres by engine copy of $FROM_DB (HNSW maintained per insert) $(took "$t0" "$(secs)") s"
+  python3 -c 'import json, sys; v = json.load(open(sys.argv[1])); print("  pg:", v["copied"], "documents,", v["passages"], "passages")' "$WORK/copy-pg.json"
+else
+  t0=$(secs)
+  "$E" --config "$CONFIG" index "$DATA" --db "$WORK/emb" --backend flat >"$WORK/index-emb.json"
+  t1=$(secs)
+  "$E" --config "$CONFIG" index "$DATA" --store "$URL" --backend hnsw >"$WORK/index-pg.json"
+  t2=$(secs)
+  echo "load: embedded (flat, + BM25) $(took "$t0" "$t1") s; postgres (HNSW maintained per insert) $(took "$t1" "$t2") s"
+  python3 - "$WORK" <<'PY'
 import json, sys
 for name in ("emb", "pg"):
     v = json.load(open(f"{sys.argv[1]}/index-{name}.json"))
@@ -47,6 +58,7 @@ for name in ("emb", "pg"):
     print(f"  {name}: {s['documents']} documents, {s['passages']} passages, dim {s['dim']}, "
           f"indexing loop {v['report']['seconds']:.1f} s")
 PY
+fi
 
 search() { "$E" search -k 10 --queries "$WORK/queries.jsonl" --format trec "$@"; }
 search --db "$WORK/emb" --mode dense >"$WORK/emb-dense.trec"
@@ -84,7 +96,13 @@ echo "recall@10 of pgvector HNSW vs exact (passages, 200 stored vectors as queri
 echo "bm25 mode nDCG@10 recall@100, embedded (tantivy BM25): $("$E" eval --db "$WORK/emb" --dataset "$DATA" --mode bm25 | jget ndcg@10 recall@100)"
 echo "bm25 mode nDCG@10 recall@100, postgres (ts_rank_cd): $("$E" eval --store "$URL" --dataset "$DATA" --mode bm25 | jget ndcg@10 recall@100)"
 if [ -n "${LOAD:-}" ]; then
-  "$E" --config "$CONFIG" index "$DATA" --db "$WORK/emb-hnsw" --backend hnsw >/dev/null
+  if [ -n "${FROM_DB:-}" ]; then
+    # The same vectors under an HNSW index: a copy of the folder, its ANN index rebuilt.
+    cp -r "$(realpath "$FROM_DB")" "$WORK/emb-hnsw"
+    "$E" index "$DATA" --db "$WORK/emb-hnsw" --backend hnsw >/dev/null
+  else
+    "$E" --config "$CONFIG" index "$DATA" --db "$WORK/emb-hnsw" --backend hnsw >/dev/null
+  fi
   DIM=$("$E" info --db "$WORK/emb-hnsw" | python3 -c 'import json, sys; print(json.load(sys.stdin)["encoder"]["dim"])')
   for mode in dense bm25; do
     if [ "$mode" = dense ]; then export DIM; else unset DIM; fi

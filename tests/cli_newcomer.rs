@@ -432,6 +432,13 @@ fn a_database_loads_the_encoder_it_records_and_refuses_a_contradicting_one() {
         .arg("--db")
         .arg(&db);
     assert_eq!(json(c)["report"]["added"], 4);
+    // A path only the working directory holds (as configs/default.toml's, passed with --config
+    // from the repository root) is read from the working directory.
+    std::fs::create_dir_all(dir.path().join("conf2")).unwrap();
+    std::fs::write(dir.path().join("conf2/c.toml"), "[model]\npath = \"model\"\n").unwrap();
+    let mut c = bare(dir.path());
+    c.args(["--config", "conf2/c.toml", "info"]);
+    assert_eq!(json(c)["embedding_dim"], 64);
     // No config and another cwd: the database's own encoder is loaded.
     let mut c = bare(elsewhere.path());
     c.args(["search", "--mode", "dense", "-k", "2", "--db"]).arg(&db).arg("moon tides");

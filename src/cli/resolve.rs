@@ -43,8 +43,8 @@ pub struct ConfigChoices {
 
 impl ConfigChoices {
     /// Reads which keys `file` sets. A relative `model.path` in it is made relative to the
-    /// file's folder (so a config works from any working directory) and written back into
-    /// `config`.
+    /// file's folder (so a config works from any working directory; the working directory's
+    /// when only it holds the path) and written back into `config`.
     pub fn from_file(file: Option<&Path>, config: &mut Config) -> Result<Self> {
         let Some(file) = file else { return Ok(Self::default()) };
         // Config::load already read and validated the file; read the raw table again to see
@@ -62,7 +62,12 @@ impl ConfigChoices {
         };
         if choices.model_path && config.model.path.is_relative() {
             let base = file.parent().unwrap_or(Path::new(""));
-            config.model.path = base.join(&config.model.path);
+            let beside_file = base.join(&config.model.path);
+            // configs/default.toml itself names the model from the repository root: where only
+            // the working directory holds the path, that is the one meant.
+            if beside_file.exists() || !config.model.path.exists() {
+                config.model.path = beside_file;
+            }
         }
         Ok(choices)
     }
