@@ -208,16 +208,40 @@ impl Config {
     ) -> Result<Self> {
         let mut base: toml::Value =
             toml::from_str(DEFAULT_TOML).map_err(|e| Error::Config(e.to_string()))?;
+        let mut file = None;
         if let Some(path) = path {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
             let overlay: toml::Value = toml::from_str(&text)
                 .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-            merge(&mut base, overlay);
+            merge(&mut base, overlay.clone());
+            file = Some((path, overlay));
         }
-        apply_env(&mut base, vars)?;
-        base.try_into().map_err(|e: toml::de::Error| Error::Config(e.to_string()))
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        apply_env(&mut base, vars.clone())?;
+        serde_path_to_error::deserialize(base).map_err(|e| {
+            let key = e.path().to_string();
+            let origin = vars
+                .iter()
+                .rev()
+                .find(|(name, _)| env_key(name).is_some_and(|k| k == key))
+                .map(|(name, _)| format!(" (set by the environment variable {name})"))
+                .or_else(|| {
+                    let (path, overlay) = file.as_ref()?;
+                    let set = key.split('.').try_fold(overlay, |v, part| v.get(part)).is_some();
+                    set.then(|| format!(" (in {})", path.display()))
+                })
+                .unwrap_or_default();
+            // The message without toml's own "in `key`" line: the key leads here.
+            Error::Config(format!("{key}: {}{origin}", e.into_inner().message()))
+        })
     }
+}
+
+/// The config key (`section.key`, lowercase) an `ENGINE__SECTION__KEY` variable names, if any.
+fn env_key(name: &str) -> Option<String> {
+    let rest = name.strip_prefix(ENV_PREFIX)?;
+    Some(rest.split("__").map(str::to_ascii_lowercase).collect::<Vec<_>>().join("."))
 }
 
 /// Sets the keys that `ENGINE__SECTION__KEY` variables name (section and key in any case;
@@ -230,17 +254,16 @@ pub fn apply_env(
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> Result<()> {
     for (name, raw) in vars {
-        let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
-        let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        let Some(key) = env_key(&name) else { continue };
+        let path: Vec<&str> = key.split('.').collect();
         let err = |why: String| Error::Config(format!("environment variable {name}: {why}"));
         if path.len() < 2 || path.iter().any(|p| p.is_empty()) {
             return Err(err(format!("expected {ENV_PREFIX}SECTION__KEY")));
         }
         let mut slot = &mut *base;
         for part in &path {
-            slot = slot
-                .get_mut(part.as_str())
-                .ok_or_else(|| err(format!("there is no config key {}", path.join("."))))?;
+            slot =
+                slot.get_mut(*part).ok_or_else(|| err(format!("there is no config key {key}")))?;
         }
         *slot = env_value(slot, &raw).map_err(err)?;
     }
@@ -360,6 +383,17 @@ mod tests {
         std::fs::write(&p, "[index]\nbakend = \"flat\"\n").unwrap();
         let err = Config::load(Some(&p)).unwrap_err().to_string();
         assert!(err.contains("bakend"), "{err}");
+    }
+
+    /// A value of the wrong type fails at load naming its key and the file that set it.
+    #[test]
+    fn a_wrong_type_names_its_key_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[index]\nhnsw_m = \"many\"\n").unwrap();
+        let err = Config::load_with_env(Some(&p), []).unwrap_err().to_string();
+        assert!(err.contains("config: index.hnsw_m: invalid type: string"), "{err}");
+        assert!(err.ends_with(&format!("(in {})", p.display())), "{err}");
     }
 
     #[test]
