@@ -6,6 +6,7 @@ use std::io::Write;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use engine::config::{Device, Pooling, Template};
 use engine::encoder::{Embed, Encoder, TextKind};
 use engine::lexical::LexicalIndex;
 use engine::search::SearchMode;
@@ -21,15 +22,15 @@ pub struct EmbedArgs {
     /// query (NEXT template) or passage (SELF template).
     #[arg(long, default_value = "passage")]
     pub kind: String,
-    /// llama2vec | last | mean (default: encoder.pooling).
+    /// How token states become one vector (default: encoder.pooling).
     #[arg(long)]
-    pub pooling: Option<String>,
-    /// llama2vec | none (default: encoder.template).
+    pub pooling: Option<Pooling>,
+    /// Whether texts get the SELF/NEXT prompts (default: encoder.template).
     #[arg(long)]
-    pub template: Option<String>,
-    /// cpu | cuda | auto (default: model.device).
+    pub template: Option<Template>,
+    /// Where the encoder runs (default: model.device).
     #[arg(long)]
-    pub device: Option<String>,
+    pub device: Option<Device>,
     /// Read texts from this file, one per line, in addition to TEXT arguments.
     #[arg(long)]
     pub file: Option<PathBuf>,
@@ -42,9 +43,9 @@ pub struct InfoArgs {
     /// GGUF file or Hugging Face model folder (default: model.path from the config).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// cpu | cuda | auto (default: model.device).
+    /// Where the encoder runs (default: model.device).
     #[arg(long)]
-    pub device: Option<String>,
+    pub device: Option<Device>,
     /// Describe this database instead (its manifest: encoder, whether it was trained, the
     /// default search mode, counts); the model is not loaded.
     #[arg(long, value_name = "DIR")]
@@ -69,7 +70,7 @@ fn store_info(url: &str) -> Result<()> {
         "lexical_only": false,
         "documents": s.documents,
         "passages": s.passages,
-        "backend": s.backend.as_str(),
+        "backend": s.backend,
         "read_only": store.read_only(),
         "chunk_tokens": m.chunk_tokens,
         "chunk_overlap": m.chunk_overlap,
@@ -117,7 +118,7 @@ fn database_info(db: &std::path::Path) -> Result<()> {
         "lexical_only": false,
         "documents": m.documents,
         "passages": m.passages,
-        "backend": m.backend.as_str(),
+        "backend": m.backend,
         "chunk_tokens": m.chunk_tokens,
         "chunk_overlap": m.chunk_overlap,
         "encoder": m.encoder,
@@ -137,17 +138,13 @@ fn database_info(db: &std::path::Path) -> Result<()> {
 fn encoder_config(
     ctx: &Ctx,
     model: Option<&PathBuf>,
-    pooling: Option<&String>,
-    template: Option<&str>,
-    device: Option<&str>,
+    pooling: Option<Pooling>,
+    template: Option<Template>,
+    device: Option<Device>,
 ) -> engine::config::Config {
     let mut cfg = super::index::with_overrides(&ctx.config, model, pooling, None);
-    if let Some(t) = template {
-        cfg.encoder.template = t.to_string();
-    }
-    if let Some(d) = device {
-        cfg.model.device = d.to_string();
-    }
+    cfg.encoder.template = template.unwrap_or(cfg.encoder.template);
+    cfg.model.device = device.unwrap_or(cfg.model.device);
     cfg
 }
 
@@ -181,13 +178,7 @@ pub fn run_embed(ctx: &Ctx, args: EmbedArgs) -> Result<()> {
     if texts.is_empty() {
         bail!("nothing to embed: give TEXT arguments or --file");
     }
-    let cfg = encoder_config(
-        ctx,
-        args.model.as_ref(),
-        args.pooling.as_ref(),
-        args.template.as_deref(),
-        args.device.as_deref(),
-    );
+    let cfg = encoder_config(ctx, args.model.as_ref(), args.pooling, args.template, args.device);
     let encoder = load_encoder(&cfg)?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let vectors = encoder.embed(&refs, kind)?;
@@ -207,7 +198,7 @@ pub fn run_info(ctx: &Ctx, args: InfoArgs) -> Result<()> {
     if let Some(url) = &args.store {
         return store_info(url);
     }
-    let cfg = encoder_config(ctx, args.model.as_ref(), None, None, args.device.as_deref());
+    let cfg = encoder_config(ctx, args.model.as_ref(), None, None, args.device);
     let encoder = load_encoder(&cfg)?;
     let m = encoder.model();
     let c = &m.config;
@@ -231,9 +222,9 @@ pub fn run_info(ctx: &Ctx, args: InfoArgs) -> Result<()> {
         "context_length": c.max_position_embeddings,
         "tied_embeddings": c.tie_word_embeddings,
         "embedding_dim": encoder.dim(),
-        "pooling": encoder.options().pooling.as_str(),
-        "template": encoder.options().template.as_str(),
-        "padding": encoder.options().padding.as_str(),
+        "pooling": encoder.options().pooling,
+        "template": encoder.options().template,
+        "padding": encoder.options().padding,
         // With the bf16 kernel the weights stay f32 and the projections run packed in bf16.
         "dtype": if m.uses_bf16_kernel() { "bf16".to_string() } else { format!("{:?}", m.dtype()).to_lowercase() },
         "bf16_kernel": m.uses_bf16_kernel(),

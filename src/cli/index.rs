@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use engine::config::Config;
+use engine::config::{Config, Pooling};
 use engine::encoder::Embed;
 use engine::index::{AnnParams, Backend};
 use engine::pipeline::{self, CorpusOptions, IndexOptions};
@@ -35,15 +35,15 @@ pub struct IndexArgs {
     /// if missing; pgvector needed) [default: store.url].
     #[arg(long, value_name = "URL", conflicts_with = "db")]
     pub store: Option<String>,
-    /// hnsw | faiss | flat (default: index.backend).
+    /// The ANN index (default: index.backend).
     #[arg(long)]
-    pub backend: Option<String>,
+    pub backend: Option<Backend>,
     /// GGUF file or model folder (default: model.path).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// llama2vec | last | mean (default: encoder.pooling).
+    /// How token states become one vector (default: encoder.pooling).
     #[arg(long)]
-    pub pooling: Option<String>,
+    pub pooling: Option<Pooling>,
     /// Skip bad records (malformed JSONL lines, conflicting repeated ids, unreadable files or
     /// folders; each reported with file and line) instead of failing.
     #[arg(long)]
@@ -108,19 +108,15 @@ pub struct CheckArgs {
 pub(super) fn with_overrides(
     config: &Config,
     model: Option<&PathBuf>,
-    pooling: Option<&String>,
-    backend: Option<&String>,
+    pooling: Option<Pooling>,
+    backend: Option<Backend>,
 ) -> Config {
     let mut c = config.clone();
     if let Some(m) = model {
         c.model.path = m.clone();
     }
-    if let Some(p) = pooling {
-        c.encoder.pooling = p.clone();
-    }
-    if let Some(b) = backend {
-        c.index.backend = b.clone();
-    }
+    c.encoder.pooling = pooling.unwrap_or(c.encoder.pooling);
+    c.index.backend = backend.unwrap_or(c.index.backend);
     c
 }
 
@@ -250,13 +246,8 @@ fn prepare(
     ctx: &Ctx,
     args: &IndexArgs,
 ) -> Result<(Config, DbOptions, pipeline::Corpus, Box<dyn Embed>)> {
-    let config = with_overrides(
-        &ctx.config,
-        args.model.as_ref(),
-        args.pooling.as_ref(),
-        args.backend.as_ref(),
-    );
-    let backend: Backend = config.index.backend.parse()?;
+    let config = with_overrides(&ctx.config, args.model.as_ref(), args.pooling, args.backend);
+    let backend = config.index.backend.compiled_in()?;
     let corpus = read_corpus(&config, args)?;
     let embedder = load_embedder(&config)?;
     let db_opts = DbOptions {
