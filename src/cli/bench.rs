@@ -10,6 +10,7 @@ use engine::index::{bench, AnnParams, Backend};
 use engine::train::bench::Stage;
 use engine::train::Trainable;
 
+use super::resolve::EncoderFlags;
 use super::Ctx;
 
 #[derive(Args)]
@@ -38,9 +39,8 @@ pub enum BenchWhat {
 
 #[derive(Args)]
 pub struct ServeBenchArgs {
-    /// GGUF file or model folder (default: model.path).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub encoder: EncoderFlags,
     /// Synthetic documents indexed into a temporary database first.
     #[arg(long, default_value_t = 200)]
     pub docs: usize,
@@ -79,9 +79,8 @@ pub struct FilterBenchArgs {
 
 #[derive(Args)]
 pub struct TrainBenchArgs {
-    /// GGUF file or model folder (default: model.path).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub encoder: EncoderFlags,
     /// Trainable modes to measure, comma separated (all, last:N, lora).
     #[arg(long, value_delimiter = ',', default_value = "last:4,lora,all")]
     pub trainable: Vec<Trainable>,
@@ -115,9 +114,8 @@ pub struct TrainBenchArgs {
 
 #[derive(Args)]
 pub struct EncodeBenchArgs {
-    /// GGUF file or model folder (default: model.path).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub encoder: EncoderFlags,
     /// Weight formats to measure, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "f32,bf16")]
     pub dtypes: Vec<Dtype>,
@@ -192,10 +190,7 @@ pub fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
 
 fn encode(ctx: &Ctx, a: EncodeBenchArgs) -> Result<()> {
     use engine::encoder::bench::{measure_encoder, median, EncodeShape};
-    let mut cfg = ctx.config.clone();
-    if let Some(m) = &a.model {
-        cfg.model.path = m.clone();
-    }
+    let cfg = a.encoder.apply(&ctx.config);
     let threads = rayon::current_num_threads();
     let shape = EncodeShape { batch: a.batch, tokens: a.tokens, query_tokens: a.query_tokens };
     let mut encoders = Vec::new();
@@ -275,10 +270,7 @@ fn llama_cpp(
 }
 
 fn serve(ctx: &Ctx, a: ServeBenchArgs) -> Result<()> {
-    let mut config = ctx.config.clone();
-    if let Some(m) = a.model {
-        config.model.path = m;
-    }
+    let config = a.encoder.apply(&ctx.config);
     let concurrency = a
         .concurrency
         .split(',')
@@ -375,10 +367,7 @@ fn run_filter(ctx: &Ctx, a: FilterBenchArgs) -> Result<()> {
 /// Forward + backward tokens/s of the adaptation loss per trainable mode and special-row
 /// choice (trained weights are f32: the bf16 kernel has no backward).
 fn run_train(ctx: &Ctx, a: TrainBenchArgs) -> Result<()> {
-    let mut cfg = ctx.config.clone();
-    if let Some(m) = &a.model {
-        cfg.model.path = m.clone();
-    }
+    let mut cfg = a.encoder.apply(&ctx.config);
     if !matches!(a.dtype, Dtype::F32 | Dtype::Bf16) {
         anyhow::bail!("--dtype must be f32 or bf16, got {}", a.dtype);
     }

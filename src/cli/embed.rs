@@ -6,31 +6,21 @@ use std::io::Write;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use engine::config::{Device, Pooling, Template};
 use engine::encoder::{Embed, Encoder, TextKind};
 use engine::lexical::LexicalIndex;
 use engine::search::SearchMode;
 use engine::store::lexical_dir;
 
+use super::resolve::EncoderFlags;
 use super::Ctx;
 
 #[derive(Args)]
 pub struct EmbedArgs {
-    /// GGUF file or Hugging Face model folder (default: model.path from the config).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub encoder: EncoderFlags,
     /// query (NEXT template) or passage (SELF template).
     #[arg(long, default_value = "passage")]
     pub kind: String,
-    /// How token states become one vector (default: encoder.pooling).
-    #[arg(long)]
-    pub pooling: Option<Pooling>,
-    /// Whether texts get the SELF/NEXT prompts (default: encoder.template).
-    #[arg(long)]
-    pub template: Option<Template>,
-    /// Where the encoder runs (default: model.device).
-    #[arg(long)]
-    pub device: Option<Device>,
     /// Read texts from this file, one per line, in addition to TEXT arguments.
     #[arg(long)]
     pub file: Option<PathBuf>,
@@ -40,12 +30,8 @@ pub struct EmbedArgs {
 
 #[derive(Args)]
 pub struct InfoArgs {
-    /// GGUF file or Hugging Face model folder (default: model.path from the config).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Where the encoder runs (default: model.device).
-    #[arg(long)]
-    pub device: Option<Device>,
+    #[command(flatten)]
+    pub encoder: EncoderFlags,
     /// Describe this database instead (its manifest: encoder, whether it was trained, the
     /// default search mode, counts); the model is not loaded.
     #[arg(long, value_name = "DIR")]
@@ -134,20 +120,6 @@ fn database_info(db: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// `embed`/`info` overrides: those `index` and `search` share, plus template and device.
-fn encoder_config(
-    ctx: &Ctx,
-    model: Option<&PathBuf>,
-    pooling: Option<Pooling>,
-    template: Option<Template>,
-    device: Option<Device>,
-) -> engine::config::Config {
-    let mut cfg = super::index::with_overrides(&ctx.config, model, pooling, None);
-    cfg.encoder.template = template.unwrap_or(cfg.encoder.template);
-    cfg.model.device = device.unwrap_or(cfg.model.device);
-    cfg
-}
-
 /// Loads the encoder a command's flags name.
 pub fn load_encoder(cfg: &engine::config::Config) -> Result<Encoder> {
     Encoder::from_config(cfg)
@@ -178,8 +150,7 @@ pub fn run_embed(ctx: &Ctx, args: EmbedArgs) -> Result<()> {
     if texts.is_empty() {
         bail!("nothing to embed: give TEXT arguments or --file");
     }
-    let cfg = encoder_config(ctx, args.model.as_ref(), args.pooling, args.template, args.device);
-    let encoder = load_encoder(&cfg)?;
+    let encoder = load_encoder(&args.encoder.apply(&ctx.config))?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let vectors = encoder.embed(&refs, kind)?;
     let stdout = std::io::stdout();
@@ -198,8 +169,7 @@ pub fn run_info(ctx: &Ctx, args: InfoArgs) -> Result<()> {
     if let Some(url) = &args.store {
         return store_info(url);
     }
-    let cfg = encoder_config(ctx, args.model.as_ref(), None, None, args.device);
-    let encoder = load_encoder(&cfg)?;
+    let encoder = load_encoder(&args.encoder.apply(&ctx.config))?;
     let m = encoder.model();
     let c = &m.config;
     let info = serde_json::json!({

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use engine::config::{Config, Pooling};
+use engine::config::Config;
 use engine::encoder::Embed;
 use engine::index::{AnnParams, Backend};
 use engine::pipeline::{self, CorpusOptions, IndexOptions};
@@ -14,6 +14,7 @@ use engine::store::postgres::{redact, PgStore};
 use engine::store::{Database, DbOptions, Store};
 
 use super::location::{self, Location};
+use super::resolve::EncoderFlags;
 use super::Ctx;
 
 /// Test hook: use the library's hashed bag-of-words embedder of this dimension instead of a
@@ -35,15 +36,11 @@ pub struct IndexArgs {
     /// if missing; pgvector needed) [default: store.url].
     #[arg(long, value_name = "URL", conflicts_with = "db")]
     pub store: Option<String>,
-    /// The ANN index (default: index.backend).
+    /// The ANN index [default: index.backend].
     #[arg(long)]
     pub backend: Option<Backend>,
-    /// GGUF file or model folder (default: model.path).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// How token states become one vector (default: encoder.pooling).
-    #[arg(long)]
-    pub pooling: Option<Pooling>,
+    #[command(flatten)]
+    pub encoder: EncoderFlags,
     /// Skip bad records (malformed JSONL lines, conflicting repeated ids, unreadable files or
     /// folders; each reported with file and line) instead of failing.
     #[arg(long)]
@@ -102,22 +99,6 @@ pub struct CheckArgs {
     /// Number of sampled stored vectors used as queries.
     #[arg(long, default_value_t = 200)]
     pub queries: usize,
-}
-
-/// Applies the flags shared by `index` and `search` onto a copy of the configuration.
-pub(super) fn with_overrides(
-    config: &Config,
-    model: Option<&PathBuf>,
-    pooling: Option<Pooling>,
-    backend: Option<Backend>,
-) -> Config {
-    let mut c = config.clone();
-    if let Some(m) = model {
-        c.model.path = m.clone();
-    }
-    c.encoder.pooling = pooling.unwrap_or(c.encoder.pooling);
-    c.index.backend = backend.unwrap_or(c.index.backend);
-    c
 }
 
 /// The encoder named by the configuration (or the test embedder, see [`ENV_HASH_ENCODER`]).
@@ -246,7 +227,8 @@ fn prepare(
     ctx: &Ctx,
     args: &IndexArgs,
 ) -> Result<(Config, DbOptions, pipeline::Corpus, Box<dyn Embed>)> {
-    let config = with_overrides(&ctx.config, args.model.as_ref(), args.pooling, args.backend);
+    let mut config = args.encoder.apply(&ctx.config);
+    config.index.backend = args.backend.unwrap_or(config.index.backend);
     let backend = config.index.backend.compiled_in()?;
     let corpus = read_corpus(&config, args)?;
     let embedder = load_embedder(&config)?;

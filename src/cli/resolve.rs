@@ -10,27 +10,46 @@ use std::str::FromStr;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use engine::config::{Config, Pooling, Template};
+use engine::config::{Config, Device, Pooling, Template};
 use engine::encoder::EncoderFingerprint;
 use engine::store::Manifest;
 
 use super::Ctx;
 
-/// The flags that name an encoder, on commands that read a database.
+/// The flags that name an encoder and where it runs, shared by every command that loads one.
+/// On a command that reads a database, the model, pooling and template default to the
+/// database's, and a flag that contradicts it is an error ([`config_for_db`]).
 #[derive(Args, Clone, Debug, Default)]
 pub struct EncoderFlags {
-    /// GGUF file or model folder [default: the one the database was built with, else
-    /// model.path]; must be the database's encoder.
+    /// GGUF file or model folder [default: model.path; search, eval, serve: the encoder the
+    /// database was built with]. A database refuses any other encoder.
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
-    /// How token states become one vector [default: the database's, else encoder.pooling];
-    /// must be the database's pooling.
+    /// How token states become one vector [default: encoder.pooling; search, eval, serve: the
+    /// database's]. A database refuses any other.
     #[arg(long)]
     pub pooling: Option<Pooling>,
-    /// Whether texts get the SELF/NEXT prompts [default: the database's, else
-    /// encoder.template]; must be the database's template.
+    /// Whether texts get the SELF/NEXT prompts [default: encoder.template; search, eval,
+    /// serve: the database's]. A database refuses any other.
     #[arg(long)]
     pub template: Option<Template>,
+    /// Where the encoder runs [default: model.device].
+    #[arg(long)]
+    pub device: Option<Device>,
+}
+
+impl EncoderFlags {
+    /// A copy of `config` with the flags given set (commands that make or read no database).
+    pub fn apply(&self, config: &Config) -> Config {
+        let mut c = config.clone();
+        if let Some(m) = &self.model {
+            c.model.path = m.clone();
+        }
+        c.encoder.pooling = self.pooling.unwrap_or(c.encoder.pooling);
+        c.encoder.template = self.template.unwrap_or(c.encoder.template);
+        c.model.device = self.device.unwrap_or(c.model.device);
+        c
+    }
 }
 
 /// Encoder settings the `--config` file sets explicitly (the rest are defaults, which a
@@ -134,6 +153,7 @@ pub fn config_for_db(ctx: &Ctx, db: &Path, m: &Manifest, flags: &EncoderFlags) -
     settle(ctx, db, "pooling", flags.pooling, choices.pooling, pooling, &e.pooling)?;
     let template = &mut config.encoder.template;
     settle(ctx, db, "template", flags.template, choices.template, template, &e.template)?;
+    config.model.device = flags.device.unwrap_or(config.model.device);
     let chosen_model = flags.model.is_some() || ctx.choices.model_path;
     if let Some(m) = &flags.model {
         config.model.path = m.clone();
