@@ -89,11 +89,11 @@ fn main() -> anyhow::Result<()> {
         for (mode, run) in [("dense", &dense_run), ("hybrid", &hybrid_run)] {
             let report = evaluate_run(&dataset.qrels, run);
             if let Some(rd) = run_dir {
-                let name = format!("{split}-{}-{mode}.run", pooling.as_str());
+                let name = format!("{split}-{pooling}-{mode}.run");
                 run.write_trec_file(&rd.join(name), "engine")?;
             }
             let mut row = serde_json::to_value(&report)?;
-            row["pooling"] = pooling.as_str().into();
+            row["pooling"] = pooling.to_string().into();
             row["mode"] = mode.into();
             println!("{row}");
         }

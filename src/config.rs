@@ -7,6 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+pub mod values;
+
+pub use values::{
+    Backend, Device, Dtype, FusionMethod, HardNegatives, LogFormat, Padding, Pooling, Template,
+    Trainable,
+};
+
 const DEFAULT_TOML: &str = include_str!("../configs/default.toml");
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,26 +32,26 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub path: PathBuf,
-    pub device: String,
-    pub dtype: String,
+    pub device: Device,
+    pub dtype: Dtype,
     pub threads: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncoderConfig {
-    pub pooling: String,
-    pub template: String,
+    pub pooling: Pooling,
+    pub template: Template,
     pub max_query_tokens: usize,
     pub max_passage_tokens: usize,
-    pub padding: String,
+    pub padding: Padding,
     pub batch_size: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IndexConfig {
-    pub backend: String,
+    pub backend: Backend,
     pub hnsw_m: usize,
     pub hnsw_ef_construction: usize,
     pub hnsw_ef_search: usize,
@@ -86,9 +93,9 @@ pub struct ServerConfig {
     pub weak_dense_score: f32,
     /// Print one line per request (method, path, status, milliseconds) on stderr.
     pub log_requests: bool,
-    /// `text` or `json`: how log lines (the server's ready line and request log, and every
-    /// command's diagnostics) are written on stderr.
-    pub log_format: String,
+    /// How log lines (the server's ready line and request log, and every command's
+    /// diagnostics) are written on stderr.
+    pub log_format: LogFormat,
     /// Where `POST /snapshots` writes archives; empty: `DB.snapshots/` beside the database.
     pub snapshot_dir: PathBuf,
     /// The folder of the named collections (one database folder each, see
@@ -113,7 +120,7 @@ pub struct TrainConfig {
     pub warmup_ratio: f64,
     pub weight_decay: f64,
     pub max_grad_norm: f64,
-    pub trainable: String,
+    pub trainable: Trainable,
     /// Whether the 16 `<sN>` embedding rows train (the reference). Without them, `last:N`
     /// back-propagates through N layers only instead of all of them.
     #[serde(default = "default_true")]
@@ -132,7 +139,7 @@ pub struct TrainConfig {
     pub group_size: usize,
     pub max_query_tokens: usize,
     pub max_passage_tokens: usize,
-    pub hard_negatives: String,
+    pub hard_negatives: HardNegatives,
     pub hard_negative_depth: usize,
     /// Mined ranks skipped before sampling negatives (unjudged positives sit at the top).
     #[serde(default)]
@@ -169,7 +176,7 @@ pub struct StoreConfig {
 #[serde(deny_unknown_fields)]
 pub struct EvalConfig {
     pub k: usize,
-    pub fusion: String,
+    pub fusion: FusionMethod,
     pub rrf_k: usize,
     pub hybrid_alpha: f64,
 }
@@ -208,16 +215,40 @@ impl Config {
     ) -> Result<Self> {
         let mut base: toml::Value =
             toml::from_str(DEFAULT_TOML).map_err(|e| Error::Config(e.to_string()))?;
+        let mut file = None;
         if let Some(path) = path {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
             let overlay: toml::Value = toml::from_str(&text)
                 .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-            merge(&mut base, overlay);
+            merge(&mut base, overlay.clone());
+            file = Some((path, overlay));
         }
-        apply_env(&mut base, vars)?;
-        base.try_into().map_err(|e: toml::de::Error| Error::Config(e.to_string()))
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        apply_env(&mut base, vars.clone())?;
+        serde_path_to_error::deserialize(base).map_err(|e| {
+            let key = e.path().to_string();
+            let origin = vars
+                .iter()
+                .rev()
+                .find(|(name, _)| env_key(name).is_some_and(|k| k == key))
+                .map(|(name, _)| format!(" (set by the environment variable {name})"))
+                .or_else(|| {
+                    let (path, overlay) = file.as_ref()?;
+                    let set = key.split('.').try_fold(overlay, |v, part| v.get(part)).is_some();
+                    set.then(|| format!(" (in {})", path.display()))
+                })
+                .unwrap_or_default();
+            // The message without toml's own "in `key`" line: the key leads here.
+            Error::Config(format!("{key}: {}{origin}", e.into_inner().message()))
+        })
     }
+}
+
+/// The config key (`section.key`, lowercase) an `ENGINE__SECTION__KEY` variable names, if any.
+fn env_key(name: &str) -> Option<String> {
+    let rest = name.strip_prefix(ENV_PREFIX)?;
+    Some(rest.split("__").map(str::to_ascii_lowercase).collect::<Vec<_>>().join("."))
 }
 
 /// Sets the keys that `ENGINE__SECTION__KEY` variables name (section and key in any case;
@@ -230,17 +261,16 @@ pub fn apply_env(
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> Result<()> {
     for (name, raw) in vars {
-        let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
-        let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        let Some(key) = env_key(&name) else { continue };
+        let path: Vec<&str> = key.split('.').collect();
         let err = |why: String| Error::Config(format!("environment variable {name}: {why}"));
         if path.len() < 2 || path.iter().any(|p| p.is_empty()) {
             return Err(err(format!("expected {ENV_PREFIX}SECTION__KEY")));
         }
         let mut slot = &mut *base;
         for part in &path {
-            slot = slot
-                .get_mut(part.as_str())
-                .ok_or_else(|| err(format!("there is no config key {}", path.join("."))))?;
+            slot =
+                slot.get_mut(*part).ok_or_else(|| err(format!("there is no config key {key}")))?;
         }
         *slot = env_value(slot, &raw).map_err(err)?;
     }
@@ -303,12 +333,12 @@ mod tests {
     #[test]
     fn defaults_parse_and_overlay_changes_only_given_keys() {
         let d = Config::default();
-        assert_eq!(d.encoder.pooling, "llama2vec");
+        assert_eq!(d.encoder.pooling, Pooling::Llama2Vec);
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
         std::fs::write(&p, "[index]\nbackend = \"flat\"\n").unwrap();
         let c = Config::load(Some(&p)).unwrap();
-        assert_eq!(c.index.backend, "flat");
+        assert_eq!(c.index.backend, Backend::Flat);
         assert_eq!(c.index.hnsw_m, d.index.hnsw_m);
     }
 
@@ -362,11 +392,47 @@ mod tests {
         assert!(err.contains("bakend"), "{err}");
     }
 
+    /// A bad enumerated value, from a file or the environment, fails at load naming the key,
+    /// the values allowed and where it was set.
+    #[test]
+    fn a_bad_value_names_its_key_and_the_values_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        for (toml, key, allowed) in [
+            ("[encoder]\npooling = \"max\"\n", "encoder.pooling", "`llama2vec`, `last`, `mean`"),
+            ("[index]\nbackend = \"annoy\"\n", "index.backend", "`hnsw`, `faiss`, `flat`"),
+            ("[train]\ntrainable = \"last:0\"\n", "train.trainable", "all | last:N (N > 0) | lora"),
+            ("[eval]\nfusion = \"max\"\n", "eval.fusion", "`rrf` or `convex`"),
+        ] {
+            std::fs::write(&p, toml).unwrap();
+            let err = Config::load_with_env(Some(&p), []).unwrap_err().to_string();
+            assert!(err.contains(&format!("config: {key}: ")), "{err}");
+            assert!(err.contains(allowed) && err.contains(&p.display().to_string()), "{err}");
+        }
+        let var = ("ENGINE__ENCODER__POOLING".to_string(), "max".to_string());
+        let err = Config::load_with_env(None, [var]).unwrap_err().to_string();
+        assert!(err.contains("config: encoder.pooling: ") && err.contains("`mean`"), "{err}");
+        assert!(err.contains("ENGINE__ENCODER__POOLING"), "{err}");
+        let var = ("ENGINE__TRAIN__TRAINABLE".to_string(), "last:3".to_string());
+        assert_eq!(Config::load_with_env(None, [var]).unwrap().train.trainable, Trainable::Last(3));
+    }
+
+    /// A value of the wrong type fails at load naming its key and the file that set it.
+    #[test]
+    fn a_wrong_type_names_its_key_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[index]\nhnsw_m = \"many\"\n").unwrap();
+        let err = Config::load_with_env(Some(&p), []).unwrap_err().to_string();
+        assert!(err.contains("config: index.hnsw_m: invalid type: string"), "{err}");
+        assert!(err.ends_with(&format!("(in {})", p.display())), "{err}");
+    }
+
     #[test]
     fn gpu_example_config_parses() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/llara-7b-gpu.toml");
         let c = Config::load(Some(&p)).unwrap();
-        assert_eq!(c.model.device, "cuda");
+        assert_eq!(c.model.device, Device::Cuda);
     }
 
     /// Every shipped config is a valid overlay (a renamed key would otherwise surface only when

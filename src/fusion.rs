@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 
+pub use crate::config::FusionMethod;
 use crate::error::{Error, Result};
 
 /// Fusion method (`eval.fusion` in the config).
@@ -30,9 +31,9 @@ pub enum Fusion {
 impl Fusion {
     /// From the `[eval]` section of the configuration.
     pub fn from_config(c: &crate::config::EvalConfig) -> Result<Self> {
-        match c.fusion.as_str() {
-            "rrf" => Ok(Fusion::Rrf { k: c.rrf_k }),
-            "convex" => {
+        match c.fusion {
+            FusionMethod::Rrf => Ok(Fusion::Rrf { k: c.rrf_k }),
+            FusionMethod::Convex => {
                 if !(0.0..=1.0).contains(&c.hybrid_alpha) {
                     return Err(Error::Config(format!(
                         "eval.hybrid_alpha must be in [0, 1], got {}",
@@ -40,9 +41,6 @@ impl Fusion {
                     )));
                 }
                 Ok(Fusion::Convex { alpha: c.hybrid_alpha })
-            }
-            other => {
-                Err(Error::Config(format!("eval.fusion must be rrf or convex, got {other:?}")))
             }
         }
     }
@@ -55,12 +53,8 @@ impl Fusion {
     pub fn for_request(c: &crate::config::EvalConfig, r: &FusionRequest) -> Result<Self> {
         let default = Fusion::from_config(c)?;
         let bad = |m: String| Err(Error::InvalidInput(m));
-        let rrf = match (r.fusion.as_deref().map(str::trim), r.alpha, r.rrf_k) {
-            (Some("rrf"), ..) => true,
-            (Some("convex"), ..) => false,
-            (Some(other), ..) => {
-                return bad(format!("fusion must be rrf or convex, got {other:?}"))
-            }
+        let rrf = match (r.fusion, r.alpha, r.rrf_k) {
+            (Some(method), ..) => method == FusionMethod::Rrf,
             (None, Some(_), Some(_)) => {
                 return bad("alpha weighs convex fusion and rrf_k is RRF's constant: send one of \
                             them, or name the method in fusion"
@@ -112,8 +106,8 @@ pub const RRF_K_MAX: usize = 1000;
 /// [`Fusion::for_request`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FusionRequest {
-    /// `rrf` or `convex`.
-    pub fusion: Option<String>,
+    /// The method, whose parameters the others are.
+    pub fusion: Option<FusionMethod>,
     /// Weight of the dense list in convex fusion, in [0, 1].
     pub alpha: Option<f64>,
     /// RRF's constant, in 1..=[`RRF_K_MAX`].
@@ -253,20 +247,18 @@ mod tests {
     fn from_config() {
         let mut c = crate::config::Config::default().eval;
         assert_eq!(Fusion::from_config(&c).unwrap(), Fusion::Convex { alpha: 0.2 });
-        c.fusion = "rrf".into();
+        c.fusion = FusionMethod::Rrf;
         assert_eq!(Fusion::from_config(&c).unwrap(), Fusion::Rrf { k: 60 });
-        c.fusion = "convex".into();
+        c.fusion = FusionMethod::Convex;
         c.hybrid_alpha = 1.5;
         assert!(matches!(Fusion::from_config(&c), Err(Error::Config(_))));
-        c.fusion = "max".into();
-        assert!(Fusion::from_config(&c).is_err());
     }
 
     #[test]
     fn a_request_overlays_the_config() {
         let mut c = crate::config::Config::default().eval;
         let req = |fusion: Option<&str>, alpha: Option<f64>, rrf_k: Option<usize>| FusionRequest {
-            fusion: fusion.map(str::to_string),
+            fusion: fusion.map(|f| f.parse().unwrap()),
             alpha,
             rrf_k,
         };
@@ -282,7 +274,6 @@ mod tests {
             (req(None, Some(f64::NAN), None), "alpha"),
             (req(None, None, Some(0)), "rrf_k"),
             (req(None, None, Some(RRF_K_MAX + 1)), "rrf_k"),
-            (req(Some("max"), None, None), "fusion"),
             (req(Some("rrf"), Some(0.5), None), "alpha"),
             (req(Some("convex"), None, Some(10)), "rrf_k"),
             (req(None, Some(0.5), Some(10)), "alpha"),
@@ -293,7 +284,7 @@ mod tests {
             }
         }
         // With RRF configured, alpha alone still means convex, from the configured weight up.
-        c.fusion = "rrf".into();
+        c.fusion = FusionMethod::Rrf;
         assert_eq!(
             Fusion::for_request(&c, &req(Some("convex"), None, None)).unwrap(),
             Fusion::Convex { alpha: 0.2 }

@@ -47,10 +47,11 @@ fn embed_prints_one_unit_vector_per_text_and_rejects_bad_input() {
     fails_with(&engine(&["embed", "--model", m, "   "]), "empty");
     fails_with(&engine(&["embed", "--model", "/no/such/model.gguf", "x"]), "not found");
     fails_with(&engine(&["embed", "--model", m, "--kind", "document", "x"]), "query or passage");
-    fails_with(
-        &engine(&["embed", "--model", m, "--pooling", "max", "x"]),
-        "pooling must be one of",
-    );
+    // A bad enumerated flag is the command line's error, listing the values.
+    let bad_pooling = engine(&["embed", "--model", m, "--pooling", "max", "x"]);
+    fails_with(&bad_pooling, "invalid value 'max' for '--pooling <POOLING>'");
+    fails_with(&bad_pooling, "[possible values: llama2vec, last, mean]");
+    assert_eq!(bad_pooling.status.code(), Some(2));
     let bad = dir.path().join("bad.txt");
     std::fs::write(&bad, [b'o', b'k', b'\n', 0xff, 0xfe, b'\n']).unwrap();
     fails_with(

@@ -210,7 +210,7 @@ async fn write_and_restart(fx: &Fixture) {
     let root = fx.dir.path().join("db.collections");
     let model = fx.dir.path().join("tiny-llama-b");
     let mut config = base_config(&model);
-    config.index.backend = "flat".into();
+    config.index.backend = engine::index::Backend::Flat;
     let encoder = Encoder::from_config(&config).unwrap();
     let opts = engine::store::DbOptions {
         backend: engine::index::Backend::Flat,

@@ -286,7 +286,7 @@ fn deletion_removes_documents_from_results_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let e = HashEmbedder::new(DIM);
     for backend in Backend::available() {
-        let path = dir.path().join(backend.as_str());
+        let path = dir.path().join(backend.to_string());
         let db = Database::create_or_open(&path, &e.fingerprint(), &db_opts(backend)).unwrap();
         index_documents(&db, &e, corpus(30), &opts(), &Silent).unwrap();
         let q = query(&e, "Title 8 galaxy star nebula telescope orbit note8 part0");

@@ -181,7 +181,7 @@ fn shipped_encoder_is_the_default_and_is_trained() {
         config.model.path.display()
     );
     config.model.path = root.join(&config.model.path);
-    config.model.dtype = "bf16".into();
+    config.model.dtype = engine::config::Dtype::Bf16;
     let enc = Encoder::from_config(&config).unwrap();
     let fp = engine::encoder::Embed::fingerprint(&enc);
     assert!(fp.trained, "the shipped encoder must record that it was trained");

@@ -1032,7 +1032,7 @@ async fn load_failures_stop_the_server_with_the_error() {
     // Another pooling than the database was built with: a clear encoder mismatch.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = base_config(&fx.model);
-    config.encoder.pooling = "last".into();
+    config.encoder.pooling = engine::encoder::Pooling::Last;
     let opts = ServeOptions { config, db: fx.db.clone(), api_key: None, read_api_key: None };
     let err = server::serve(listener, opts, std::future::pending()).await.unwrap_err();
     assert!(matches!(err, engine::Error::EncoderMismatch(_)), "{err}");

@@ -54,8 +54,8 @@ fn unbase64(s: &str) -> Vec<u8> {
 /// The Llama2Vec templates (the fixture's default is none), so query and passage vectors
 /// differ.
 fn llama2vec(c: &mut engine::config::Config) {
-    c.encoder.template = "llama2vec".into();
-    c.encoder.pooling = "llama2vec".into();
+    c.encoder.template = engine::encoder::Template::Llama2Vec;
+    c.encoder.pooling = engine::encoder::Pooling::Llama2Vec;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -315,7 +315,7 @@ fn checkpoint_then_resume_equals_an_uninterrupted_run() {
     for trainable in ["lora", "last:1"] {
         let o = engine::train::TrainOverrides {
             max_steps: Some(4),
-            trainable: Some(trainable.into()),
+            trainable: Some(trainable.parse().unwrap()),
             ..Default::default()
         };
         let a = dir.path().join(format!("a-{trainable}"));
@@ -362,16 +362,13 @@ fn bad_training_inputs_are_clear_errors() {
     let none = engine::train::finetune::TrainSources { labeled: &[], unlabeled: &[] };
     let err = engine::train::finetune::run(&cfg, &model, &none, &dir.path().join("o"), &o, false);
     assert!(err.unwrap_err().to_string().contains("--unlabeled"));
-    let bad = engine::train::TrainOverrides { trainable: Some("last:x".into()), ..o };
-    let err = engine::train::adapt::run(
-        &cfg,
-        &model,
-        &[corpus(dir.path())],
-        &dir.path().join("o"),
-        &bad,
-        false,
-    );
-    assert!(err.unwrap_err().to_string().contains("trainable"));
+    // A bad --trainable is the command line's error, naming the values.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args(["adapt", "--model", "m", "--corpus", "c", "--out", "o", "--trainable", "last:x"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("all | last:N (N > 0) | lora"), "{err}");
 }
 
 #[test]

@@ -23,9 +23,9 @@ pub struct TrainFlags {
     /// Seed of sampling and initialisation (train.seed).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// all | last:N | lora
+    /// Which weights train: all | last:N (the last N blocks) | lora [default: train.trainable].
     #[arg(long)]
-    pub trainable: Option<String>,
+    pub trainable: Option<engine::train::Trainable>,
     /// Continue from the last checkpoint in --out.
     #[arg(long)]
     pub resume: bool,
@@ -78,7 +78,7 @@ impl TrainFlags {
             batch_size: self.batch_size,
             lr: self.lr,
             seed: self.seed,
-            trainable: self.trainable.clone(),
+            trainable: self.trainable,
             stop_after: self.stop_after,
         }
     }

@@ -5,9 +5,12 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
-use engine::index::{bench, AnnParams};
+use engine::config::Dtype;
+use engine::index::{bench, AnnParams, Backend};
 use engine::train::bench::Stage;
+use engine::train::Trainable;
 
+use super::resolve::EncoderFlags;
 use super::Ctx;
 
 #[derive(Args)]
@@ -36,9 +39,8 @@ pub enum BenchWhat {
 
 #[derive(Args)]
 pub struct ServeBenchArgs {
-    /// GGUF file or model folder (default: model.path).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub encoder: EncoderFlags,
     /// Synthetic documents indexed into a temporary database first.
     #[arg(long, default_value_t = 200)]
     pub docs: usize,
@@ -65,8 +67,8 @@ pub struct FilterBenchArgs {
     #[arg(long, default_value_t = 100)]
     pub queries: usize,
     /// ANN backends, comma separated [default: every one built in].
-    #[arg(long)]
-    pub backends: Option<String>,
+    #[arg(long, value_delimiter = ',')]
+    pub backends: Option<Vec<Backend>>,
     /// Percent of the corpus each filter keeps, comma separated.
     #[arg(long, default_value = "1,10,50")]
     pub selectivity: String,
@@ -77,12 +79,11 @@ pub struct FilterBenchArgs {
 
 #[derive(Args)]
 pub struct TrainBenchArgs {
-    /// GGUF file or model folder (default: model.path).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub encoder: EncoderFlags,
     /// Trainable modes to measure, comma separated (all, last:N, lora).
-    #[arg(long, default_value = "last:4,lora,all")]
-    pub trainable: String,
+    #[arg(long, value_delimiter = ',', default_value = "last:4,lora,all")]
+    pub trainable: Vec<Trainable>,
     /// Stages to measure, comma separated: adapt (EBAE + EBAR + LM), finetune (InfoNCE).
     #[arg(long, default_value = "adapt,finetune")]
     pub stages: String,
@@ -108,17 +109,16 @@ pub struct TrainBenchArgs {
     /// Model dtype: f32, or bf16 (the AVX-512 BF16 kernel runs the frozen layers of `last:N`
     /// with frozen rows; trained weights stay f32).
     #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    pub dtype: Dtype,
 }
 
 #[derive(Args)]
 pub struct EncodeBenchArgs {
-    /// GGUF file or model folder (default: model.path).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Weight formats to measure, comma separated (f32, bf16, f16).
-    #[arg(long, default_value = "f32,bf16")]
-    pub dtypes: String,
+    #[command(flatten)]
+    pub encoder: EncoderFlags,
+    /// Weight formats to measure, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "f32,bf16")]
+    pub dtypes: Vec<Dtype>,
     /// Passages per batch.
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
@@ -190,17 +190,13 @@ pub fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
 
 fn encode(ctx: &Ctx, a: EncodeBenchArgs) -> Result<()> {
     use engine::encoder::bench::{measure_encoder, median, EncodeShape};
-    let mut cfg = ctx.config.clone();
-    if let Some(m) = &a.model {
-        cfg.model.path = m.clone();
-    }
+    let cfg = a.encoder.apply(&ctx.config);
     let threads = rayon::current_num_threads();
     let shape = EncodeShape { batch: a.batch, tokens: a.tokens, query_tokens: a.query_tokens };
-    let dtypes: Vec<String> = a.dtypes.split(',').map(|s| s.trim().to_string()).collect();
     let mut encoders = Vec::new();
-    for d in &dtypes {
+    for &d in &a.dtypes {
         let mut c = cfg.clone();
-        c.model.dtype = d.clone();
+        c.model.dtype = d;
         let enc = super::embed::load_encoder(&c)?;
         encoders.push((format!("engine {d}"), enc));
     }
@@ -274,10 +270,7 @@ fn llama_cpp(
 }
 
 fn serve(ctx: &Ctx, a: ServeBenchArgs) -> Result<()> {
-    let mut config = ctx.config.clone();
-    if let Some(m) = a.model {
-        config.model.path = m;
-    }
+    let config = a.encoder.apply(&ctx.config);
     let concurrency = a
         .concurrency
         .split(',')
@@ -340,9 +333,9 @@ fn run_ann(ctx: &Ctx, a: AnnArgs) -> Result<()> {
 
 fn run_filter(ctx: &Ctx, a: FilterBenchArgs) -> Result<()> {
     use engine::search::filter_bench::{self, FilterBenchOptions};
-    let backends = match &a.backends {
-        Some(list) => list.split(',').map(|b| b.trim().parse()).collect::<Result<Vec<_>, _>>()?,
-        None => engine::index::Backend::available(),
+    let backends = match a.backends {
+        Some(list) => list.into_iter().map(Backend::compiled_in).collect::<Result<Vec<_>, _>>()?,
+        None => Backend::available(),
     };
     let selectivities = a
         .selectivity
@@ -374,14 +367,11 @@ fn run_filter(ctx: &Ctx, a: FilterBenchArgs) -> Result<()> {
 /// Forward + backward tokens/s of the adaptation loss per trainable mode and special-row
 /// choice (trained weights are f32: the bf16 kernel has no backward).
 fn run_train(ctx: &Ctx, a: TrainBenchArgs) -> Result<()> {
-    let mut cfg = ctx.config.clone();
-    if let Some(m) = &a.model {
-        cfg.model.path = m.clone();
+    let mut cfg = a.encoder.apply(&ctx.config);
+    if !matches!(a.dtype, Dtype::F32 | Dtype::Bf16) {
+        anyhow::bail!("--dtype must be f32 or bf16, got {}", a.dtype);
     }
-    if !matches!(a.dtype.as_str(), "f32" | "bf16") {
-        anyhow::bail!("--dtype must be f32 or bf16, got {:?}", a.dtype);
-    }
-    cfg.model.dtype = a.dtype.clone();
+    cfg.model.dtype = a.dtype;
     let rows: Vec<bool> = a
         .special_rows
         .split(',')
@@ -421,7 +411,7 @@ fn run_train(ctx: &Ctx, a: TrainBenchArgs) -> Result<()> {
     );
     let mut all = Vec::new();
     for &stage in &stages {
-        for mode in a.trainable.split(',').map(str::trim) {
+        for &mode in &a.trainable {
             for &train_rows in &rows {
                 let m = engine::train::bench::measure_step(
                     &encoder, stage, mode, train_rows, a.batch, a.tokens, a.steps,

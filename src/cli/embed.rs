@@ -11,25 +11,16 @@ use engine::lexical::LexicalIndex;
 use engine::search::SearchMode;
 use engine::store::lexical_dir;
 
+use super::resolve::EncoderFlags;
 use super::Ctx;
 
 #[derive(Args)]
 pub struct EmbedArgs {
-    /// GGUF file or Hugging Face model folder (default: model.path from the config).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub encoder: EncoderFlags,
     /// query (NEXT template) or passage (SELF template).
     #[arg(long, default_value = "passage")]
     pub kind: String,
-    /// llama2vec | last | mean (default: encoder.pooling).
-    #[arg(long)]
-    pub pooling: Option<String>,
-    /// llama2vec | none (default: encoder.template).
-    #[arg(long)]
-    pub template: Option<String>,
-    /// cpu | cuda | auto (default: model.device).
-    #[arg(long)]
-    pub device: Option<String>,
     /// Read texts from this file, one per line, in addition to TEXT arguments.
     #[arg(long)]
     pub file: Option<PathBuf>,
@@ -39,12 +30,8 @@ pub struct EmbedArgs {
 
 #[derive(Args)]
 pub struct InfoArgs {
-    /// GGUF file or Hugging Face model folder (default: model.path from the config).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// cpu | cuda | auto (default: model.device).
-    #[arg(long)]
-    pub device: Option<String>,
+    #[command(flatten)]
+    pub encoder: EncoderFlags,
     /// Describe this database instead (its manifest: encoder, whether it was trained, the
     /// default search mode, counts); the model is not loaded.
     #[arg(long, value_name = "DIR")]
@@ -69,7 +56,7 @@ fn store_info(url: &str) -> Result<()> {
         "lexical_only": false,
         "documents": s.documents,
         "passages": s.passages,
-        "backend": s.backend.as_str(),
+        "backend": s.backend,
         "read_only": store.read_only(),
         "chunk_tokens": m.chunk_tokens,
         "chunk_overlap": m.chunk_overlap,
@@ -117,7 +104,7 @@ fn database_info(db: &std::path::Path) -> Result<()> {
         "lexical_only": false,
         "documents": m.documents,
         "passages": m.passages,
-        "backend": m.backend.as_str(),
+        "backend": m.backend,
         "chunk_tokens": m.chunk_tokens,
         "chunk_overlap": m.chunk_overlap,
         "encoder": m.encoder,
@@ -131,24 +118,6 @@ fn database_info(db: &std::path::Path) -> Result<()> {
     });
     println!("{}", serde_json::to_string_pretty(&info)?);
     Ok(())
-}
-
-/// `embed`/`info` overrides: those `index` and `search` share, plus template and device.
-fn encoder_config(
-    ctx: &Ctx,
-    model: Option<&PathBuf>,
-    pooling: Option<&String>,
-    template: Option<&str>,
-    device: Option<&str>,
-) -> engine::config::Config {
-    let mut cfg = super::index::with_overrides(&ctx.config, model, pooling, None);
-    if let Some(t) = template {
-        cfg.encoder.template = t.to_string();
-    }
-    if let Some(d) = device {
-        cfg.model.device = d.to_string();
-    }
-    cfg
 }
 
 /// Loads the encoder a command's flags name.
@@ -181,14 +150,7 @@ pub fn run_embed(ctx: &Ctx, args: EmbedArgs) -> Result<()> {
     if texts.is_empty() {
         bail!("nothing to embed: give TEXT arguments or --file");
     }
-    let cfg = encoder_config(
-        ctx,
-        args.model.as_ref(),
-        args.pooling.as_ref(),
-        args.template.as_deref(),
-        args.device.as_deref(),
-    );
-    let encoder = load_encoder(&cfg)?;
+    let encoder = load_encoder(&args.encoder.apply(&ctx.config))?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let vectors = encoder.embed(&refs, kind)?;
     let stdout = std::io::stdout();
@@ -207,8 +169,7 @@ pub fn run_info(ctx: &Ctx, args: InfoArgs) -> Result<()> {
     if let Some(url) = &args.store {
         return store_info(url);
     }
-    let cfg = encoder_config(ctx, args.model.as_ref(), None, None, args.device.as_deref());
-    let encoder = load_encoder(&cfg)?;
+    let encoder = load_encoder(&args.encoder.apply(&ctx.config))?;
     let m = encoder.model();
     let c = &m.config;
     let info = serde_json::json!({
@@ -231,9 +192,9 @@ pub fn run_info(ctx: &Ctx, args: InfoArgs) -> Result<()> {
         "context_length": c.max_position_embeddings,
         "tied_embeddings": c.tie_word_embeddings,
         "embedding_dim": encoder.dim(),
-        "pooling": encoder.options().pooling.as_str(),
-        "template": encoder.options().template.as_str(),
-        "padding": encoder.options().padding.as_str(),
+        "pooling": encoder.options().pooling,
+        "template": encoder.options().template,
+        "padding": encoder.options().padding,
         // With the bf16 kernel the weights stay f32 and the projections run packed in bf16.
         "dtype": if m.uses_bf16_kernel() { "bf16".to_string() } else { format!("{:?}", m.dtype()).to_lowercase() },
         "bf16_kernel": m.uses_bf16_kernel(),

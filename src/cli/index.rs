@@ -14,6 +14,7 @@ use engine::store::postgres::{redact, PgStore};
 use engine::store::{Database, DbOptions, Store};
 
 use super::location::{self, Location};
+use super::resolve::EncoderFlags;
 use super::Ctx;
 
 /// Test hook: use the library's hashed bag-of-words embedder of this dimension instead of a
@@ -35,15 +36,11 @@ pub struct IndexArgs {
     /// if missing; pgvector needed) [default: store.url].
     #[arg(long, value_name = "URL", conflicts_with = "db")]
     pub store: Option<String>,
-    /// hnsw | faiss | flat (default: index.backend).
+    /// The ANN index [default: index.backend].
     #[arg(long)]
-    pub backend: Option<String>,
-    /// GGUF file or model folder (default: model.path).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// llama2vec | last | mean (default: encoder.pooling).
-    #[arg(long)]
-    pub pooling: Option<String>,
+    pub backend: Option<Backend>,
+    #[command(flatten)]
+    pub encoder: EncoderFlags,
     /// Skip bad records (malformed JSONL lines, conflicting repeated ids, unreadable files or
     /// folders; each reported with file and line) instead of failing.
     #[arg(long)]
@@ -102,26 +99,6 @@ pub struct CheckArgs {
     /// Number of sampled stored vectors used as queries.
     #[arg(long, default_value_t = 200)]
     pub queries: usize,
-}
-
-/// Applies the flags shared by `index` and `search` onto a copy of the configuration.
-pub(super) fn with_overrides(
-    config: &Config,
-    model: Option<&PathBuf>,
-    pooling: Option<&String>,
-    backend: Option<&String>,
-) -> Config {
-    let mut c = config.clone();
-    if let Some(m) = model {
-        c.model.path = m.clone();
-    }
-    if let Some(p) = pooling {
-        c.encoder.pooling = p.clone();
-    }
-    if let Some(b) = backend {
-        c.index.backend = b.clone();
-    }
-    c
 }
 
 /// The encoder named by the configuration (or the test embedder, see [`ENV_HASH_ENCODER`]).
@@ -250,13 +227,9 @@ fn prepare(
     ctx: &Ctx,
     args: &IndexArgs,
 ) -> Result<(Config, DbOptions, pipeline::Corpus, Box<dyn Embed>)> {
-    let config = with_overrides(
-        &ctx.config,
-        args.model.as_ref(),
-        args.pooling.as_ref(),
-        args.backend.as_ref(),
-    );
-    let backend: Backend = config.index.backend.parse()?;
+    let mut config = args.encoder.apply(&ctx.config);
+    config.index.backend = args.backend.unwrap_or(config.index.backend);
+    let backend = config.index.backend.compiled_in()?;
     let corpus = read_corpus(&config, args)?;
     let embedder = load_embedder(&config)?;
     let db_opts = DbOptions {

@@ -32,10 +32,10 @@ pub struct Cli {
     /// Compute threads (0 = one per core); overrides model.threads.
     #[arg(long, global = true)]
     threads: Option<usize>,
-    /// text | json: how log lines are written on stderr (json: one object per line; the
-    /// server's ready line and request log too) [default: server.log_format].
+    /// How log lines are written on stderr (json: one object per line; the server's ready
+    /// line and request log too) [default: server.log_format].
     #[arg(long, global = true, value_name = "FORMAT")]
-    log_format: Option<String>,
+    log_format: Option<engine::config::LogFormat>,
     /// More log output (-v info, -vv debug); RUST_LOG also works.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -87,12 +87,8 @@ pub struct Ctx {
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
     let mut config = engine::config::Config::load(cli.config.as_deref())?;
-    if let Some(f) = cli.log_format {
-        config.server.log_format = f;
-    }
-    let json_logs = engine::server::LogFormat::parse(&config.server.log_format)?
-        == engine::server::LogFormat::Json;
-    init_logging(cli.verbose, json_logs);
+    config.server.log_format = cli.log_format.unwrap_or(config.server.log_format);
+    init_logging(cli.verbose, config.server.log_format == engine::config::LogFormat::Json);
     if let Some(t) = cli.threads {
         config.model.threads = t;
     }
@@ -142,7 +138,7 @@ fn init_threads(threads: usize) {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
+    use clap::{CommandFactory, Parser};
 
     /// Every flag and argument of every subcommand says what it is in `--help`.
     #[test]
@@ -161,5 +157,23 @@ mod tests {
         let mut missing = Vec::new();
         walk(&super::Cli::command(), "engine", &mut missing);
         assert!(missing.is_empty(), "flags without help text: {missing:?}");
+    }
+
+    /// Comma-separated list flags split their defaults as they split the values given.
+    #[test]
+    fn list_flags_split_their_defaults() {
+        use super::bench::BenchWhat;
+        use engine::config::{Dtype, Trainable};
+        let parse = |args: &[&str]| match super::Cli::try_parse_from(args).unwrap().command {
+            super::Command::Bench(b) => b.what,
+            _ => unreachable!(),
+        };
+        let BenchWhat::Train(t) = parse(&["engine", "bench", "train"]) else { unreachable!() };
+        assert_eq!(t.trainable, [Trainable::Last(4), Trainable::Lora, Trainable::All]);
+        let BenchWhat::Encode(e) = parse(&["engine", "bench", "encode", "--dtypes", "bf16,f16"])
+        else {
+            unreachable!()
+        };
+        assert_eq!(e.dtypes, [Dtype::Bf16, Dtype::F16]);
     }
 }

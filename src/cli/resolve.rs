@@ -5,29 +5,51 @@
 
 use std::path::{Path, PathBuf};
 
+use std::fmt::Display;
+use std::str::FromStr;
+
 use anyhow::{bail, Result};
 use clap::Args;
-use engine::config::Config;
+use engine::config::{Config, Device, Pooling, Template};
 use engine::encoder::EncoderFingerprint;
 use engine::store::Manifest;
 
 use super::Ctx;
 
-/// The flags that name an encoder, on commands that read a database.
+/// The flags that name an encoder and where it runs, shared by every command that loads one.
+/// On a command that reads a database, the model, pooling and template default to the
+/// database's, and a flag that contradicts it is an error ([`config_for_db`]).
 #[derive(Args, Clone, Debug, Default)]
 pub struct EncoderFlags {
-    /// GGUF file or model folder [default: the one the database was built with, else
-    /// model.path]; must be the database's encoder.
+    /// GGUF file or model folder [default: model.path; search, eval, serve: the encoder the
+    /// database was built with]. A database refuses any other encoder.
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
-    /// llama2vec | last | mean [default: the database's, else encoder.pooling]; must be the
-    /// database's pooling.
+    /// How token states become one vector [default: encoder.pooling; search, eval, serve: the
+    /// database's]. A database refuses any other.
     #[arg(long)]
-    pub pooling: Option<String>,
-    /// llama2vec | none [default: the database's, else encoder.template]; must be the
-    /// database's template.
+    pub pooling: Option<Pooling>,
+    /// Whether texts get the SELF/NEXT prompts [default: encoder.template; search, eval,
+    /// serve: the database's]. A database refuses any other.
     #[arg(long)]
-    pub template: Option<String>,
+    pub template: Option<Template>,
+    /// Where the encoder runs [default: model.device].
+    #[arg(long)]
+    pub device: Option<Device>,
+}
+
+impl EncoderFlags {
+    /// A copy of `config` with the flags given set (commands that make or read no database).
+    pub fn apply(&self, config: &Config) -> Config {
+        let mut c = config.clone();
+        if let Some(m) = &self.model {
+            c.model.path = m.clone();
+        }
+        c.encoder.pooling = self.pooling.unwrap_or(c.encoder.pooling);
+        c.encoder.template = self.template.unwrap_or(c.encoder.template);
+        c.model.device = self.device.unwrap_or(c.model.device);
+        c
+    }
 }
 
 /// Encoder settings the `--config` file sets explicitly (the rest are defaults, which a
@@ -86,21 +108,44 @@ struct Choice {
     value: String,
 }
 
-fn choice(
-    flag: Option<&str>,
-    flag_name: &str,
-    in_config: bool,
-    key: &str,
-    config_value: &str,
+/// Settles one encoder setting (`name`: pooling or template) against the value `db` records:
+/// the user's choice (`flag`, else the `--config` file's `current`) must equal it, and without
+/// a choice `current` becomes it. A recorded value this engine does not know (a test
+/// embedder's) leaves `current`: the fingerprint check refuses a different encoder.
+fn settle<T: Copy + Display + FromStr>(
     ctx: &Ctx,
-) -> Option<Choice> {
-    match flag {
-        Some(v) => Some(Choice { origin: flag_name.into(), value: v.into() }),
-        None if in_config => {
-            Some(Choice { origin: ctx.choices.origin(key), value: config_value.into() })
-        }
+    db: &Path,
+    name: &str,
+    flag: Option<T>,
+    in_config: bool,
+    current: &mut T,
+    db_value: &str,
+) -> Result<()> {
+    let chosen = match flag {
+        Some(v) => Some(Choice { origin: format!("--{name}"), value: v.to_string() }),
+        None if in_config => Some(Choice {
+            origin: ctx.choices.origin(&format!("encoder.{name}")),
+            value: current.to_string(),
+        }),
         None => None,
+    };
+    match chosen {
+        Some(c) if c.value != db_value => bail!(
+            "encoder mismatch: {} is {:?} but the database {} was built with {name} {:?}; \
+             leave {name} unset \
+             (the database's is used) or index into a new database",
+            c.origin,
+            c.value,
+            db.display(),
+            db_value
+        ),
+        _ => {
+            if let Ok(v) = db_value.parse() {
+                *current = v;
+            }
+        }
     }
+    Ok(())
 }
 
 /// The configuration to load `db`'s encoder with: the flags and config, with the model path,
@@ -108,27 +153,12 @@ fn choice(
 /// pooling or template that differs from the database's is an error naming both.
 pub fn config_for_db(ctx: &Ctx, db: &Path, m: &Manifest, flags: &EncoderFlags) -> Result<Config> {
     let mut config = ctx.config.clone();
-    let recorded = [("pooling", &m.encoder.pooling), ("template", &m.encoder.template)];
-    for (name, db_value) in recorded {
-        let (flag, in_config, current) = match name {
-            "pooling" => (&flags.pooling, ctx.choices.pooling, &mut config.encoder.pooling),
-            _ => (&flags.template, ctx.choices.template, &mut config.encoder.template),
-        };
-        let key = format!("encoder.{name}");
-        let flag_name = format!("--{name}");
-        match choice(flag.as_deref(), &flag_name, in_config, &key, current, ctx) {
-            Some(c) if &c.value != db_value => bail!(
-                "encoder mismatch: {} is {:?} but the database {} was built with {name} {:?}; \
-                 leave {name} unset \
-                 (the database's is used) or index into a new database",
-                c.origin,
-                c.value,
-                db.display(),
-                db_value
-            ),
-            _ => *current = db_value.clone(),
-        }
-    }
+    let (e, choices) = (&m.encoder, &ctx.choices);
+    let pooling = &mut config.encoder.pooling;
+    settle(ctx, db, "pooling", flags.pooling, choices.pooling, pooling, &e.pooling)?;
+    let template = &mut config.encoder.template;
+    settle(ctx, db, "template", flags.template, choices.template, template, &e.template)?;
+    config.model.device = flags.device.unwrap_or(config.model.device);
     let chosen_model = flags.model.is_some() || ctx.choices.model_path;
     if let Some(m) = &flags.model {
         config.model.path = m.clone();

@@ -57,9 +57,9 @@ pub struct SearchArgs {
     /// `is_empty`, `should`, `must_not`). Hits then carry their metadata.
     #[arg(long, value_name = "JSON")]
     pub filter: Option<String>,
-    /// Hybrid mode's fusion for this search: rrf | convex [default: the config's eval.fusion].
+    /// Hybrid mode's fusion for this search [default: the config's eval.fusion].
     #[arg(long)]
-    pub fusion: Option<String>,
+    pub fusion: Option<engine::fusion::FusionMethod>,
     /// Dense weight of convex fusion in hybrid mode, in [0, 1] (alone, it means --fusion
     /// convex) [default: the config's eval.hybrid_alpha].
     #[arg(long)]
@@ -154,7 +154,7 @@ pub fn run(ctx: &Ctx, args: SearchArgs) -> Result<()> {
         bail!("--filter needs a database with metadata; a --lexical-only database has none");
     }
     let fusion_request =
-        FusionRequest { fusion: args.fusion.clone(), alpha: args.alpha, rrf_k: args.rrf_k };
+        FusionRequest { fusion: args.fusion, alpha: args.alpha, rrf_k: args.rrf_k };
     if let (Some(field), false) = (fusion_request.first_given(), mode == SearchMode::Hybrid) {
         bail!(
             "--{} applies to hybrid mode only; this search's mode is {} (add --mode hybrid)",

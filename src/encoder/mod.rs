@@ -23,7 +23,7 @@ pub mod tokenizer;
 
 pub use template::{Padding, Pooling, Prepared, Template};
 pub use text_encoder::{
-    load_weights, parse_device, parse_dtype, Encoder, EncoderOptions, ModelFormat,
+    candle_dtype, load_weights, open_device, Encoder, EncoderOptions, ModelFormat,
 };
 
 /// Whether a text is embedded as a query (NEXT template) or a passage (SELF template).

@@ -3,73 +3,17 @@
 //! Prefix, content and suffix are tokenized separately and concatenated (as the reference
 //! does), so the special-token positions are known exactly without searching the text.
 
-use std::str::FromStr;
-
 use candle_core::{DType, Device, Tensor};
-use serde::{Deserialize, Serialize};
 
 use super::model::BatchInputs;
 use super::tokenizer::LlmTokenizer;
 use super::TextKind;
+pub use crate::config::{Padding, Pooling, Template};
 use crate::error::{Error, Result};
 
 pub const PREFIX: &str = "\"";
 pub const SELF_SUFFIX: &str = "\", summarize the above passage within eight words: ";
 pub const NEXT_SUFFIX: &str = "\", predict the following passage within eight words: ";
-
-/// How token hidden states become one vector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Pooling {
-    /// Mean of the 8 special-token positions (the method's pooling).
-    Llama2Vec,
-    /// The last real token (RepLLaMA-style fallback).
-    Last,
-    /// Mean over the content tokens (fallback for models without trained `<sN>` rows).
-    Mean,
-}
-
-/// Whether texts are wrapped in the SELF/NEXT prompts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Template {
-    Llama2Vec,
-    None,
-}
-
-/// Which side of a batch row holds the padding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Padding {
-    Left,
-    Right,
-}
-
-macro_rules! parse_enum {
-    ($t:ty, $what:literal, $($s:literal => $v:expr),+) => {
-        impl FromStr for $t {
-            type Err = Error;
-            fn from_str(s: &str) -> Result<Self> {
-                match s {
-                    $($s => Ok($v),)+
-                    other => Err(Error::InvalidInput(format!(
-                        concat!($what, " must be one of {}, got {:?}"),
-                        [$($s),+].join("|"), other
-                    ))),
-                }
-            }
-        }
-        impl $t {
-            pub fn as_str(&self) -> &'static str {
-                match self { $(x if *x == $v => $s,)+ _ => unreachable!() }
-            }
-        }
-    };
-}
-
-parse_enum!(Pooling, "pooling", "llama2vec" => Pooling::Llama2Vec, "last" => Pooling::Last, "mean" => Pooling::Mean);
-parse_enum!(Template, "template", "llama2vec" => Template::Llama2Vec, "none" => Template::None);
-parse_enum!(Padding, "padding", "left" => Padding::Left, "right" => Padding::Right);
 
 /// One text turned into model input: its ids and the positions (within `ids`) to pool.
 #[derive(Debug, Clone, PartialEq)]

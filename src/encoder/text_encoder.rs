@@ -12,7 +12,7 @@ use super::model::{ForwardMode, Llama, LlamaConfig, LlamaWeights};
 use super::template::{self, Padding, Pooling, Prepared, Template};
 use super::tokenizer::LlmTokenizer;
 use super::{Embed, EncoderFingerprint, ForwardStats, TextKind};
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::error::{Error, Result};
 
 /// Inference settings, from the `[encoder]` config section.
@@ -33,9 +33,9 @@ impl EncoderOptions {
             return Err(Error::Config("encoder batch_size and max_*_tokens must be > 0".into()));
         }
         Ok(Self {
-            pooling: e.pooling.parse()?,
-            template: e.template.parse()?,
-            padding: e.padding.parse()?,
+            pooling: e.pooling,
+            template: e.template,
+            padding: e.padding,
             max_query_tokens: e.max_query_tokens,
             max_passage_tokens: e.max_passage_tokens,
             batch_size: e.batch_size,
@@ -80,18 +80,17 @@ pub fn load_weights(
     }
 }
 
-/// `cpu`, `cuda` (needs the `cuda` feature and an NVIDIA driver) or `auto` (the GPU when one
-/// can be opened, else the CPU).
-pub fn parse_device(name: &str) -> Result<Device> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => open_cuda().map_err(|why| {
+/// The device `choice` names: `cuda` is an error saying why when no GPU can be opened; `auto`
+/// is the GPU when one can, else the CPU.
+pub fn open_device(choice: config::Device) -> Result<Device> {
+    match choice {
+        config::Device::Cpu => Ok(Device::Cpu),
+        config::Device::Cuda => open_cuda().map_err(|why| {
             Error::InvalidInput(format!(
                 "cannot use --device cuda: {why} (device cpu or auto runs on the CPU)"
             ))
         }),
-        "auto" => Ok(open_cuda().unwrap_or(Device::Cpu)),
-        other => Err(Error::InvalidInput(format!("device must be cpu|cuda|auto, got {other:?}"))),
+        config::Device::Auto => Ok(open_cuda().unwrap_or(Device::Cpu)),
     }
 }
 
@@ -120,12 +119,12 @@ fn open_cuda() -> std::result::Result<Device, String> {
     }
 }
 
-pub fn parse_dtype(name: &str) -> Result<DType> {
-    match name {
-        "f32" => Ok(DType::F32),
-        "bf16" => Ok(DType::BF16),
-        "f16" => Ok(DType::F16),
-        other => Err(Error::InvalidInput(format!("dtype must be f32|bf16|f16, got {other:?}"))),
+/// candle's dtype for `model.dtype`.
+pub fn candle_dtype(dtype: config::Dtype) -> DType {
+    match dtype {
+        config::Dtype::F32 => DType::F32,
+        config::Dtype::Bf16 => DType::BF16,
+        config::Dtype::F16 => DType::F16,
     }
 }
 
@@ -154,8 +153,8 @@ struct ForwardCounters {
 impl Encoder {
     /// Loads the model named by `config.model.path` with the `[encoder]` settings.
     pub fn from_config(config: &Config) -> Result<Self> {
-        let device = parse_device(&config.model.device)?;
-        let dtype = parse_dtype(&config.model.dtype)?;
+        let device = open_device(config.model.device)?;
+        let dtype = candle_dtype(config.model.dtype);
         Self::load(&config.model.path, EncoderOptions::from_config(config)?, dtype, &device)
     }
 
@@ -327,8 +326,8 @@ impl Embed for Encoder {
     fn fingerprint(&self) -> EncoderFingerprint {
         EncoderFingerprint {
             model_hash: self.model_hash.clone(),
-            pooling: self.options.pooling.as_str().into(),
-            template: self.options.template.as_str().into(),
+            pooling: self.options.pooling.to_string(),
+            template: self.options.template.to_string(),
             dim: self.dim(),
             trained: self.trained,
             model_path: std::fs::canonicalize(&self.source).ok(),
@@ -430,10 +429,9 @@ mod tests {
             eprintln!("skipped: this machine has an NVIDIA GPU");
             return;
         }
-        let err = parse_device("cuda").unwrap_err().to_string();
+        let err = open_device(config::Device::Cuda).unwrap_err().to_string();
         assert!(err.contains("cannot use --device cuda") && err.contains("cpu or auto"), "{err}");
-        assert!(parse_device("auto").unwrap().is_cpu());
-        assert!(parse_device("gpu").unwrap_err().to_string().contains("cpu|cuda|auto"));
+        assert!(open_device(config::Device::Auto).unwrap().is_cpu());
     }
 
     fn tiny(pooling: Pooling, padding: Padding) -> (tempfile::TempDir, Encoder) {

@@ -19,27 +19,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::config::Backend;
 use crate::config::IndexConfig;
 use crate::error::{Error, Result};
 
-/// Which ANN implementation serves a database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    Hnsw,
-    Faiss,
-    Flat,
-}
-
 impl Backend {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Backend::Hnsw => "hnsw",
-            Backend::Faiss => "faiss",
-            Backend::Flat => "flat",
-        }
-    }
-
     /// Backends compiled into this binary.
     pub fn available() -> Vec<Backend> {
         let mut v = vec![Backend::Hnsw];
@@ -49,28 +33,16 @@ impl Backend {
         v.push(Backend::Flat);
         v
     }
-}
 
-impl std::fmt::Display for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Backend {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "hnsw" => Ok(Backend::Hnsw),
-            "faiss" if cfg!(feature = "faiss") => Ok(Backend::Faiss),
-            "faiss" => Err(Error::InvalidInput(
+    /// This backend, or an error when it is not compiled into this binary (faiss without the
+    /// `faiss` cargo feature).
+    pub fn compiled_in(self) -> Result<Self> {
+        if self == Backend::Faiss && !cfg!(feature = "faiss") {
+            return Err(Error::InvalidInput(
                 "backend faiss is not compiled in (build with the `faiss` cargo feature)".into(),
-            )),
-            "flat" => Ok(Backend::Flat),
-            other => Err(Error::InvalidInput(format!(
-                "backend must be hnsw, faiss or flat, got {other:?}"
-            ))),
+            ));
         }
+        Ok(self)
     }
 }
 

@@ -128,7 +128,7 @@ pub fn run(
     let mut rows = Vec::new();
     for (b, &backend) in opts.backends.iter().enumerate() {
         let t = Instant::now();
-        let db_dir = dir.join(backend.as_str());
+        let db_dir = dir.join(backend.to_string());
         let db_opts =
             DbOptions { backend, params: opts.params.clone(), chunk_tokens: 512, chunk_overlap: 0 };
         let db = Database::create_or_open(&db_dir, &fingerprint, &db_opts)?;
@@ -284,7 +284,7 @@ fn measure(
     }
     let n = queries.len().max(1) as f64;
     Ok(FilterBenchRow {
-        backend: backend.as_str().into(),
+        backend: backend.to_string(),
         mode,
         selectivity: percent,
         matching: matching / n,

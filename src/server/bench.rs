@@ -15,7 +15,7 @@ use super::ServeOptions;
 use crate::config::Config;
 use crate::encoder::{Embed, Encoder, TextKind};
 use crate::error::{Error, Result};
-use crate::index::{AnnParams, Backend};
+use crate::index::AnnParams;
 use crate::pipeline::{self, Document, IndexOptions, Silent};
 use crate::store::{Database, DbOptions};
 
@@ -136,7 +136,7 @@ fn run_in(
         })
         .collect();
     let db_opts = DbOptions {
-        backend: config.index.backend.parse::<Backend>()?,
+        backend: config.index.backend.compiled_in()?,
         params: AnnParams::from_config(&config.index),
         chunk_tokens: config.index.chunk_tokens,
         chunk_overlap: config.index.chunk_overlap,

@@ -122,8 +122,14 @@ pub fn config_for(server: &Config, manifest: &Manifest) -> Config {
     if let Some(path) = manifest.encoder.model_path.as_ref().filter(|p| p.exists()) {
         config.model.path = path.clone();
     }
-    config.encoder.pooling = manifest.encoder.pooling.clone();
-    config.encoder.template = manifest.encoder.template.clone();
+    // A value this engine does not know (a test embedder's) leaves the server's: the
+    // fingerprint check on open refuses an encoder that is not the database's.
+    if let Ok(p) = manifest.encoder.pooling.parse() {
+        config.encoder.pooling = p;
+    }
+    if let Ok(t) = manifest.encoder.template.parse() {
+        config.encoder.template = t;
+    }
     config
 }
 
@@ -273,18 +279,17 @@ impl CreateRequest {
             }
             config.model.path = path;
         }
+        let settings = |e: Error| ApiError::invalid(format!("encoder settings: {e}"));
         if let Some(p) = &self.pooling {
-            config.encoder.pooling = p.clone();
+            config.encoder.pooling = p.parse().map_err(settings)?;
         }
         if let Some(t) = &self.template {
-            config.encoder.template = t.clone();
+            config.encoder.template = t.parse().map_err(settings)?;
         }
         if let Some(b) = &self.backend {
-            config.index.backend = b.clone();
+            config.index.backend = b.parse::<crate::index::Backend>()?.compiled_in()?;
         }
-        EncoderOptions::from_config(&config)
-            .map_err(|e| ApiError::invalid(format!("encoder settings: {e}")))?;
-        config.index.backend.parse::<crate::index::Backend>()?;
+        EncoderOptions::from_config(&config).map_err(settings)?;
         Ok(config)
     }
 }
@@ -295,7 +300,7 @@ pub fn create_collection(dir: &Path, config: &Config, encoders: &Encoders) -> Re
     let made = (|| {
         let batcher = encoders.get_or_load(config)?;
         let opts = crate::store::DbOptions {
-            backend: config.index.backend.parse()?,
+            backend: config.index.backend.compiled_in()?,
             params: crate::index::AnnParams::from_config(&config.index),
             chunk_tokens: config.index.chunk_tokens,
             chunk_overlap: config.index.chunk_overlap,

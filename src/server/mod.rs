@@ -42,6 +42,7 @@ use self::error::{error_body, ApiError};
 use self::metrics::Metrics;
 use self::state::{encoder_name, AppState, Backing, Dense, Loaded};
 use crate::config::Config;
+pub use crate::config::LogFormat;
 use crate::encoder::Embed;
 use crate::error::{Error, Result};
 use crate::fusion::Fusion;
@@ -62,27 +63,6 @@ pub struct ServeOptions {
     pub read_api_key: Option<String>,
 }
 
-/// How the server writes its own lines on stderr (`server.log_format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    /// One JSON object per line: `ts` (Unix seconds), `level`, `event`, `message` and the
-    /// event's fields.
-    Json,
-}
-
-impl LogFormat {
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            other => Err(Error::Config(format!(
-                "server.log_format (--log-format) must be text or json, got {other:?}"
-            ))),
-        }
-    }
-}
-
 /// Writes one of the server's own lines (`event`: listening, ready, request) on stderr: `text`
 /// as is, or in JSON with `fields`.
 pub fn log_line(
@@ -91,7 +71,7 @@ pub fn log_line(
     text: &str,
     fields: serde_json::Value,
 ) {
-    if !matches!(LogFormat::parse(&config.log_format), Ok(LogFormat::Json)) {
+    if config.log_format != LogFormat::Json {
         eprintln!("{text}");
         return;
     }
@@ -409,7 +389,6 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
-    LogFormat::parse(&opts.config.server.log_format)?;
     let keys = auth::ApiKeys::new(opts.api_key.as_deref(), opts.read_api_key.as_deref())?;
     cors::layer(&opts.config.server.cors_origins)?;
     let state = Arc::new(AppState::new(opts.config.clone(), keys, metrics.clone()));

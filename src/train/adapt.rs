@@ -8,15 +8,15 @@ use super::loss::{adapt_losses, AdaptExample, AdaptLayout};
 use super::params::TrainState;
 use super::runner::{self, MicroOut};
 use super::{device_name, Hyper, TrainOverrides, TrainingReport};
-use crate::config::Config;
-use crate::encoder::{hf, parse_device, parse_dtype, Encoder, EncoderOptions};
+use crate::config::{Config, Pooling, Template};
+use crate::encoder::{candle_dtype, hf, open_device, Encoder, EncoderOptions};
 use crate::error::{Error, Result};
 
 /// Loads the encoder to train (GGUF or folder) in the configured dtype/device; the loader adds
 /// the 16 `<sN>` tokens when the base lacks them.
 pub fn load_base(config: &Config, model: &Path) -> Result<Encoder> {
-    let device = parse_device(&config.model.device)?;
-    let dtype = parse_dtype(&config.model.dtype)?;
+    let device = open_device(config.model.device)?;
+    let dtype = candle_dtype(config.model.dtype);
     Encoder::load(model, EncoderOptions::from_config(config)?, dtype, &device)
 }
 
@@ -132,8 +132,8 @@ pub fn run(
         seconds: run.seconds,
         tokens_per_second: run.tokens as f64 / run.seconds.max(1e-9),
         device: device_name(state.device()),
-        intended_pooling: "llama2vec".into(),
-        intended_template: "llama2vec".into(),
+        intended_pooling: Pooling::Llama2Vec,
+        intended_template: Template::Llama2Vec,
         note: "Llama2Vec EBAE+EBAR adaptation: embed with pooling llama2vec and template \
                llama2vec (queries NEXT, passages SELF). Loss = CE_LM + (EBAE + EBAR)/20; \
                ebae/ebar are logged before the /10."

@@ -18,7 +18,7 @@ use super::params::TrainState;
 use super::runner::{self, MicroOut};
 use super::validate::{evaluate, reduced_corpus, EvalQuery};
 use super::{device_name, Hyper, TrainOverrides, TrainingReport};
-use crate::config::Config;
+use crate::config::{Config, HardNegatives};
 use crate::encoder::model::Llama;
 use crate::encoder::template::{self, Padding, Pooling, Prepared, Template};
 use crate::encoder::tokenizer::LlmTokenizer;
@@ -45,13 +45,13 @@ fn mine(
     data: &RetrievalData,
     queries: &[TrainQuery],
     hyper: &Hyper,
-    method: &str,
+    method: HardNegatives,
     enc: &Encoder,
 ) -> Result<Vec<Vec<usize>>> {
     let (skip, depth) = (hyper.hard_negative_skip, hyper.hard_negative_depth);
     let want = |q: &TrainQuery| skip + depth + q.positives.len();
     let ranked: Vec<Vec<usize>> = match method {
-        "bm25" => {
+        HardNegatives::Bm25 => {
             let bm = Bm25::new(&data.passages);
             queries
                 .iter()
@@ -59,7 +59,7 @@ fn mine(
                 .map(|h| h.into_iter().map(|(d, _)| d).collect())
                 .collect()
         }
-        "dense" => {
+        HardNegatives::Dense => {
             let texts: Vec<&str> = data.passages.iter().map(String::as_str).collect();
             let docs = enc.embed(&texts, TextKind::Passage)?;
             let qt: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
@@ -70,7 +70,7 @@ fn mine(
                 .map(|h| h.into_iter().map(|(d, _)| d).collect())
                 .collect()
         }
-        _ => vec![vec![]; queries.len()],
+        HardNegatives::None => vec![vec![]; queries.len()],
     };
     Ok(queries.iter().zip(ranked).map(|(q, r)| negatives_from_ranking(q, r, skip, depth)).collect())
 }
@@ -199,7 +199,7 @@ pub fn run(
 
     let mined = RefCell::new({
         let enc = enc_of(model.clone());
-        mine(&data, &train_q, &hyper, &hyper.hard_negatives, &enc)?
+        mine(&data, &train_q, &hyper, hyper.hard_negatives, &enc)?
     });
     // ANCE-style second round: from half-way on, negatives come from the encoder being trained
     // (after a --resume past half-way, from the resumed one).
@@ -222,7 +222,7 @@ pub fn run(
         |m, idx, rng, step| {
             if step >= remine_at && !remined.get() {
                 let enc = enc_of(Llama::new(state.config.clone(), state.merged()?)?);
-                *mined.borrow_mut() = mine(&data, &train_q, &hyper, "dense", &enc)?;
+                *mined.borrow_mut() = mine(&data, &train_q, &hyper, HardNegatives::Dense, &enc)?;
                 remined.set(true);
                 tracing::info!(step, "hard negatives mined again with the current encoder");
             }
@@ -290,8 +290,8 @@ pub fn run(
         seconds: run.seconds,
         tokens_per_second: run.tokens as f64 / run.seconds.max(1e-9),
         device: device_name(state.device()),
-        intended_pooling: "llama2vec".into(),
-        intended_template: "llama2vec".into(),
+        intended_pooling: Pooling::Llama2Vec,
+        intended_template: Template::Llama2Vec,
         note: format!(
             "InfoNCE fine-tuning; embed with pooling llama2vec, template llama2vec (queries \
              NEXT, passages SELF). Validation: {} held-back training queries over {} passages \

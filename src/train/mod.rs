@@ -38,7 +38,7 @@ pub struct TrainOverrides {
     pub batch_size: Option<usize>,
     pub lr: Option<f64>,
     pub seed: Option<u64>,
-    pub trainable: Option<String>,
+    pub trainable: Option<Trainable>,
     /// Stop (with a checkpoint) after this many steps without changing the schedule, to split
     /// a long run into time-boxed pieces continued with `--resume`.
     pub stop_after: Option<usize>,
@@ -57,9 +57,7 @@ impl TrainConfig {
         h.lr = o.lr.unwrap_or(h.lr);
         h.batch_size = o.batch_size.unwrap_or(h.batch_size);
         h.max_steps = o.max_steps.unwrap_or(h.max_steps);
-        if let Some(t) = &o.trainable {
-            h.trainable = t.clone();
-        }
+        h.trainable = o.trainable.unwrap_or(h.trainable);
         if h.max_passage_tokens == 0 {
             h.max_passage_tokens = config.index.chunk_tokens;
         }
@@ -93,10 +91,6 @@ impl TrainConfig {
         if !(1..=2).contains(&self.mining_rounds) {
             return bad("mining_rounds must be 1 or 2");
         }
-        if !["bm25", "dense", "none"].contains(&self.hard_negatives.as_str()) {
-            return bad("hard_negatives must be bm25|dense|none");
-        }
-        self.trainable.parse::<Trainable>()?;
         Ok(())
     }
 }
@@ -118,8 +112,8 @@ pub struct TrainingReport {
     pub tokens_per_second: f64,
     pub device: String,
     /// The pooling and template the saved encoder is meant to be used with.
-    pub intended_pooling: String,
-    pub intended_template: String,
+    pub intended_pooling: crate::config::Pooling,
+    pub intended_template: crate::config::Template,
     pub note: String,
 }
 

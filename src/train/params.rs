@@ -8,41 +8,13 @@
 //! the effective tensors to the vars. Saving evaluates the same expressions detached, so the
 //! written model *is* the merged one (LoRA merged, special rows written in place).
 
-use std::str::FromStr;
-
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+pub use crate::config::Trainable;
 use crate::encoder::model::{Llama, LlamaConfig, LlamaWeights, LoraBranch};
 use crate::error::{Error, Result};
-
-/// The trainable-parameter choice (`--trainable`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trainable {
-    /// Every tensor, the embedding included.
-    All,
-    /// The last N blocks and the final norm (plus the `<sN>` rows).
-    Last(usize),
-    /// LoRA adapters on q,k,v,o,gate,up,down of every block (plus the `<sN>` rows).
-    Lora,
-}
-
-impl FromStr for Trainable {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "all" => Ok(Self::All),
-            "lora" => Ok(Self::Lora),
-            _ => match s.strip_prefix("last:").map(str::parse::<usize>) {
-                Some(Ok(n)) if n > 0 => Ok(Self::Last(n)),
-                _ => Err(Error::InvalidInput(format!(
-                    "trainable must be all | last:N (N > 0) | lora, got {s:?}"
-                ))),
-            },
-        }
-    }
-}
 
 /// Names of the LoRA-adapted projections inside a block (HF names).
 pub const LORA_TARGETS: [&str; crate::encoder::model::LORA_PROJECTIONS] = [
@@ -204,7 +176,7 @@ impl TrainState {
     pub fn for_run(model: &Llama, hyper: &super::Hyper, special_ids: &[u32]) -> Result<Self> {
         Self::new(
             model,
-            hyper.trainable.parse()?,
+            hyper.trainable,
             hyper.lora_rank,
             hyper.lora_alpha,
             if hyper.train_special_rows { special_ids } else { &[] },
@@ -336,16 +308,6 @@ mod tests {
     use super::*;
     use crate::encoder::model::{BatchInputs, ForwardMode};
     use crate::encoder::testing::{random_llama, tiny_config};
-
-    #[test]
-    fn trainable_parses_and_rejects() {
-        assert_eq!("all".parse::<Trainable>().unwrap(), Trainable::All);
-        assert_eq!("last:2".parse::<Trainable>().unwrap(), Trainable::Last(2));
-        assert_eq!("lora".parse::<Trainable>().unwrap(), Trainable::Lora);
-        for bad in ["last:0", "last:x", "some", ""] {
-            assert!(bad.parse::<Trainable>().is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn lora_merge_equals_unmerged_forward() {

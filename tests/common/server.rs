@@ -69,14 +69,14 @@ pub fn enc(id: &str) -> String {
 pub fn base_config(model: &Path) -> Config {
     let mut c = Config::default();
     c.model.path = model.to_path_buf();
-    c.model.device = "cpu".into();
-    c.encoder.template = "none".into();
-    c.encoder.pooling = "mean".into();
+    c.model.device = engine::config::Device::Cpu;
+    c.encoder.template = engine::encoder::Template::None;
+    c.encoder.pooling = engine::encoder::Pooling::Mean;
     c.encoder.batch_size = 8;
     // The tiny tokenizer is byte-level (a token per byte): whole passages as queries need room.
     c.encoder.max_query_tokens = 512;
     c.server.max_query_tokens = 512;
-    c.index.backend = "flat".into();
+    c.index.backend = Backend::Flat;
     c.index.chunk_tokens = 512;
     c.index.chunk_overlap = 32;
     c

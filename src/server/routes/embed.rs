@@ -301,7 +301,7 @@ pub async fn info(State(state): AppStateRef) -> Result<Json<Value>, ApiError> {
         "model_id": loaded.encoder_name,
         "model_sha": null,
         "model_dtype": c.model.dtype,
-        "model_type": { "embedding": { "pooling": opts.pooling.as_str() } },
+        "model_type": { "embedding": { "pooling": opts.pooling } },
         "max_concurrent_requests": c.server.queue_capacity,
         "max_input_length": opts.max_passage_tokens,
         "max_batch_tokens": c.server.max_batch_tokens,
@@ -314,7 +314,7 @@ pub async fn info(State(state): AppStateRef) -> Result<Json<Value>, ApiError> {
         "docker_label": null,
         "dim": encoder.dim(),
         "prompts": ["query", "passage"],
-        "template": opts.template.as_str(),
+        "template": opts.template,
     })))
 }
 

@@ -69,7 +69,7 @@ pub async fn describe(loaded: Arc<Loaded>) -> Result<serde_json::Value, ApiError
                 "documents": s.documents,
                 "passages": s.passages,
                 "indexed": s.indexed,
-                "backend": s.backend.as_str(),
+                "backend": s.backend,
                 "dim": s.dim,
                 "lexical_only": false,
             })

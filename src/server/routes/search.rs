@@ -355,7 +355,7 @@ fn request_fusion(
     mode: SearchMode,
 ) -> Result<Fusion, ApiError> {
     let r = FusionRequest {
-        fusion: req.fusion.clone(),
+        fusion: req.fusion.as_deref().map(|f| f.trim().parse()).transpose()?,
         alpha: one_of("alpha", req.alpha, "semantic_ratio", req.semantic_ratio)?,
         rrf_k: req.rrf_k,
     };
