@@ -111,8 +111,14 @@ fn postgres_detail(e: &postgres::Error) -> String {
 }
 
 impl Error {
+    /// [`Error::Model`] for the model at `path`.
     pub fn model(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         Error::Model { path: path.into(), message: message.into() }
+    }
+
+    /// [`Error::Corpus`] at `line` of `path` (0: the file as a whole).
+    pub fn corpus(path: &std::path::Path, line: usize, message: impl Into<String>) -> Self {
+        Error::Corpus { path: path.to_path_buf(), line, message: message.into() }
     }
 }
 

@@ -51,12 +51,12 @@ pub fn read_qrels(path: &Path) -> Result<Qrels> {
 /// The judgement rows of a qrels file in file order, as (query id, doc id, grade); the format
 /// rules are [`read_qrels`]'s. Training reads these to keep the file's order.
 pub fn qrels_rows(path: &Path) -> Result<Vec<(String, String, i32)>> {
-    let file = File::open(path).map_err(|e| corpus_err(path, 0, format!("cannot open: {e}")))?;
+    let file = File::open(path).map_err(|e| Error::corpus(path, 0, format!("cannot open: {e}")))?;
     let mut rows = Vec::new();
     let mut first = true;
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let lineno = i + 1;
-        let line = line.map_err(|e| corpus_err(path, lineno, e.to_string()))?;
+        let line = line.map_err(|e| Error::corpus(path, lineno, e.to_string()))?;
         let line = strip_bom(&line, lineno).trim_end_matches(['\r', '\n']);
         if line.trim().is_empty() {
             continue;
@@ -70,7 +70,7 @@ pub fn qrels_rows(path: &Path) -> Result<Vec<(String, String, i32)>> {
             [q, d, g] => (*q, *d, *g),
             [q, _iter, d, g] => (*q, *d, *g),
             _ => {
-                return Err(corpus_err(
+                return Err(Error::corpus(
                     path,
                     lineno,
                     format!("expected 3 (BEIR) or 4 (TREC) columns, got {}", cols.len()),
@@ -81,7 +81,7 @@ pub fn qrels_rows(path: &Path) -> Result<Vec<(String, String, i32)>> {
             continue;
         }
         let grade: i32 = grade.parse().map_err(|_| {
-            corpus_err(
+            Error::corpus(
                 path,
                 lineno,
                 format!(
@@ -91,7 +91,7 @@ pub fn qrels_rows(path: &Path) -> Result<Vec<(String, String, i32)>> {
             )
         })?;
         if qid.is_empty() || docid.is_empty() {
-            return Err(corpus_err(path, lineno, "empty query or document id".into()));
+            return Err(Error::corpus(path, lineno, "empty query or document id"));
         }
         rows.push((qid.to_string(), docid.to_string(), grade));
     }
@@ -139,16 +139,16 @@ fn exact_id<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Strin
 
 /// Reads `queries.jsonl` into id -> text.
 pub fn read_queries(path: &Path) -> Result<HashMap<String, String>> {
-    let file = File::open(path).map_err(|e| corpus_err(path, 0, format!("cannot open: {e}")))?;
+    let file = File::open(path).map_err(|e| Error::corpus(path, 0, format!("cannot open: {e}")))?;
     let mut out = HashMap::new();
     for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| corpus_err(path, i + 1, e.to_string()))?;
+        let line = line.map_err(|e| Error::corpus(path, i + 1, e.to_string()))?;
         let line = strip_bom(&line, i + 1);
         if line.trim().is_empty() {
             continue;
         }
         let q: RawQuery =
-            serde_json::from_str(line).map_err(|e| corpus_err(path, i + 1, e.to_string()))?;
+            serde_json::from_str(line).map_err(|e| Error::corpus(path, i + 1, e.to_string()))?;
         out.insert(q.id, q.text);
     }
     Ok(out)
@@ -157,7 +157,7 @@ pub fn read_queries(path: &Path) -> Result<HashMap<String, String>> {
 /// Streams the documents of a BEIR `corpus.jsonl` without holding the corpus in memory.
 /// Missing or null `title`/`text` read as empty (Cranfield has such documents).
 pub fn corpus_docs(path: &Path) -> Result<CorpusIter> {
-    let file = File::open(path).map_err(|e| corpus_err(path, 0, format!("cannot open: {e}")))?;
+    let file = File::open(path).map_err(|e| Error::corpus(path, 0, format!("cannot open: {e}")))?;
     Ok(CorpusIter { path: path.to_path_buf(), lines: BufReader::new(file).lines(), lineno: 0 })
 }
 
@@ -178,7 +178,7 @@ impl Iterator for CorpusIter {
             self.lineno += 1;
             let line = match line {
                 Ok(l) => l,
-                Err(e) => return Some(Err(corpus_err(&self.path, self.lineno, e.to_string()))),
+                Err(e) => return Some(Err(Error::corpus(&self.path, self.lineno, e.to_string()))),
             };
             let line = strip_bom(&line, self.lineno);
             if line.trim().is_empty() {
@@ -191,14 +191,10 @@ impl Iterator for CorpusIter {
                         title: d.title.unwrap_or_default(),
                         text: d.text.unwrap_or_default(),
                     })
-                    .map_err(|e| corpus_err(&self.path, self.lineno, e.to_string())),
+                    .map_err(|e| Error::corpus(&self.path, self.lineno, e.to_string())),
             );
         }
     }
-}
-
-fn corpus_err(path: &Path, line: usize, message: String) -> Error {
-    Error::Corpus { path: path.to_path_buf(), line, message }
 }
 
 #[cfg(test)]

@@ -115,7 +115,7 @@ pub struct Corpus {
 pub fn read_corpus(path: &Path, opts: &CorpusOptions) -> Result<Corpus> {
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         ErrorKind::NotFound => Error::NotFound(format!("corpus {} does not exist", path.display())),
-        _ => corpus_err(path, 0, e.to_string()),
+        _ => Error::corpus(path, 0, e.to_string()),
     })?;
     if meta.is_file() {
         let (docs, skipped) = read_jsonl(path, opts)?;
@@ -136,10 +136,10 @@ pub fn read_corpus(path: &Path, opts: &CorpusOptions) -> Result<Corpus> {
             let (docs, skipped) = read_files(path, opts)?;
             Ok(Corpus { format: CorpusFormat::Files, docs, skipped })
         }
-        Err(e) => Err(corpus_err(&beir, 0, e.to_string())),
+        Err(e) => Err(Error::corpus(&beir, 0, e.to_string())),
         Ok(_) => {
             let target = std::fs::metadata(&beir)
-                .map_err(|e| corpus_err(&beir, 0, format!("cannot follow the link: {e}")))?;
+                .map_err(|e| Error::corpus(&beir, 0, format!("cannot follow the link: {e}")))?;
             if !target.is_file() {
                 return Err(Error::InvalidInput(format!(
                     "{} is a {}, not a regular file: a BEIR folder's corpus must be a JSONL file \
@@ -180,15 +180,11 @@ fn file_kind(ft: &std::fs::FileType) -> &'static str {
     }
 }
 
-fn corpus_err(path: &Path, line: usize, message: impl Into<String>) -> Error {
-    Error::Corpus { path: path.to_path_buf(), line, message: message.into() }
-}
-
 /// Reads JSONL line by line as bytes, so a non-UTF-8 line is reported with its number rather
 /// than aborting the whole read. A repeated id with different content is an error at the
 /// repeat's line unless `opts.update` (see [`CorpusOptions::update`]).
 pub fn read_jsonl(path: &Path, opts: &CorpusOptions) -> Result<(Vec<Document>, Vec<Error>)> {
-    let file = std::fs::File::open(path).map_err(|e| corpus_err(path, 0, e.to_string()))?;
+    let file = std::fs::File::open(path).map_err(|e| Error::corpus(path, 0, e.to_string()))?;
     let mut reader = BufReader::new(file);
     let mut docs = Vec::new();
     let mut skipped = Vec::new();
@@ -200,7 +196,7 @@ pub fn read_jsonl(path: &Path, opts: &CorpusOptions) -> Result<(Vec<Document>, V
         buf.clear();
         let n = reader
             .read_until(b'\n', &mut buf)
-            .map_err(|e| corpus_err(path, line_no + 1, e.to_string()))?;
+            .map_err(|e| Error::corpus(path, line_no + 1, e.to_string()))?;
         if n == 0 {
             break;
         }
@@ -210,7 +206,7 @@ pub fn read_jsonl(path: &Path, opts: &CorpusOptions) -> Result<(Vec<Document>, V
                 Some(doc) => check_repeat(&seen, &docs, &doc, opts).map(|()| Some(doc)),
                 None => Ok(None),
             })
-            .map_err(|m| corpus_err(path, line_no, m));
+            .map_err(|m| Error::corpus(path, line_no, m));
         match parsed {
             Ok(Some(doc)) => {
                 seen.entry(doc.id.clone()).or_insert((docs.len(), line_no));
@@ -347,7 +343,7 @@ pub fn read_files(root: &Path, opts: &CorpusOptions) -> Result<(Vec<Document>, V
                 read_text_file(root, entry.path(), is_md)
             }
             // The folder itself unreadable: nothing to skip to.
-            Err(e) if e.depth() == 0 => return Err(corpus_err(root, 0, e.to_string())),
+            Err(e) if e.depth() == 0 => return Err(Error::corpus(root, 0, e.to_string())),
             Err(e) => match walk_error(root, e) {
                 Some(err) => Err(err),
                 None => continue,
@@ -382,9 +378,9 @@ fn walk_error(root: &Path, e: walkdir::Error) -> Option<Error> {
     let dangling = e.io_error().is_some_and(|io| io.kind() == ErrorKind::NotFound)
         && path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink());
     if dangling {
-        return corpus_extension(&path).map(|_| corpus_err(&path, 0, "broken symbolic link"));
+        return corpus_extension(&path).map(|_| Error::corpus(&path, 0, "broken symbolic link"));
     }
-    Some(corpus_err(&path, 0, e.to_string()))
+    Some(Error::corpus(&path, 0, e.to_string()))
 }
 
 fn read_text_file(root: &Path, path: &Path, is_md: bool) -> Result<Document> {
@@ -392,20 +388,20 @@ fn read_text_file(root: &Path, path: &Path, is_md: bool) -> Result<Document> {
     // A lossy conversion would give distinct non-UTF-8 names one id; refuse them instead.
     let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
     let Some(parts) = parts else {
-        return Err(corpus_err(
+        return Err(Error::corpus(
             path,
             0,
             "file name is not valid UTF-8, so it cannot be a document id (rename the file)",
         ));
     };
     let id = parts.join("/");
-    let bytes = std::fs::read(path).map_err(|e| corpus_err(path, 0, e.to_string()))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::corpus(path, 0, e.to_string()))?;
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
             let at = e.utf8_error().valid_up_to();
             let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-            return Err(corpus_err(path, line, format!("file is not valid UTF-8 (byte {at})")));
+            return Err(Error::corpus(path, line, format!("file is not valid UTF-8 (byte {at})")));
         }
     };
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();

@@ -16,10 +16,6 @@ use crate::encoder::tokenizer::LlmTokenizer;
 use crate::error::{Error, Result};
 use crate::pipeline::beir::{corpus_docs, qrels_rows, read_queries};
 
-fn corpus_err(path: &Path, line: usize, message: impl Into<String>) -> Error {
-    Error::Corpus { path: path.to_path_buf(), line, message: message.into() }
-}
-
 /// Reads raw documents from every path (see the module docs for formats). Empty documents
 /// are dropped; no document at all is an error.
 pub fn read_documents(paths: &[PathBuf]) -> Result<Vec<String>> {
@@ -64,9 +60,9 @@ fn read_file(path: &Path, docs: &mut Vec<String>) -> Result<()> {
                 continue;
             }
             let v: Value = serde_json::from_str(&line)
-                .map_err(|e| corpus_err(path, i + 1, format!("bad JSON: {e}")))?;
+                .map_err(|e| Error::corpus(path, i + 1, format!("bad JSON: {e}")))?;
             docs.push(json_text(&v).ok_or_else(|| {
-                corpus_err(path, i + 1, "no \"text\" (or \"contents\") string field")
+                Error::corpus(path, i + 1, "no \"text\" (or \"contents\") string field")
             })?);
         }
     } else if name.starts_with("wiki.") || name.ends_with(".tokens") {
@@ -254,7 +250,7 @@ fn read_jsonl(path: &Path, mut f: impl FnMut(usize, Value) -> Result<()>) -> Res
             continue;
         }
         let v: Value = serde_json::from_str(&line)
-            .map_err(|e| corpus_err(path, i + 1, format!("bad JSON: {e}")))?;
+            .map_err(|e| Error::corpus(path, i + 1, format!("bad JSON: {e}")))?;
         f(i + 1, v)?;
     }
     Ok(())
@@ -339,20 +335,20 @@ pub fn read_triples(path: &Path) -> Result<RetrievalData> {
     };
     let mut rows = Vec::new();
     read_jsonl(path, |line, v| {
-        let q = str_field(&v, "query").ok_or_else(|| corpus_err(path, line, "no \"query\""))?;
-        let p =
-            str_field(&v, "positive").ok_or_else(|| corpus_err(path, line, "no \"positive\""))?;
+        let q = str_field(&v, "query").ok_or_else(|| Error::corpus(path, line, "no \"query\""))?;
+        let p = str_field(&v, "positive")
+            .ok_or_else(|| Error::corpus(path, line, "no \"positive\""))?;
         let negs: Vec<String> = match v.get("negatives") {
             None | Some(Value::Null) => vec![],
             Some(Value::Array(a)) => a
                 .iter()
                 .map(|x| x.as_str().map(str::to_string))
                 .collect::<Option<_>>()
-                .ok_or_else(|| corpus_err(path, line, "\"negatives\" must be strings"))?,
-            Some(_) => return Err(corpus_err(path, line, "\"negatives\" must be an array")),
+                .ok_or_else(|| Error::corpus(path, line, "\"negatives\" must be strings"))?,
+            Some(_) => return Err(Error::corpus(path, line, "\"negatives\" must be an array")),
         };
         if q.trim().is_empty() || p.trim().is_empty() {
-            return Err(corpus_err(path, line, "empty query or positive"));
+            return Err(Error::corpus(path, line, "empty query or positive"));
         }
         rows.push((q, p, negs));
         Ok(())
