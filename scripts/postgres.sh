@@ -92,12 +92,12 @@ replica() {
   bin="$(bin_dir)"
   port="$(cat "$PORT_FILE")"
   if ! running "$REPLICA"; then
-    if [ ! -f "$REPLICA/PG_VERSION" ]; then
-      rm -rf "$REPLICA"
-      # -R writes standby.signal and primary_conninfo: the copy starts as a streaming replica.
-      as_pg "$bin/pg_basebackup" -h 127.0.0.1 -p "$port" -U "$PG_USER" -D "$REPLICA" -R \
-        --checkpoint=fast
-    fi
+    # A fresh copy each start: a stopped replica falls behind the primary, which then recycles
+    # the WAL it would need to catch up ("requested WAL segment ... has already been removed").
+    rm -rf "$REPLICA"
+    # -R writes standby.signal and primary_conninfo: the copy starts as a streaming replica.
+    as_pg "$bin/pg_basebackup" -h 127.0.0.1 -p "$port" -U "$PG_USER" -D "$REPLICA" -R \
+      --checkpoint=fast
     free_port >"$REPLICA_PORT_FILE"
     rport="$(cat "$REPLICA_PORT_FILE")"
     # The primary's port changes at each start: name it here, over what -R wrote.

@@ -31,7 +31,9 @@
 //!   (JSON with a 4xx status) and a test in `tests/server.rs` through `tests/common/server.rs`.
 //! * **a config key**: a field in the section's struct in [`config`] and its default in
 //!   `configs/default.toml` (every key must have one: the file is the list of keys); it is then
-//!   settable as `ENGINE__SECTION__KEY` with no further code.
+//!   settable as `ENGINE__SECTION__KEY` with no further code. A key with a fixed set of
+//!   values takes an enum from `config::values` (serde for the file, `clap::ValueEnum` for the
+//!   flag), so a bad value fails at load naming the key.
 
 pub mod config;
 pub mod encoder;
