@@ -352,4 +352,11 @@ fn copy_moves_a_folder_into_postgres_with_its_vectors_and_resumes() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("PostgreSQL URL"));
+    let out = Command::new(env!("CARGO_BIN_EXE_engine"))
+        .env_remove("ENGINE__STORE__URL")
+        .args(["copy", "--db", folder_s])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give --store URL"), "{out:?}");
 }

@@ -34,11 +34,14 @@ pub struct CopyArgs {
 }
 
 pub fn run(ctx: &Ctx, args: CopyArgs) -> Result<()> {
-    let url = match location::resolve(&ctx.config, None, args.store.as_ref())? {
-        Location::Postgres(url) => url,
-        Location::Folder(_) => {
-            bail!("engine copy writes into a PostgreSQL store: give --store URL")
-        }
+    // Without a store, `location::resolve` would ask for `--db` or `--store`, and `--db` here
+    // names the source.
+    if args.store.is_none() && ctx.config.store.url.is_empty() {
+        bail!("engine copy writes into a PostgreSQL store: give --store URL (or set [store] url)");
+    }
+    // With no folder given, a location is a PostgreSQL URL or an error.
+    let Location::Postgres(url) = location::resolve(&ctx.config, None, args.store.as_ref())? else {
+        bail!("engine copy writes into a PostgreSQL store: give --store URL");
     };
     let source = Database::open_to_read(&args.db, None)
         .with_context(|| format!("opening database {}", args.db.display()))?;
