@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::{DType, Device};
+use engine::config::Dtype;
+use engine::encoder::gemm::PackedFormat;
 use engine::encoder::model::{BatchInputs, ForwardMode};
 use engine::encoder::{Encoder, EncoderOptions, Padding, Pooling, Template};
 
@@ -119,11 +121,11 @@ fn norm(v: &[f32]) -> f32 {
     v.iter().map(|x| x * x).sum::<f32>().sqrt()
 }
 
-/// The bf16 fast path against the f32 reference on 100 real passages (SciFact's first 100
-/// documents, 128 tokens each at most): every embedding's cosine to its f32 twin must be
-/// >= 0.999 (the default pooling; one pooling keeps the suite fast).
+/// The packed kernels (bf16, int8) against the f32 reference on 100 real passages (SciFact's
+/// first 100 documents, 128 tokens each at most): every embedding's cosine to its f32 twin
+/// must be >= 0.999 (the default pooling; one pooling keeps the suite fast).
 #[test]
-fn bf16_embeddings_match_f32_on_real_passages() {
+fn packed_kernel_embeddings_match_f32_on_real_passages() {
     let Some(model) = model_path() else { return };
     let corpus =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/scifact/corpus.jsonl");
@@ -153,16 +155,23 @@ fn bf16_embeddings_match_f32_on_real_passages() {
     let a =
         engine::encoder::Embed::embed(&f32_enc, &refs, engine::encoder::TextKind::Passage).unwrap();
     drop(f32_enc);
-    let bf16_enc = Encoder::load(&model, opts, DType::BF16, &Device::Cpu).unwrap();
-    let b = engine::encoder::Embed::embed(&bf16_enc, &refs, engine::encoder::TextKind::Passage)
-        .unwrap();
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>())
-        .fold(1.0f32, f32::min);
-    eprintln!("{pooling:?}: min cosine bf16 vs f32 over 100 passages = {worst:.5}");
-    assert!(worst >= 0.999, "{pooling:?}: min cosine {worst}");
+    for (dtype, format) in [(Dtype::Bf16, PackedFormat::Bf16), (Dtype::Int8, PackedFormat::Int8)] {
+        if !format.available() {
+            eprintln!("SKIPPED {dtype}: this CPU lacks the kernel's instructions");
+            continue;
+        }
+        let enc = Encoder::load_as(&model, opts.clone(), dtype, &Device::Cpu).unwrap();
+        assert_eq!(enc.model().packed_format(), Some(format));
+        let b =
+            engine::encoder::Embed::embed(&enc, &refs, engine::encoder::TextKind::Passage).unwrap();
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>())
+            .fold(1.0f32, f32::min);
+        eprintln!("{pooling:?}: min cosine {dtype} vs f32 over 100 passages = {worst:.5}");
+        assert!(worst >= 0.999, "{pooling:?} {dtype}: min cosine {worst}");
+    }
 }
 
 /// The encoder a new user gets (the default `model.path`): it loads over the fetched base,

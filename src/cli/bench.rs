@@ -106,8 +106,8 @@ pub struct TrainBenchArgs {
     /// (`last:N` then back-propagates through N layers only).
     #[arg(long, default_value = "train,frozen")]
     pub special_rows: String,
-    /// Model dtype: f32, or bf16 (the AVX-512 BF16 kernel runs the frozen layers of `last:N`
-    /// with frozen rows; trained weights stay f32).
+    /// Model dtype: f32, bf16 or int8 (the packed bf16 / int8 kernel runs the frozen layers of
+    /// `last:N` with frozen rows; trained weights stay f32).
     #[arg(long, default_value = "f32")]
     pub dtype: Dtype,
 }
@@ -116,8 +116,9 @@ pub struct TrainBenchArgs {
 pub struct EncodeBenchArgs {
     #[command(flatten)]
     pub encoder: EncoderFlags,
-    /// Weight formats to measure, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "f32,bf16")]
+    /// Weight formats to measure, comma separated (int8 is skipped, saying so, on a CPU
+    /// without AVX-512 VNNI).
+    #[arg(long, value_delimiter = ',', default_value = "f32,bf16,int8")]
     pub dtypes: Vec<Dtype>,
     /// Passages per batch.
     #[arg(long, default_value_t = 32)]
@@ -195,6 +196,10 @@ fn encode(ctx: &Ctx, a: EncodeBenchArgs) -> Result<()> {
     let shape = EncodeShape { batch: a.batch, tokens: a.tokens, query_tokens: a.query_tokens };
     let mut encoders = Vec::new();
     for &d in &a.dtypes {
+        if d == Dtype::Int8 && !engine::encoder::gemm::PackedFormat::Int8.available() {
+            eprintln!("skipping int8: this CPU has no AVX-512 VNNI");
+            continue;
+        }
         let mut c = cfg.clone();
         c.model.dtype = d;
         let enc = super::embed::load_encoder(&c)?;
@@ -368,8 +373,8 @@ fn run_filter(ctx: &Ctx, a: FilterBenchArgs) -> Result<()> {
 /// choice (trained weights are f32: the bf16 kernel has no backward).
 fn run_train(ctx: &Ctx, a: TrainBenchArgs) -> Result<()> {
     let mut cfg = a.encoder.apply(&ctx.config);
-    if !matches!(a.dtype, Dtype::F32 | Dtype::Bf16) {
-        anyhow::bail!("--dtype must be f32 or bf16, got {}", a.dtype);
+    if !matches!(a.dtype, Dtype::F32 | Dtype::Bf16 | Dtype::Int8) {
+        anyhow::bail!("--dtype must be f32, bf16 or int8, got {}", a.dtype);
     }
     cfg.model.dtype = a.dtype;
     let rows: Vec<bool> = a

@@ -195,9 +195,12 @@ pub fn run_info(ctx: &Ctx, args: InfoArgs) -> Result<()> {
         "pooling": encoder.options().pooling,
         "template": encoder.options().template,
         "padding": encoder.options().padding,
-        // With the bf16 kernel the weights stay f32 and the projections run packed in bf16.
-        "dtype": if m.uses_bf16_kernel() { "bf16".to_string() } else { format!("{:?}", m.dtype()).to_lowercase() },
-        "bf16_kernel": m.uses_bf16_kernel(),
+        // With a packed kernel the weights stay f32 and the projections run packed (bf16/int8).
+        "dtype": match m.packed_format() {
+            Some(f) => f.as_str().to_string(),
+            None => format!("{:?}", m.dtype()).to_lowercase(),
+        },
+        "packed_kernel": m.packed_format().map(|f| f.as_str()),
         "device": if m.device().is_cuda() { "cuda" } else { "cpu" },
         "fingerprint": encoder.fingerprint(),
         "trained_for_retrieval": encoder.trained(),

@@ -34,8 +34,12 @@ pub enum Device {
 #[value(rename_all = "lower")]
 pub enum Dtype {
     F32,
+    /// On CPUs with AVX-512 BF16: f32 weights, projections in the bf16 kernel.
     Bf16,
     F16,
+    /// CPUs with AVX-512 VNNI only: projections quantised to int8 per output channel,
+    /// activations per row at each call (cosine to f32 in `docs/results.md`).
+    Int8,
 }
 
 /// How token hidden states become one vector (`encoder.pooling`, `--pooling`).

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 
 pub mod bench;
-pub mod bf16_gemm;
 pub mod delta;
 pub mod fused;
+pub mod gemm;
 pub mod gguf;
 pub mod hf;
 pub mod model;
@@ -22,9 +22,7 @@ mod text_encoder;
 pub mod tokenizer;
 
 pub use template::{Padding, Pooling, Prepared, Template};
-pub use text_encoder::{
-    candle_dtype, load_weights, open_device, Encoder, EncoderOptions, ModelFormat,
-};
+pub use text_encoder::{load_weights, open_device, Encoder, EncoderOptions, ModelFormat};
 
 /// Whether a text is embedded as a query (NEXT template) or a passage (SELF template).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

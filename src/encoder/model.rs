@@ -14,8 +14,8 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Module, Tensor, D};
 use serde::{Deserialize, Serialize};
 
-use super::bf16_gemm::{PackedBf16, PackedLinear};
 use super::fused::{MaskedSoftmax, SiluMul};
+use super::gemm::{PackedFormat, PackedLinear, PackedWeight};
 use crate::error::Result;
 
 /// Large negative attention bias for masked pairs. Finite, so a fully masked row (a left-pad
@@ -233,14 +233,33 @@ impl BatchInputs {
     }
 }
 
-/// One layer's projections packed for the bf16 kernel, q/k/v and gate/up fused so each input
-/// is converted and streamed once.
+/// One layer's projections packed for a [`super::gemm`] kernel, q/k/v and gate/up fused so
+/// each input is converted and streamed once.
 #[derive(Debug, Clone)]
 struct PackedLayer {
-    qkv: Arc<PackedBf16>,
-    o: Arc<PackedBf16>,
-    gate_up: Arc<PackedBf16>,
-    down: Arc<PackedBf16>,
+    qkv: Arc<PackedWeight>,
+    o: Arc<PackedWeight>,
+    gate_up: Arc<PackedWeight>,
+    down: Arc<PackedWeight>,
+}
+
+/// One layer's activation ranges: per projection input (q/k/v, o, gate/up, down), the largest
+/// |value| seen in each channel; see [`Llama::input_ranges`].
+#[derive(Debug, Clone, Default)]
+pub struct InputRanges(pub [Vec<f32>; 4]);
+
+impl InputRanges {
+    fn record(&mut self, proj: usize, input: &Tensor) -> Result<()> {
+        let c = input.dim(D::Minus1)?;
+        let max = input.reshape(((), c))?.abs()?.max(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let seen = &mut self.0[proj];
+        if seen.is_empty() {
+            *seen = max;
+        } else {
+            seen.iter_mut().zip(max).for_each(|(s, m)| *s = s.max(m));
+        }
+        Ok(())
+    }
 }
 
 /// The model: configuration, weights and the RoPE frequency table.
@@ -251,7 +270,7 @@ pub struct Llama {
     inv_freq: Vec<f32>,
     device: Device,
     dtype: DType,
-    /// bf16-packed projections used by [`ForwardMode::Fast`] when enabled.
+    /// Packed projections used by [`ForwardMode::Fast`] when enabled.
     packed: Option<Arc<Vec<PackedLayer>>>,
     /// Leading layers (with the embedding) that training leaves unchanged; see
     /// [`Llama::freeze_prefix`].
@@ -330,28 +349,49 @@ impl Llama {
         self
     }
 
-    /// Packs the layer projections for the AVX-512 BF16 kernel (f32 CPU weights only). Returns
-    /// false, changing nothing, where the CPU or the weights do not allow it. Training keeps
-    /// using the f32 weights; call again after the weights change.
-    pub fn enable_bf16_kernel(&mut self) -> Result<bool> {
-        if !super::bf16_gemm::available() || !self.device.is_cpu() || self.dtype != DType::F32 {
+    /// Packs the layer projections for the CPU kernel of `format` (f32 CPU weights only).
+    /// Returns false, changing nothing, where the CPU or the weights do not allow it. Training
+    /// keeps using the f32 weights; call again after the weights change.
+    ///
+    /// For int8, `calibration` (typical inputs, unpadded) gives the activation ranges the
+    /// quantisation is smoothed by (see [`PackedWeight::pack`]); with none, it is not.
+    pub fn enable_packed_kernel(
+        &mut self,
+        format: PackedFormat,
+        calibration: &[BatchInputs],
+    ) -> Result<bool> {
+        if !format.available() || !self.device.is_cpu() || self.dtype != DType::F32 {
             return Ok(false);
         }
-        let pack = |ts: &[&Tensor]| -> Result<Arc<PackedBf16>> {
+        let ranges = match format {
+            PackedFormat::Int8 if !calibration.is_empty() => Some(self.input_ranges(calibration)?),
+            _ => None,
+        };
+        // int8 leaves the down projection in bf16 where it can: its inputs (the SwiGLU
+        // products) span the widest range, and with them in int8 the embeddings of real
+        // passages fell to cosine 0.998 of f32 (0.999 with them in bf16; docs/results.md).
+        let down_format = match format {
+            PackedFormat::Int8 if PackedFormat::Bf16.available() => PackedFormat::Bf16,
+            _ => format,
+        };
+        let pack = |format, ts: &[&Tensor], range: Option<&Vec<f32>>| -> Result<_> {
             let t = Tensor::cat(ts, 0)?;
             let (n, k) = t.dims2()?;
-            Ok(Arc::new(PackedBf16::pack(&t.flatten_all()?.to_vec1::<f32>()?, n, k)))
+            let w = t.flatten_all()?.to_vec1::<f32>()?;
+            Ok(Arc::new(PackedWeight::pack(format, &w, n, k, range.map(Vec::as_slice))))
         };
         let layers = self
             .weights
             .layers
             .iter()
-            .map(|l| {
+            .enumerate()
+            .map(|(i, l)| {
+                let r = |proj: usize| ranges.as_ref().map(|r| &r[i].0[proj]);
                 Ok(PackedLayer {
-                    qkv: pack(&[&l.q, &l.k, &l.v])?,
-                    o: pack(&[&l.o])?,
-                    gate_up: pack(&[&l.gate, &l.up])?,
-                    down: pack(&[&l.down])?,
+                    qkv: pack(format, &[&l.q, &l.k, &l.v], r(0))?,
+                    o: pack(format, &[&l.o], r(1))?,
+                    gate_up: pack(format, &[&l.gate, &l.up], r(2))?,
+                    down: pack(down_format, &[&l.down], r(3))?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -361,7 +401,7 @@ impl Llama {
 
     /// Declares that the embedding and the first `n` layers will not change (training only the
     /// layers above them, with no trainable input rows). The differentiable forward then runs
-    /// them with the fast kernels (the bf16 ones where packed) and cuts the graph after them, so
+    /// them with the fast kernels (the packed ones where enabled) and cuts the graph after them, so
     /// neither the forward nor the backward pays autograd for layers that get no gradient.
     /// Packed copies of the later layers are dropped: their weights may change.
     pub fn freeze_prefix(&mut self, n: usize) {
@@ -383,9 +423,9 @@ impl Llama {
         Self { weights, ..self.clone() }
     }
 
-    /// Whether the fast forward runs the bf16 kernel.
-    pub fn uses_bf16_kernel(&self) -> bool {
-        self.packed.is_some()
+    /// The packed kernel the fast forward runs, if any.
+    pub fn packed_format(&self) -> Option<PackedFormat> {
+        self.packed.as_ref().and_then(|p| p.first()).map(|l| l.qkv.format())
     }
 
     pub fn device(&self) -> &Device {
@@ -412,6 +452,27 @@ impl Llama {
 
     /// Final-norm hidden states `[B, T, hidden]` for a padded batch.
     pub fn forward(&self, inputs: &BatchInputs, mode: ForwardMode) -> Result<Tensor> {
+        self.forward_observed(inputs, mode, None)
+    }
+
+    /// Per layer, the largest |value| of each input channel of its four projections (q/k/v,
+    /// o, gate/up, down, the [`PackedLayer`] order) over every row of `batches`, from the f32
+    /// fast forward: the activation ranges the int8 kernel's smoothing is fitted to.
+    pub fn input_ranges(&self, batches: &[BatchInputs]) -> Result<Vec<InputRanges>> {
+        let unpacked = Self { packed: None, ..self.clone() };
+        let mut ranges = vec![InputRanges::default(); self.weights.layers.len()];
+        for inputs in batches {
+            unpacked.forward_observed(inputs, ForwardMode::Fast, Some(&mut ranges))?;
+        }
+        Ok(ranges)
+    }
+
+    fn forward_observed(
+        &self,
+        inputs: &BatchInputs,
+        mode: ForwardMode,
+        mut ranges: Option<&mut [InputRanges]>,
+    ) -> Result<Tensor> {
         let (b, t) = inputs.ids.dims2()?;
         let (cos, sin) = self.rope_tables(&inputs.positions)?;
         let mut x = self.weights.embed.index_select(&inputs.ids.flatten_all()?, 0)?.reshape((
@@ -432,7 +493,8 @@ impl Llama {
                 (ForwardMode::Fast, Some(p)) => p.get(i),
                 _ => None,
             };
-            x = self.block(i, layer, packed, &x, &cos, &sin, &inputs.bias, layer_mode)?;
+            let observe = ranges.as_deref_mut().and_then(|r| r.get_mut(i));
+            x = self.block(i, layer, packed, &x, &cos, &sin, &inputs.bias, layer_mode, observe)?;
             if i + 1 == frozen {
                 x = x.detach();
             }
@@ -458,8 +520,15 @@ impl Llama {
         sin: &Tensor,
         bias: &Tensor,
         mode: ForwardMode,
+        mut observe: Option<&mut InputRanges>,
     ) -> Result<Tensor> {
         let cfg = &self.config;
+        let mut record = |proj: usize, input: &Tensor| -> Result<()> {
+            match observe.as_deref_mut() {
+                Some(r) => r.record(proj, input),
+                None => Ok(()),
+            }
+        };
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
         // `x·Wᵀ`, plus the LoRA branch of projection `proj` when adapters are attached.
@@ -475,6 +544,7 @@ impl Llama {
         };
 
         let h = rms_norm(x, &w.attn_norm, cfg.rms_norm_eps, mode)?;
+        record(0, &h)?;
         let (q, k, v) = match packed {
             Some(p) => {
                 let qkv = packed_linear(&h, &p.qkv)?;
@@ -509,12 +579,14 @@ impl Llama {
         };
         let attn = probs.matmul(&v.contiguous()?)?.reshape((b, nh, t, hd))?;
         let attn = attn.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        record(1, &attn)?;
         let x = match packed {
             Some(p) => (x + packed_linear(&attn, &p.o)?)?,
             None => (x + proj(&attn, &w.o, 3)?)?,
         };
 
         let h = rms_norm(&x, &w.ffn_norm, cfg.rms_norm_eps, mode)?;
+        record(2, &h)?;
         if let Some(p) = packed {
             // Fast mode on CPU: SwiGLU straight from the fused gate/up output in one pass.
             let act = packed_linear(&h, &p.gate_up)?.apply_op1_no_bwd(&SiluMul)?;
@@ -526,13 +598,15 @@ impl Llama {
             // x * sigmoid(x) from basic ops, so the backward pass is certain to exist.
             ForwardMode::Differentiable => (&gate / (gate.neg()?.exp()? + 1.0)?)?,
         };
-        let mlp = proj(&(act * up)?, &w.down, 6)?;
+        let act = (act * up)?;
+        record(3, &act)?;
+        let mlp = proj(&act, &w.down, 6)?;
         Ok((x + mlp)?)
     }
 }
 
-/// `x @ W.T` through the bf16 kernel.
-fn packed_linear(x: &Tensor, w: &Arc<PackedBf16>) -> Result<Tensor> {
+/// `x @ W.T` through the packed kernel.
+fn packed_linear(x: &Tensor, w: &Arc<PackedWeight>) -> Result<Tensor> {
     Ok(x.contiguous()?.apply_op1_no_bwd(&PackedLinear(w.clone()))?)
 }
 
@@ -617,25 +691,29 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn bf16_kernel_forward_stays_close_to_f32() {
-        let mut m = tiny(4);
-        let inputs = batch(&[vec![1, 5, 9, 3, 7, 2, 11, 13], vec![4, 4, 8, 1, 0, 6, 2, 2]]);
-        let a = m.forward(&inputs, ForwardMode::Fast).unwrap();
-        if !m.enable_bf16_kernel().unwrap() {
-            eprintln!("SKIPPED: CPU lacks AVX-512 BF16");
-            return;
+    fn packed_kernel_forwards_stay_close_to_f32() {
+        for format in [PackedFormat::Bf16, PackedFormat::Int8] {
+            let mut m = tiny(4);
+            let inputs = batch(&[vec![1, 5, 9, 3, 7, 2, 11, 13], vec![4, 4, 8, 1, 0, 6, 2, 2]]);
+            let a = m.forward(&inputs, ForwardMode::Fast).unwrap();
+            if !m.enable_packed_kernel(format, std::slice::from_ref(&inputs)).unwrap() {
+                eprintln!("SKIPPED: CPU lacks the {} kernel's instructions", format.as_str());
+                continue;
+            }
+            assert_eq!(m.packed_format(), Some(format));
+            let b = m.forward(&inputs, ForwardMode::Fast).unwrap();
+            let (a, b) = (a.flatten_all().unwrap(), b.flatten_all().unwrap());
+            let cos = (&a * &b).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
+                / (a.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt()
+                    * b.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt());
+            assert!(cos > 0.999, "{}: cosine {cos}", format.as_str());
+            let moved = (&a - &b).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(moved.to_scalar::<f32>().unwrap() > 0.0, "{}: kernel not run", format.as_str());
+            // The differentiable path ignores the packed weights (training sees f32).
+            let c = m.forward(&inputs, ForwardMode::Differentiable).unwrap().flatten_all().unwrap();
+            let d = (a - c).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(d < 1e-4);
         }
-        assert!(m.uses_bf16_kernel());
-        let b = m.forward(&inputs, ForwardMode::Fast).unwrap();
-        let (a, b) = (a.flatten_all().unwrap(), b.flatten_all().unwrap());
-        let cos = (&a * &b).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
-            / (a.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt()
-                * b.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt());
-        assert!(cos > 0.999, "cosine {cos}");
-        // The differentiable path ignores the packed weights (training sees f32).
-        let c = m.forward(&inputs, ForwardMode::Differentiable).unwrap().flatten_all().unwrap();
-        let d = (a - c).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(d < 1e-4);
     }
 
     /// After `freeze_prefix(1)`, changing layer 1's weights must change the fast forward: a
@@ -643,13 +721,13 @@ pub(crate) mod tests {
     #[test]
     fn freeze_prefix_keeps_packs_of_frozen_layers_only() {
         let mut m = tiny(5);
-        if !m.enable_bf16_kernel().unwrap() {
+        if !m.enable_packed_kernel(PackedFormat::Bf16, &[]).unwrap() {
             eprintln!("SKIPPED: CPU lacks AVX-512 BF16");
             return;
         }
         m.freeze_prefix(1);
         assert_eq!(m.frozen_prefix(), 1);
-        assert!(m.uses_bf16_kernel(), "the frozen layer keeps its pack");
+        assert!(m.packed_format().is_some(), "the frozen layer keeps its pack");
         let mut w = m.weights.clone();
         w.layers[1].down = (&w.layers[1].down * 3.0).unwrap();
         let changed = m.with_weights(w.clone());

@@ -8,7 +8,8 @@ use std::time::Instant;
 use candle_core::{DType, Device};
 use sha2::{Digest, Sha256};
 
-use super::model::{ForwardMode, Llama, LlamaConfig, LlamaWeights};
+use super::gemm::PackedFormat;
+use super::model::{BatchInputs, ForwardMode, Llama, LlamaConfig, LlamaWeights};
 use super::template::{self, Padding, Pooling, Prepared, Template};
 use super::tokenizer::LlmTokenizer;
 use super::{Embed, EncoderFingerprint, ForwardStats, TextKind};
@@ -119,14 +120,20 @@ fn open_cuda() -> std::result::Result<Device, String> {
     }
 }
 
-/// candle's dtype for `model.dtype`.
-pub fn candle_dtype(dtype: config::Dtype) -> DType {
-    match dtype {
-        config::Dtype::F32 => DType::F32,
-        config::Dtype::Bf16 => DType::BF16,
-        config::Dtype::F16 => DType::F16,
-    }
-}
+/// Texts whose activation ranges fit the int8 kernel's smoothing (`model.dtype = "int8"`):
+/// short, in several registers, so the channels that are always large show up.
+const CALIBRATION_TEXTS: [&str; 6] = [
+    "Vitamin D and bone health\nLow serum vitamin D was associated with a higher incidence of \
+     hip fractures in older adults, independent of age, sex and body mass index.",
+    "The mitochondrial genome encodes 13 proteins of the respiratory chain; mutations in it \
+     cause disorders that affect muscle and the nervous system.",
+    "Stock markets fell sharply on Tuesday after the central bank raised interest rates by half \
+     a percentage point, the largest increase in two decades.",
+    "To install the package, run `pip install engine` and set ENGINE_HOME to the folder that \
+     holds your configuration file (see README.md, section 2).",
+    "What is the boiling point of water at high altitude, and why does it change?",
+    "Die Stadt liegt am Rhein und hat 1,2 Millionen Einwohner. Paris est la capitale de la France.",
+];
 
 /// The Llama2Vec text encoder.
 pub struct Encoder {
@@ -154,11 +161,60 @@ impl Encoder {
     /// Loads the model named by `config.model.path` with the `[encoder]` settings.
     pub fn from_config(config: &Config) -> Result<Self> {
         let device = open_device(config.model.device)?;
-        let dtype = candle_dtype(config.model.dtype);
-        Self::load(&config.model.path, EncoderOptions::from_config(config)?, dtype, &device)
+        let options = EncoderOptions::from_config(config)?;
+        Self::load_as(&config.model.path, options, config.model.dtype, &device)
     }
 
-    /// Loads a GGUF file or a Hugging Face folder.
+    /// Loads a model in the weight format `model.dtype` names: f32, f16 and bf16 as
+    /// [`Encoder::load`] does; int8 as f32 weights with the projections quantised for the
+    /// AVX-512 VNNI kernel (an error where the device is not such a CPU).
+    pub fn load_as(
+        path: &Path,
+        options: EncoderOptions,
+        dtype: config::Dtype,
+        device: &Device,
+    ) -> Result<Self> {
+        let candle_dtype = match dtype {
+            config::Dtype::F32 | config::Dtype::Int8 => DType::F32,
+            config::Dtype::Bf16 => DType::BF16,
+            config::Dtype::F16 => DType::F16,
+        };
+        if dtype == config::Dtype::Int8 && !(device.is_cpu() && PackedFormat::Int8.available()) {
+            return Err(Error::model(
+                path,
+                "model.dtype int8 runs on CPUs with AVX-512 VNNI only; this device has none \
+                 (use bf16 or f32)",
+            ));
+        }
+        let mut encoder = Self::load(path, options, candle_dtype, device)?;
+        if dtype == config::Dtype::Int8 {
+            let calibration = encoder.calibration_inputs()?;
+            encoder.model.enable_packed_kernel(PackedFormat::Int8, &calibration)?;
+        }
+        Ok(encoder)
+    }
+
+    /// [`CALIBRATION_TEXTS`] as passages and queries, one unpadded batch each.
+    fn calibration_inputs(&self) -> Result<Vec<BatchInputs>> {
+        let mut batches = Vec::new();
+        for text in CALIBRATION_TEXTS {
+            for kind in [TextKind::Passage, TextKind::Query] {
+                let p = self.prepare(text, kind)?;
+                let padded = template::pad_batch(
+                    &[&p],
+                    self.tokenizer.pad_id(),
+                    self.options.padding,
+                    self.model.dtype(),
+                    self.model.device(),
+                )?;
+                batches.push(padded.inputs);
+            }
+        }
+        Ok(batches)
+    }
+
+    /// Loads a GGUF file or a Hugging Face folder in candle's `dtype` (bf16 on a CPU with
+    /// AVX-512 BF16: f32 weights with the projections packed for the bf16 kernel).
     pub fn load(
         path: &Path,
         options: EncoderOptions,
@@ -174,7 +230,7 @@ impl Encoder {
         }
         // On CPUs with AVX-512 BF16, bf16 means f32 weights plus bf16-packed projections for
         // our kernel; candle's own CPU bf16 matmul is slower than its f32 one.
-        let bf16_kernel = dtype == DType::BF16 && device.is_cpu() && super::bf16_gemm::available();
+        let bf16_kernel = dtype == DType::BF16 && device.is_cpu() && PackedFormat::Bf16.available();
         let load_dtype = if bf16_kernel { DType::F32 } else { dtype };
         let load_plain = |p: &Path| load_weights(p, load_dtype, device);
         let (format, (config, weights, tokenizer)) = if super::delta::is_delta(path) {
@@ -196,7 +252,7 @@ impl Encoder {
         let trained = trained_for_retrieval(path);
         let mut model = Llama::new(config, weights)?;
         if bf16_kernel {
-            model.enable_bf16_kernel()?;
+            model.enable_packed_kernel(PackedFormat::Bf16, &[])?;
         }
         Ok(Self {
             model,

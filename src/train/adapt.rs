@@ -9,15 +9,14 @@ use super::params::TrainState;
 use super::runner::{self, MicroOut};
 use super::{device_name, Hyper, TrainOverrides, TrainingReport};
 use crate::config::{Config, Pooling, Template};
-use crate::encoder::{candle_dtype, hf, open_device, Encoder, EncoderOptions};
+use crate::encoder::{hf, open_device, Encoder, EncoderOptions};
 use crate::error::{Error, Result};
 
 /// Loads the encoder to train (GGUF or folder) in the configured dtype/device; the loader adds
 /// the 16 `<sN>` tokens when the base lacks them.
 pub fn load_base(config: &Config, model: &Path) -> Result<Encoder> {
     let device = open_device(config.model.device)?;
-    let dtype = candle_dtype(config.model.dtype);
-    Encoder::load(model, EncoderOptions::from_config(config)?, dtype, &device)
+    Encoder::load_as(model, EncoderOptions::from_config(config)?, config.model.dtype, &device)
 }
 
 /// Mean losses of `examples` under the current weights, in batches of `batch`.

@@ -1,38 +1,18 @@
-//! A bf16 GEMM for `x @ W.T` on CPUs with AVX-512 BF16 (`vdpbf16ps`), used by the inference
-//! forward when the configured dtype is bf16.
+//! The bf16 format: `vdpbf16ps` on CPUs with AVX-512 BF16 (`model.dtype = "bf16"`).
 //!
 //! Why our own kernel: candle's CPU bf16 matmul does not use the BF16 dot-product instruction
 //! and is slower than its f32 path, while `vdpbf16ps` does twice the multiply-adds of an f32
-//! FMA per instruction. Weights are packed once at load into panels of 32 output columns with
-//! K stored as bf16 pairs (the instruction's operand layout); activations stay f32 in the model
-//! and are rounded to bf16 pairs per call. Accumulation is f32.
+//! FMA per instruction. Panels store K as bf16 pairs (the instruction's operand layout);
+//! activations are rounded to bf16 pairs per call. Accumulation is f32.
 
 use std::mem::MaybeUninit;
-use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
 
-/// Output columns per packed panel: two 16-lane vectors.
-const NR: usize = 32;
-/// Rows per micro-kernel call: 12 rows x 2 vectors = 24 accumulators of the 32 registers.
-const MR: usize = 12;
-/// Rows per parallel work unit (a multiple of MR, small enough to stay in L2).
-const MC: usize = 48;
-/// Panels per parallel work unit.
-const PANELS_PER_UNIT: usize = 4;
+use super::{column_masks, for_each_tile, PackedFormat, MR, NR};
 
-/// Whether this CPU can run the kernel.
-pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+fn available() -> bool {
+    PackedFormat::Bf16.available()
 }
 
 /// A weight matrix `[n, k]` packed for the kernel.
@@ -83,7 +63,7 @@ impl PackedBf16 {
     }
 
     /// `x[m, k] @ W.T` as a row-major `[m, n]` vector. Panics if the CPU lacks AVX-512 BF16
-    /// (check [`available`] first) or `x` has the wrong length.
+    /// (check [`PackedFormat::available`] first) or `x` has the wrong length.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
         assert!(available(), "AVX-512 BF16 not available");
         assert_eq!(x.len(), m * self.k, "input length");
@@ -102,49 +82,17 @@ impl PackedBf16 {
         // Safety: convert_row initialised every element of the first m rows.
         unsafe { a.set_len(m * self.kp) };
         a.resize(rows * self.kp, 0);
-        let mut out: Vec<f32> = Vec::with_capacity(m * self.n);
-        let panels = self.n.div_ceil(NR);
-        let m_units = rows.div_ceil(MC);
-        let n_units = panels.div_ceil(PANELS_PER_UNIT);
-        let out_ptr = SendPtr(out.spare_capacity_mut().as_mut_ptr().cast::<f32>());
-        (0..m_units * n_units).into_par_iter().for_each(|u| {
-            let (mu, nu) = (u / n_units, u % n_units);
-            let out_ptr = &out_ptr;
-            for p in nu * PANELS_PER_UNIT..((nu + 1) * PANELS_PER_UNIT).min(panels) {
-                let b = &self.data[p * self.kp * NR..(p + 1) * self.kp * NR];
-                let cols = NR.min(self.n - p * NR);
-                let mut r0 = mu * MC;
-                while r0 < ((mu + 1) * MC).min(rows) {
-                    let valid_rows = MR.min(m.saturating_sub(r0));
-                    if valid_rows > 0 {
-                        // Safety: each unit writes rows [r0, r0+valid_rows) x columns of panel
-                        // p only, disjoint from every other unit; `a` has MR rows from r0.
-                        unsafe {
-                            kernel(
-                                a.as_ptr().add(r0 * self.kp),
-                                self.kp,
-                                b.as_ptr(),
-                                out_ptr.0.add(r0 * self.n + p * NR),
-                                self.n,
-                                valid_rows,
-                                cols,
-                            );
-                        }
-                    }
-                    r0 += MR;
-                }
-            }
-        });
-        // Safety: the units together write every row < m of every panel, i.e. all m x n.
-        unsafe { out.set_len(m * self.n) };
-        out
+        let (kp, ldc) = (self.kp, self.n);
+        // Safety: `kernel` writes exactly its tile's rows x cols through `out` with stride n;
+        // `a` holds MR rows from every tile's r0 (padded above).
+        unsafe {
+            for_each_tile(m, self.n, |r0, rows, p, cols, out| {
+                let b = &self.data[p * kp * NR..(p + 1) * kp * NR];
+                kernel(a.as_ptr().add(r0 * kp), kp, b.as_ptr(), out, ldc, rows, cols)
+            })
+        }
     }
 }
-
-struct SendPtr(*mut f32);
-// Safety: the pointer is only used for disjoint writes, see `matmul`.
-unsafe impl Sync for SendPtr {}
-unsafe impl Send for SendPtr {}
 
 fn convert_row_scalar(src: &[f32], dst: &mut [MaybeUninit<u32>]) {
     for (q, d) in dst.iter_mut().enumerate() {
@@ -214,14 +162,7 @@ unsafe fn kernel(
             acc_r[1] = _mm512_dpbf16_ps(acc_r[1], av, b1);
         }
     }
-    let mask0: __mmask16 = if cols >= 16 { 0xffff } else { ((1u32 << cols) - 1) as u16 };
-    let mask1: __mmask16 = if cols >= 32 {
-        0xffff
-    } else if cols > 16 {
-        ((1u32 << (cols - 16)) - 1) as u16
-    } else {
-        0
-    };
+    let (mask0, mask1) = column_masks(cols);
     for (r, acc_r) in acc.iter().enumerate().take(rows) {
         let row = c.add(r * ldc);
         _mm512_mask_storeu_ps(row, mask0, acc_r[0]);
@@ -229,48 +170,10 @@ unsafe fn kernel(
     }
 }
 
-/// candle op applying a packed weight to the last dimension of an f32 tensor (no backward:
-/// inference only; training uses the f32 weights).
-pub struct PackedLinear(pub Arc<PackedBf16>);
-
-impl CustomOp1 for PackedLinear {
-    fn name(&self) -> &'static str {
-        "packed-bf16-linear"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(v) = s else {
-            candle_core::bail!("packed-bf16-linear expects f32 activations")
-        };
-        let Some((start, end)) = l.contiguous_offsets() else {
-            candle_core::bail!("packed-bf16-linear expects a contiguous input")
-        };
-        let dims = l.shape().dims();
-        let k = *dims.last().unwrap_or(&0);
-        if k != self.0.k {
-            candle_core::bail!("packed-bf16-linear: input width {k}, weight expects {}", self.0.k)
-        }
-        let m = l.shape().elem_count() / k.max(1);
-        let out = self.0.matmul(&v[start..end], m);
-        let mut out_dims = dims.to_vec();
-        *out_dims.last_mut().unwrap_or(&mut 0) = self.0.n;
-        Ok((CpuStorage::F32(out), Shape::from(out_dims)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{reference, values, SHAPES};
     use super::*;
-
-    fn reference(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
-        let mut out = vec![0f32; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                out[i * n + j] = (0..k).map(|t| x[i * k + t] * w[j * k + t]).sum();
-            }
-        }
-        out
-    }
 
     #[test]
     fn matches_f32_matmul_within_bf16_rounding_for_ragged_shapes() {
@@ -278,14 +181,11 @@ mod tests {
             eprintln!("SKIPPED: CPU lacks AVX-512 BF16");
             return;
         }
-        for &(m, n, k) in &[(1, 16, 8), (13, 70, 33), (50, 96, 64), (7, 32, 2)] {
-            let x: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5).collect();
-            let w: Vec<f32> = (0..n * k).map(|i| ((i * 104729) % 89) as f32 / 89.0 - 0.5).collect();
-            let packed = PackedBf16::pack(&w, n, k);
-            let out = packed.matmul(&x, m);
+        for &(m, n, k) in &SHAPES {
+            let (x, w) = (values(m * k, 7919, 97), values(n * k, 104729, 89));
+            let out = PackedBf16::pack(&w, n, k).matmul(&x, m);
             assert_eq!(out.len(), m * n);
-            let want = reference(&x, &w, m, n, k);
-            for (g, r) in out.iter().zip(&want) {
+            for (g, r) in out.iter().zip(&reference(&x, &w, m, n, k)) {
                 // Two bf16 roundings (8-bit mantissa) per product, k products.
                 assert!((g - r).abs() <= 0.01 * (k as f32).sqrt(), "{m}x{n}x{k}: {g} vs {r}");
             }
