@@ -121,12 +121,25 @@ fn norm(v: &[f32]) -> f32 {
     v.iter().map(|x| x * x).sum::<f32>().sqrt()
 }
 
-/// The packed kernels (bf16, int8) against the f32 reference on 100 real passages (SciFact's
-/// first 100 documents, 128 tokens each at most): every embedding's cosine to its f32 twin
-/// must be >= 0.999 (the default pooling; one pooling keeps the suite fast).
+/// The packed kernels against the f32 reference on 100 real passages (SciFact's first 100
+/// documents, 128 tokens each at most), for the base model and the shipped trained encoder:
+/// every bf16 embedding's cosine to its f32 twin must be >= 0.999. int8 is held to what it
+/// measured (docs/results.md): >= 0.999 on the base, whose llama2vec vectors share one large
+/// direction, and >= 0.993 on the trained encoder (0.995 measured), where it falls short of
+/// 0.999.
 #[test]
 fn packed_kernel_embeddings_match_f32_on_real_passages() {
-    let Some(model) = model_path() else { return };
+    if model_path().is_none() {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = root.join(engine::config::Config::default().model.path);
+    for (model, int8_floor) in [(model_path().unwrap(), 0.999), (shipped, 0.993)] {
+        packed_kernels_match_f32(&model, int8_floor);
+    }
+}
+
+fn packed_kernels_match_f32(model: &Path, int8_floor: f32) {
     let corpus =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/scifact/corpus.jsonl");
     let Ok(text) = std::fs::read_to_string(&corpus) else {
@@ -151,16 +164,18 @@ fn packed_kernel_embeddings_match_f32_on_real_passages() {
         max_passage_tokens: 128,
         batch_size: 16,
     };
-    let f32_enc = Encoder::load(&model, opts.clone(), DType::F32, &Device::Cpu).unwrap();
+    let f32_enc = Encoder::load(model, opts.clone(), DType::F32, &Device::Cpu).unwrap();
     let a =
         engine::encoder::Embed::embed(&f32_enc, &refs, engine::encoder::TextKind::Passage).unwrap();
     drop(f32_enc);
-    for (dtype, format) in [(Dtype::Bf16, PackedFormat::Bf16), (Dtype::Int8, PackedFormat::Int8)] {
+    let formats =
+        [(Dtype::Bf16, PackedFormat::Bf16, 0.999), (Dtype::Int8, PackedFormat::Int8, int8_floor)];
+    for (dtype, format, floor) in formats {
         if !format.available() {
             eprintln!("SKIPPED {dtype}: this CPU lacks the kernel's instructions");
             continue;
         }
-        let enc = Encoder::load_as(&model, opts.clone(), dtype, &Device::Cpu).unwrap();
+        let enc = Encoder::load_as(model, opts.clone(), dtype, &Device::Cpu).unwrap();
         assert_eq!(enc.model().packed_format(), Some(format));
         let b =
             engine::encoder::Embed::embed(&enc, &refs, engine::encoder::TextKind::Passage).unwrap();
@@ -169,8 +184,9 @@ fn packed_kernel_embeddings_match_f32_on_real_passages() {
             .zip(&b)
             .map(|(x, y)| x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>())
             .fold(1.0f32, f32::min);
-        eprintln!("{pooling:?}: min cosine {dtype} vs f32 over 100 passages = {worst:.5}");
-        assert!(worst >= 0.999, "{pooling:?} {dtype}: min cosine {worst}");
+        let name = model.display();
+        eprintln!("{name} {pooling:?}: min cosine {dtype} vs f32 over 100 passages = {worst:.5}");
+        assert!(worst >= floor, "{name} {pooling:?} {dtype}: min cosine {worst} < {floor}");
     }
 }
 
