@@ -197,10 +197,10 @@ pub fn run_info(ctx: &Ctx, args: InfoArgs) -> Result<()> {
         "padding": encoder.options().padding,
         // With a packed kernel the weights stay f32 and the projections run packed (bf16/int8).
         "dtype": match m.packed_format() {
-            Some(f) => f.as_str().to_string(),
+            Some(f) => f.dtype().to_string(),
             None => format!("{:?}", m.dtype()).to_lowercase(),
         },
-        "packed_kernel": m.packed_format().map(|f| f.as_str()),
+        "packed_kernel": m.packed_format().map(|f| f.dtype().to_string()),
         "device": if m.device().is_cuda() { "cuda" } else { "cpu" },
         "fingerprint": encoder.fingerprint(),
         "trained_for_retrieval": encoder.trained(),

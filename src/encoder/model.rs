@@ -697,7 +697,7 @@ pub(crate) mod tests {
             let inputs = batch(&[vec![1, 5, 9, 3, 7, 2, 11, 13], vec![4, 4, 8, 1, 0, 6, 2, 2]]);
             let a = m.forward(&inputs, ForwardMode::Fast).unwrap();
             if !m.enable_packed_kernel(format, std::slice::from_ref(&inputs)).unwrap() {
-                eprintln!("SKIPPED: CPU lacks the {} kernel's instructions", format.as_str());
+                eprintln!("SKIPPED: CPU lacks the {} kernel's instructions", format.dtype());
                 continue;
             }
             assert_eq!(m.packed_format(), Some(format));
@@ -706,9 +706,9 @@ pub(crate) mod tests {
             let cos = (&a * &b).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
                 / (a.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt()
                     * b.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt());
-            assert!(cos > 0.999, "{}: cosine {cos}", format.as_str());
+            assert!(cos > 0.999, "{}: cosine {cos}", format.dtype());
             let moved = (&a - &b).unwrap().abs().unwrap().max_all().unwrap();
-            assert!(moved.to_scalar::<f32>().unwrap() > 0.0, "{}: kernel not run", format.as_str());
+            assert!(moved.to_scalar::<f32>().unwrap() > 0.0, "{}: kernel not run", format.dtype());
             // The differentiable path ignores the packed weights (training sees f32).
             let c = m.forward(&inputs, ForwardMode::Differentiable).unwrap().flatten_all().unwrap();
             let d = (a - c).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();

@@ -165,31 +165,45 @@ impl Encoder {
         Self::load_as(&config.model.path, options, config.model.dtype, &device)
     }
 
-    /// Loads a model in the weight format `model.dtype` names: f32, f16 and bf16 as
-    /// [`Encoder::load`] does; int8 as f32 weights with the projections quantised for the
-    /// AVX-512 VNNI kernel (an error where the device is not such a CPU).
+    /// Loads a model in the weight format `model.dtype` names. On a CPU with the instructions,
+    /// bf16 and int8 mean f32 weights with the projections packed for the engine's kernels
+    /// (candle's own CPU bf16 matmul is slower than its f32 one); int8 needs AVX-512 VNNI (an
+    /// error elsewhere). Otherwise the weights are loaded in candle's dtype.
     pub fn load_as(
         path: &Path,
         options: EncoderOptions,
         dtype: config::Dtype,
         device: &Device,
     ) -> Result<Self> {
+        let packed =
+            match dtype {
+                config::Dtype::Bf16 if device.is_cpu() && PackedFormat::Bf16.available() => {
+                    Some(PackedFormat::Bf16)
+                }
+                config::Dtype::Int8 if device.is_cpu() && PackedFormat::Int8.available() => {
+                    Some(PackedFormat::Int8)
+                }
+                config::Dtype::Int8 => return Err(Error::model(
+                    path,
+                    "model.dtype int8 runs on CPUs with AVX-512 VNNI only; this device has none \
+                     (use bf16 or f32)",
+                )),
+                _ => None,
+            };
         let candle_dtype = match dtype {
+            _ if packed.is_some() => DType::F32,
             config::Dtype::F32 | config::Dtype::Int8 => DType::F32,
             config::Dtype::Bf16 => DType::BF16,
             config::Dtype::F16 => DType::F16,
         };
-        if dtype == config::Dtype::Int8 && !(device.is_cpu() && PackedFormat::Int8.available()) {
-            return Err(Error::model(
-                path,
-                "model.dtype int8 runs on CPUs with AVX-512 VNNI only; this device has none \
-                 (use bf16 or f32)",
-            ));
-        }
         let mut encoder = Self::load(path, options, candle_dtype, device)?;
-        if dtype == config::Dtype::Int8 {
-            let calibration = encoder.calibration_inputs()?;
-            encoder.model.enable_packed_kernel(PackedFormat::Int8, &calibration)?;
+        if let Some(format) = packed {
+            // Only int8 fits its quantisation to activation ranges.
+            let calibration = match format {
+                PackedFormat::Int8 => encoder.calibration_inputs()?,
+                PackedFormat::Bf16 => Vec::new(),
+            };
+            encoder.model.enable_packed_kernel(format, &calibration)?;
         }
         Ok(encoder)
     }
@@ -213,8 +227,8 @@ impl Encoder {
         Ok(batches)
     }
 
-    /// Loads a GGUF file or a Hugging Face folder in candle's `dtype` (bf16 on a CPU with
-    /// AVX-512 BF16: f32 weights with the projections packed for the bf16 kernel).
+    /// Loads a GGUF file or a Hugging Face folder with its weights in candle's `dtype`, no
+    /// projection packed ([`Encoder::load_as`] chooses the packed kernels).
     pub fn load(
         path: &Path,
         options: EncoderOptions,
@@ -228,13 +242,9 @@ impl Encoder {
                  another with --model or model.path in a --config file)",
             ));
         }
-        // On CPUs with AVX-512 BF16, bf16 means f32 weights plus bf16-packed projections for
-        // our kernel; candle's own CPU bf16 matmul is slower than its f32 one.
-        let bf16_kernel = dtype == DType::BF16 && device.is_cpu() && PackedFormat::Bf16.available();
-        let load_dtype = if bf16_kernel { DType::F32 } else { dtype };
-        let load_plain = |p: &Path| load_weights(p, load_dtype, device);
+        let load_plain = |p: &Path| load_weights(p, dtype, device);
         let (format, (config, weights, tokenizer)) = if super::delta::is_delta(path) {
-            (ModelFormat::Delta, super::delta::load(path, load_dtype, device, load_plain)?)
+            (ModelFormat::Delta, super::delta::load(path, dtype, device, load_plain)?)
         } else if path.is_dir() {
             (ModelFormat::HuggingFace, load_plain(path)?)
         } else {
@@ -250,10 +260,7 @@ impl Encoder {
             )));
         }
         let trained = trained_for_retrieval(path);
-        let mut model = Llama::new(config, weights)?;
-        if bf16_kernel {
-            model.enable_packed_kernel(PackedFormat::Bf16, &[])?;
-        }
+        let model = Llama::new(config, weights)?;
         Ok(Self {
             model,
             tokenizer,

@@ -11,6 +11,8 @@
 use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
+
+use crate::config::Dtype;
 use rayon::prelude::*;
 
 pub mod bf16;
@@ -57,11 +59,11 @@ impl PackedFormat {
         }
     }
 
-    /// The name `model.dtype` and `engine embed`'s report use.
-    pub fn as_str(self) -> &'static str {
+    /// The `model.dtype` that selects this format (its text names the format in reports).
+    pub fn dtype(self) -> Dtype {
         match self {
-            Self::Bf16 => "bf16",
-            Self::Int8 => "int8",
+            Self::Bf16 => Dtype::Bf16,
+            Self::Int8 => Dtype::Int8,
         }
     }
 }
@@ -84,7 +86,7 @@ impl PackedWeight {
         k: usize,
         input_range: Option<&[f32]>,
     ) -> Self {
-        assert!(format.available(), "{} kernel not available on this CPU", format.as_str());
+        assert!(format.available(), "{} kernel not available on this CPU", format.dtype());
         match format {
             PackedFormat::Bf16 => Self::Bf16(PackedBf16::pack(w, n, k)),
             PackedFormat::Int8 => Self::Int8(PackedI8::pack(w, n, k, input_range)),
