@@ -95,6 +95,9 @@ pub fn run() -> Result<()> {
     let choices = resolve::ConfigChoices::from_file(cli.config.as_deref(), &mut config)?;
     init_threads(config.model.threads);
     let ctx = Ctx { config, choices };
+    if !matches!(cli.command, Command::Serve(_)) {
+        crate::retain_freed_memory();
+    }
     match cli.command {
         Command::Embed(a) => embed::run_embed(&ctx, a),
         Command::Info(a) => embed::run_info(&ctx, a),
