@@ -1,5 +1,6 @@
 //! Fused CPU kernels for the inference forward's element-wise tail: SwiGLU (`silu(g) * u`)
-//! and the attention's scaled, masked softmax.
+//! and the attention's scaled, masked softmax; and for training, the cross-entropy of logit
+//! rows with its gradient in the same pass.
 //!
 //! Why: candle runs each of `scale`, `+ mask`, `softmax` and `silu`, `*` as a separate pass with
 //! its own allocation, and calls the scalar libm `expf` per element. A profile of the bf16
@@ -96,9 +97,32 @@ fn masked_softmax_block(block: &mut [f32], bias: &[f32], t: usize, t0: usize, sc
     }
 }
 
+/// One row of logits: returns `logsumexp(row) - row[target]` and overwrites the row with
+/// its gradient, `softmax(row) - onehot(target)`.
+#[inline(always)]
+fn cross_entropy_row(row: &mut [f32], target: usize) -> f32 {
+    let picked = row[target];
+    let max = lanes_max(row);
+    for v in row.iter_mut() {
+        *v = exp(*v - max);
+    }
+    let sum = lanes_sum(row);
+    let inv = 1.0 / sum;
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+    row[target] -= 1.0;
+    max + sum.ln() - picked
+}
+
 /// The same loops compiled for AVX-512 (16 lanes), chosen at run time.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn cross_entropy_row(row: &mut [f32], target: usize) -> f32 {
+        super::cross_entropy_row(row, target)
+    }
+
     #[target_feature(enable = "avx512f")]
     pub unsafe fn silu_mul_row(gate: &[f32], up: &[f32], out: &mut [f32]) {
         super::silu_mul_row(gate, up, out)
@@ -152,6 +176,29 @@ fn masked_softmax_block_best(
     }
     let _ = wide;
     masked_softmax_block(block, bias, t, t0, scale)
+}
+
+/// Cross-entropy of each `[.., width]` row of `logits` against its target (a column index
+/// below `width`), in parallel over rows. Each row is overwritten with the loss's gradient
+/// with respect to it, `softmax(row) - onehot(target)`: the backward needs nothing else.
+pub fn cross_entropy_rows(logits: &mut [f32], width: usize, targets: &[u32]) -> Vec<f32> {
+    assert_eq!(logits.len(), width * targets.len(), "logits for every target");
+    let wide = has_avx512();
+    logits
+        .par_chunks_mut(width.max(1))
+        .zip(targets.par_iter())
+        .map(|(row, &t)| {
+            let t = t as usize;
+            assert!(t < width, "target {t} beyond {width} logits");
+            #[cfg(target_arch = "x86_64")]
+            if wide {
+                // Safety: `wide` is only true when AVX-512F was detected.
+                return unsafe { avx512::cross_entropy_row(row, t) };
+            }
+            let _ = wide;
+            cross_entropy_row(row, t)
+        })
+        .collect()
 }
 
 fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {

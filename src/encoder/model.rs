@@ -15,7 +15,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use super::fused::{MaskedSoftmax, SiluMul};
-use super::gemm::{PackedFormat, PackedLinear, PackedWeight};
+use super::gemm::{Bf16TrainLinear, PackedFormat, PackedLinear, PackedWeight};
 use crate::error::Result;
 
 /// Large negative attention bias for masked pairs. Finite, so a fully masked row (a left-pad
@@ -277,6 +277,9 @@ pub struct Llama {
     frozen_layers: usize,
     /// Unmerged LoRA adapters with input dropout (training only; see [`LoraBranch`]).
     lora: Option<Arc<LoraBranch>>,
+    /// The differentiable forward's projections (and their backward) run on the bf16 kernel;
+    /// set with a packed kernel (see [`Llama::enable_packed_kernel`]).
+    bf16_training_gemm: bool,
 }
 
 /// Projections a LoRA adapter can sit on, in [`LoraBranch::adapters`] order.
@@ -340,6 +343,7 @@ impl Llama {
             packed: None,
             frozen_layers: 0,
             lora: None,
+            bf16_training_gemm: false,
         })
     }
 
@@ -351,7 +355,9 @@ impl Llama {
 
     /// Packs the layer projections for the CPU kernel of `format` (f32 CPU weights only).
     /// Returns false, changing nothing, where the CPU or the weights do not allow it. Training
-    /// keeps using the f32 weights; call again after the weights change.
+    /// keeps using the f32 weights (call again after they change), with the projections of
+    /// its differentiable forward and backward on the bf16 kernel where the CPU has one
+    /// ([`Bf16TrainLinear`]: bf16 operands, f32 accumulation).
     ///
     /// For int8, `calibration` (typical inputs, unpadded) gives the activation ranges the
     /// quantisation is smoothed by (see [`PackedWeight::pack`]); with none, it is not.
@@ -396,6 +402,7 @@ impl Llama {
             })
             .collect::<Result<Vec<_>>>()?;
         self.packed = Some(Arc::new(layers));
+        self.bf16_training_gemm = PackedFormat::Bf16.available();
         Ok(true)
     }
 
@@ -502,11 +509,21 @@ impl Llama {
         rms_norm(&x, &self.weights.final_norm, self.config.rms_norm_eps, mode)
     }
 
+    /// The LM head's `[vocab, hidden]` weights: its own, or the embedding where they are tied.
+    pub fn lm_head(&self) -> &Tensor {
+        self.weights.lm_head.as_ref().unwrap_or(&self.weights.embed)
+    }
+
+    /// Whether the differentiable forward's projections run on the bf16 kernel (see
+    /// [`Llama::enable_packed_kernel`]).
+    pub fn bf16_training_gemm(&self) -> bool {
+        self.bf16_training_gemm
+    }
+
     /// Logits of the (possibly tied) LM head for hidden states `[.., hidden]`, in f32.
     pub fn lm_logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        let head = self.weights.lm_head.as_ref().unwrap_or(&self.weights.embed);
         let h = hidden.to_dtype(self.dtype)?;
-        Ok(linear(&h, head)?.to_dtype(DType::F32)?)
+        Ok(linear(&h, self.lm_head())?.to_dtype(DType::F32)?)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -533,7 +550,14 @@ impl Llama {
         let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
         // `x·Wᵀ`, plus the LoRA branch of projection `proj` when adapters are attached.
         let proj = |h: &Tensor, weight: &Tensor, proj: usize| -> Result<Tensor> {
-            let y = linear(h, weight)?;
+            let y = if mode == ForwardMode::Differentiable
+                && self.bf16_training_gemm
+                && h.dtype() == DType::F32
+            {
+                bf16_training_linear(h, weight)?
+            } else {
+                linear(h, weight)?
+            };
             match &self.lora {
                 Some(l) => match l.apply(index, proj, h)? {
                     Some(extra) => Ok((y + extra)?),
@@ -608,6 +632,18 @@ impl Llama {
 /// `x @ W.T` through the packed kernel.
 fn packed_linear(x: &Tensor, w: &Arc<PackedWeight>) -> Result<Tensor> {
     Ok(x.contiguous()?.apply_op1_no_bwd(&PackedLinear(w.clone()))?)
+}
+
+/// [`linear`] with its forward and backward products on the bf16 kernel.
+fn bf16_training_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let in_dim = *dims.last().unwrap_or(&0);
+    let rows: usize = dims[..dims.len() - 1].iter().product();
+    let out = x.reshape((rows, in_dim))?.contiguous()?.apply_op2(w, Bf16TrainLinear)?;
+    let mut out_dims = dims;
+    let last = out_dims.len() - 1;
+    out_dims[last] = w.dim(0)?;
+    Ok(out.reshape(out_dims)?)
 }
 
 /// `x @ w.T` with the batch dims flattened so the matmul is one large GEMM.
@@ -709,10 +745,14 @@ pub(crate) mod tests {
             assert!(cos > 0.999, "{}: cosine {cos}", format.dtype());
             let moved = (&a - &b).unwrap().abs().unwrap().max_all().unwrap();
             assert!(moved.to_scalar::<f32>().unwrap() > 0.0, "{}: kernel not run", format.dtype());
-            // The differentiable path ignores the packed weights (training sees f32).
+            // The differentiable path keeps the f32 weights (training changes them) and runs
+            // its products on the bf16 kernel.
+            assert!(m.bf16_training_gemm());
             let c = m.forward(&inputs, ForwardMode::Differentiable).unwrap().flatten_all().unwrap();
-            let d = (a - c).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(d < 1e-4);
+            let cos = (&a * &c).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
+                / (a.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt()
+                    * c.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt());
+            assert!(cos > 0.999, "{}: differentiable cosine {cos}", format.dtype());
         }
     }
 

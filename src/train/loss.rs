@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 
 use candle_core::{DType, Device, Tensor, D};
 
+use super::lm_head;
 use crate::encoder::model::{BatchInputs, ForwardMode, Llama, MASK_VALUE};
 use crate::encoder::template::{self, Padding, Prepared, PREFIX};
 use crate::encoder::tokenizer::LlmTokenizer;
@@ -394,8 +395,13 @@ pub fn adapt_losses(model: &Llama, batch: &AdaptBatch) -> Result<AdaptLosses> {
     let hidden = model.forward(&batch.inputs, ForwardMode::Differentiable)?;
     let (b, t, hd) = hidden.dims3()?;
     let flat = hidden.reshape((b * t, hd))?;
-    let lm_logits = model.lm_logits(&flat.index_select(&batch.lm_src, 0)?)?;
-    let lm = cross_entropy(&lm_logits, &batch.lm_tgt)?;
+    let lm_hidden = flat.index_select(&batch.lm_src, 0)?;
+    let lm = if lm_head::chunked_lm_loss_applies(model, &lm_hidden) {
+        let targets = batch.lm_tgt.to_vec1::<u32>()?;
+        lm_head::chunked_lm_losses(model, &lm_hidden, &targets)?.mean_all()?
+    } else {
+        cross_entropy(&model.lm_logits(&lm_hidden)?, &batch.lm_tgt)?
+    };
     let ebae = bow_loss(model, &flat, &batch.self_pos, &batch.self_w)?;
     let ebar = bow_loss(model, &flat, &batch.next_pos, &batch.next_w)?;
     let bow = ((&ebae + &ebar)? / (2.0 * BOW_DIVISOR))?;
@@ -451,6 +457,7 @@ pub fn info_nce_masked(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encoder::model::LlamaConfig;
 
     /// A left-out pair no longer counts as a negative: the loss equals the one over the batch
     /// without that passage; the target itself cannot be left out.
@@ -479,6 +486,101 @@ mod tests {
         assert!(masked < full);
         let own = val(info_nce_masked(&q, &p, 1, 0.1, &[(0, 0), (1, 1)]).unwrap());
         assert!((own - full).abs() < 1e-6, "a query's target is never masked");
+    }
+
+    /// Relative L2 distance `|a - b| / |b|`.
+    fn relative_error(a: &Tensor, b: &Tensor) -> f32 {
+        let norm = |t: &Tensor| t.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        (norm(&(a - b).unwrap()) / norm(b)).sqrt()
+    }
+
+    /// One step's loss and the gradient of every trainable var, `last:2` of 3 layers with the
+    /// `<sN>` rows frozen (the recipe's shape), with or without the packed kernels.
+    fn step_gradients(
+        fast: bool,
+        loss: impl Fn(&Llama) -> Result<Tensor>,
+    ) -> Option<(f32, Vec<(String, Tensor)>)> {
+        use crate::encoder::gemm::PackedFormat;
+        use crate::encoder::testing::{random_llama, tiny_config};
+        use crate::train::params::{TrainState, Trainable};
+        let cfg = LlamaConfig { num_hidden_layers: 3, ..tiny_config() };
+        let mut model = random_llama(&cfg, 11, &Device::Cpu).unwrap();
+        if fast && !model.enable_packed_kernel(PackedFormat::Bf16, &[]).unwrap() {
+            return None;
+        }
+        assert_eq!(model.bf16_training_gemm(), fast);
+        let state = TrainState::new(&model, Trainable::Last(2), 16, 32.0, &[], 7).unwrap();
+        assert_eq!(state.frozen_prefix(), 1);
+        let total = loss(&state.model().unwrap()).unwrap();
+        let grads = total.backward().unwrap();
+        let named = state
+            .vars
+            .iter()
+            .map(|(name, v)| {
+                (name.clone(), grads.get(v).expect("every var gets a gradient").clone())
+            })
+            .collect();
+        Some((total.to_scalar::<f32>().unwrap(), named))
+    }
+
+    /// The fast training path (bf16 products in the trainable layers' forward and backward,
+    /// the LM loss in chunks on the bf16 kernel) against the reference f32 path: the loss
+    /// within 0.5 % and every trainable tensor's gradient within 2 % (relative L2; bf16 keeps
+    /// 8 bits of each operand, products accumulate in f32; measured: loss 0.004 % / 0.13 %,
+    /// gradients at most 0.8 % / 1.0 % for adaptation / fine-tuning).
+    fn assert_fast_step_matches_reference(stage: &str, loss: impl Fn(&Llama) -> Result<Tensor>) {
+        let Some((fast_loss, fast)) = step_gradients(true, &loss) else {
+            eprintln!("SKIPPED: CPU lacks AVX-512 BF16");
+            return;
+        };
+        let (ref_loss, reference) = step_gradients(false, &loss).unwrap();
+        let loss_error = (fast_loss - ref_loss).abs() / ref_loss.abs();
+        assert!(loss_error < 5e-3, "{stage}: loss {fast_loss} vs {ref_loss}");
+        assert!(loss_error > 0.0, "{stage}: the fast path gave the reference's exact loss");
+        assert!(reference.len() > 10, "{stage}: {} trainable tensors", reference.len());
+        for ((name, g), (_, r)) in fast.iter().zip(&reference) {
+            let e = relative_error(g, r);
+            assert!(e < 2e-2, "{stage}: gradient of {name} off by {e}");
+        }
+    }
+
+    #[test]
+    fn fast_adaptation_step_matches_the_reference_path() {
+        let layout = AdaptLayout {
+            lead: vec![1, 2],
+            self_suffix: vec![3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+            next_suffix: vec![13, 14, 15, 16, 17, 18, 19, 20, 21, 22],
+            pad_id: 0,
+        };
+        // 2 x 45 passage tokens: 90 LM rows, two chunks of the chunked loss.
+        let example = |seed: u32| AdaptExample {
+            passage: (0..45).map(|i| 23 + (i * 7 + seed) % 40).collect(),
+            self_targets: vec![30 + seed, 40, 50],
+            next_targets: vec![25, 35 + seed],
+        };
+        let examples = [example(1), example(2)];
+        assert!(2 * examples[0].passage.len() > super::super::lm_head::CHUNK_ROWS);
+        let refs: Vec<&AdaptExample> = examples.iter().collect();
+        assert_fast_step_matches_reference("adapt", |m| {
+            let batch = layout.batch(&refs, m.config.vocab_size, m.dtype(), m.device())?;
+            Ok(adapt_losses(m, &batch)?.total)
+        });
+    }
+
+    #[test]
+    fn fast_finetuning_step_matches_the_reference_path() {
+        let text = |seed: u32, len: u32| {
+            let ids: Vec<u32> = (0..len).map(|i| 23 + (i * 5 + seed * 3) % 40).collect();
+            let n = ids.len();
+            Prepared { ids, pool: (n - 8..n).collect(), truncated: false }
+        };
+        let queries = [text(1, 12), text(2, 15)];
+        let passages = [text(3, 30), text(4, 26), text(5, 33), text(6, 30)];
+        assert_fast_step_matches_reference("finetune", |m| {
+            let q = embed_with_grad(m, &queries.iter().collect::<Vec<_>>(), 0)?;
+            let p = embed_with_grad(m, &passages.iter().collect::<Vec<_>>(), 0)?;
+            info_nce(&q, &p, 2, 0.05)
+        });
     }
 
     #[test]

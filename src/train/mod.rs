@@ -22,6 +22,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod finetune;
+pub mod lm_head;
 pub mod loss;
 pub mod mine;
 pub mod optim;

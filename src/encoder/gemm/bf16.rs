@@ -54,6 +54,27 @@ impl PackedBf16 {
         Self { n, k, kp, data }
     }
 
+    /// Packs `W.T` for a row-major `[k, n]` matrix `w` (so `matmul` computes `x @ w`), without
+    /// a transposed copy.
+    pub fn pack_transposed(w: &[f32], k: usize, n: usize) -> Self {
+        assert_eq!(w.len(), n * k, "weight length");
+        let kp = k.div_ceil(2);
+        let panels = n.div_ceil(NR);
+        let mut data = vec![0u32; panels * kp * NR];
+        data.par_chunks_mut(kp * NR).enumerate().for_each(|(p, panel)| {
+            let cols = NR.min(n - p * NR);
+            for q in 0..kp {
+                let lo = &w[2 * q * n + p * NR..][..cols];
+                let hi = (2 * q + 1 < k).then(|| &w[(2 * q + 1) * n + p * NR..][..cols]);
+                for j in 0..cols {
+                    let hi = hi.map_or(0, |h| bf16_bits(h[j]));
+                    panel[q * NR + j] = bf16_bits(lo[j]) | (hi << 16);
+                }
+            }
+        });
+        Self { n, k, kp, data }
+    }
+
     pub fn out_dim(&self) -> usize {
         self.n
     }
@@ -189,6 +210,18 @@ mod tests {
                 // Two bf16 roundings (8-bit mantissa) per product, k products.
                 assert!((g - r).abs() <= 0.01 * (k as f32).sqrt(), "{m}x{n}x{k}: {g} vs {r}");
             }
+        }
+    }
+
+    #[test]
+    fn packing_the_transpose_equals_packing_a_transposed_copy() {
+        for &(_, n, k) in &SHAPES {
+            let w = values(n * k, 104729, 89);
+            let transposed: Vec<f32> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
+            let direct = PackedBf16::pack_transposed(&w, k, n);
+            let copied = PackedBf16::pack(&transposed, n, k);
+            assert_eq!((direct.n, direct.k), (n, k));
+            assert_eq!(direct.data, copied.data, "{n}x{k}");
         }
     }
 }

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
 use crate::config::Dtype;
 use rayon::prelude::*;
@@ -206,6 +206,87 @@ impl CustomOp1 for PackedLinear {
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().unwrap_or(&mut 0) = self.0.out_dim();
         Ok((CpuStorage::F32(out), Shape::from(out_dims)))
+    }
+}
+
+/// candle op `x[m, k] @ w[n, k].T` whose forward and backward products all run on the bf16
+/// kernel: the trainable layers' projections under `model.dtype = "bf16"`. The weights change
+/// every optimizer step, so each call packs its operands (O(n·k), against the O(m·n·k) product).
+/// The gradient of an operand that does not track one (a frozen weight, a detached input) is
+/// not computed. Needs AVX-512 BF16 ([`PackedFormat::available`]).
+pub struct Bf16TrainLinear;
+
+/// `a[m, k] @ b[n, k].T` of two contiguous f32 tensors on the bf16 kernel (no backward).
+struct Bf16MatmulT;
+
+/// `a[m, k] @ b[n, k].T` of two contiguous f32 operands, as an `[m, n]` storage.
+fn bf16_matmul_t(
+    name: &str,
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let (CpuStorage::F32(a), CpuStorage::F32(b)) = (s1, s2) else {
+        candle_core::bail!("{name} expects f32 operands")
+    };
+    let (Some((a0, a1)), Some((b0, b1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+    else {
+        candle_core::bail!("{name} expects contiguous operands")
+    };
+    let ((m, k), (n, k2)) = (l1.shape().dims2()?, l2.shape().dims2()?);
+    if k != k2 {
+        candle_core::bail!("{name}: inner widths {k} and {k2} differ")
+    }
+    let out = PackedBf16::pack(&b[b0..b1], n, k).matmul(&a[a0..a1], m);
+    Ok((CpuStorage::F32(out), Shape::from((m, n))))
+}
+
+impl candle_core::CustomOp2 for Bf16MatmulT {
+    fn name(&self) -> &'static str {
+        "bf16-matmul-t"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        bf16_matmul_t(self.name(), (s1, l1), (s2, l2))
+    }
+}
+
+/// `a @ b.T` on the bf16 kernel, for tensors of any layout.
+fn matmul_t(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &Bf16MatmulT)
+}
+
+impl candle_core::CustomOp2 for Bf16TrainLinear {
+    fn name(&self) -> &'static str {
+        "bf16-train-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        bf16_matmul_t(self.name(), (s1, l1), (s2, l2))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _out: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        // dx = grad @ w = grad @ (w.T).T;  dw = grad.T @ x = grad.T @ (x.T).T.
+        let dx = if x.track_op() { Some(matmul_t(grad, &w.t()?)?) } else { None };
+        let dw = if w.track_op() { Some(matmul_t(&grad.t()?, &x.t()?)?) } else { None };
+        Ok((dx, dw))
     }
 }
 
