@@ -12,6 +12,7 @@ use crate::error::Result;
 pub mod bench;
 pub mod delta;
 pub mod fused;
+pub mod fused_grad;
 pub mod gemm;
 pub mod gguf;
 pub mod hf;

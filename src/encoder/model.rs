@@ -15,6 +15,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use super::fused::{MaskedSoftmax, SiluMul};
+use super::fused_grad;
 use super::gemm::{Bf16TrainLinear, PackedFormat, PackedLinear, PackedWeight};
 use crate::error::Result;
 
@@ -277,9 +278,11 @@ pub struct Llama {
     frozen_layers: usize,
     /// Unmerged LoRA adapters with input dropout (training only; see [`LoraBranch`]).
     lora: Option<Arc<LoraBranch>>,
-    /// The differentiable forward's projections (and their backward) run on the bf16 kernel;
-    /// set with a packed kernel (see [`Llama::enable_packed_kernel`]).
-    bf16_training_gemm: bool,
+    /// The differentiable forward runs the fast training kernels: projections forward and
+    /// backward on the bf16 kernel, fused RMSNorm, RoPE, softmax and SwiGLU with their own
+    /// backward ([`super::fused_grad`]). Set with a packed kernel (see
+    /// [`Llama::enable_packed_kernel`]).
+    fast_training: bool,
 }
 
 /// Projections a LoRA adapter can sit on, in [`LoraBranch::adapters`] order.
@@ -343,7 +346,7 @@ impl Llama {
             packed: None,
             frozen_layers: 0,
             lora: None,
-            bf16_training_gemm: false,
+            fast_training: false,
         })
     }
 
@@ -355,9 +358,9 @@ impl Llama {
 
     /// Packs the layer projections for the CPU kernel of `format` (f32 CPU weights only).
     /// Returns false, changing nothing, where the CPU or the weights do not allow it. Training
-    /// keeps using the f32 weights (call again after they change), with the projections of
-    /// its differentiable forward and backward on the bf16 kernel where the CPU has one
-    /// ([`Bf16TrainLinear`]: bf16 operands, f32 accumulation).
+    /// keeps using the f32 weights (call again after they change); where the CPU has the bf16
+    /// kernel, its differentiable forward and backward run the fast training kernels
+    /// ([`Bf16TrainLinear`]: bf16 operands, f32 accumulation; [`super::fused_grad`]).
     ///
     /// For int8, `calibration` (typical inputs, unpadded) gives the activation ranges the
     /// quantisation is smoothed by (see [`PackedWeight::pack`]); with none, it is not.
@@ -402,7 +405,7 @@ impl Llama {
             })
             .collect::<Result<Vec<_>>>()?;
         self.packed = Some(Arc::new(layers));
-        self.bf16_training_gemm = PackedFormat::Bf16.available();
+        self.fast_training = PackedFormat::Bf16.available();
         Ok(true)
     }
 
@@ -506,7 +509,7 @@ impl Llama {
                 x = x.detach();
             }
         }
-        rms_norm(&x, &self.weights.final_norm, self.config.rms_norm_eps, mode)
+        self.norm(&x, &self.weights.final_norm, mode)
     }
 
     /// The LM head's `[vocab, hidden]` weights: its own, or the embedding where they are tied.
@@ -514,10 +517,35 @@ impl Llama {
         self.weights.lm_head.as_ref().unwrap_or(&self.weights.embed)
     }
 
-    /// Whether the differentiable forward's projections run on the bf16 kernel (see
-    /// [`Llama::enable_packed_kernel`]).
-    pub fn bf16_training_gemm(&self) -> bool {
-        self.bf16_training_gemm
+    /// Whether the differentiable forward runs the fast training kernels (bf16 products,
+    /// fused ops with their own backward; see [`Llama::enable_packed_kernel`]).
+    pub fn fast_training(&self) -> bool {
+        self.fast_training
+    }
+
+    /// Whether a step of `mode` on `x` runs the fast training kernels.
+    fn fast_training_step(&self, mode: ForwardMode, x: &Tensor) -> bool {
+        mode == ForwardMode::Differentiable
+            && self.fast_training
+            && x.dtype() == DType::F32
+            && x.device().is_cpu()
+    }
+
+    /// RMSNorm of `x` by `w` for the forward `mode`.
+    fn norm(&self, x: &Tensor, w: &Tensor, mode: ForwardMode) -> Result<Tensor> {
+        if self.fast_training_step(mode, x) {
+            let eps = self.config.rms_norm_eps as f32;
+            return Ok(x.contiguous()?.apply_op2(w, fused_grad::RmsNorm { eps })?);
+        }
+        rms_norm(x, w, self.config.rms_norm_eps, mode)
+    }
+
+    /// RoPE of `x [B, H, T, D]` for the forward `mode`.
+    fn rotate(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mode: ForwardMode) -> Result<Tensor> {
+        if self.fast_training_step(mode, x) {
+            return Ok(x.contiguous()?.apply_op3(cos, sin, fused_grad::Rope)?);
+        }
+        rope(x, cos, sin, mode)
     }
 
     /// Logits of the (possibly tied) LM head for hidden states `[.., hidden]`, in f32.
@@ -550,10 +578,7 @@ impl Llama {
         let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
         // `x·Wᵀ`, plus the LoRA branch of projection `proj` when adapters are attached.
         let proj = |h: &Tensor, weight: &Tensor, proj: usize| -> Result<Tensor> {
-            let y = if mode == ForwardMode::Differentiable
-                && self.bf16_training_gemm
-                && h.dtype() == DType::F32
-            {
+            let y = if self.fast_training_step(mode, h) {
                 bf16_training_linear(h, weight)?
             } else {
                 linear(h, weight)?
@@ -567,7 +592,7 @@ impl Llama {
             }
         };
 
-        let h = rms_norm(x, &w.attn_norm, cfg.rms_norm_eps, mode)?;
+        let h = self.norm(x, &w.attn_norm, mode)?;
         record(0, &h)?;
         let (q, k, v) = match packed {
             Some(p) => {
@@ -584,8 +609,8 @@ impl Llama {
         let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
         let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
         let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?;
-        let q = rope(&q, cos, sin, mode)?;
-        let k = rope(&k, cos, sin, mode)?;
+        let q = self.rotate(&q, cos, sin, mode)?;
+        let k = self.rotate(&k, cos, sin, mode)?;
         let scale = 1.0 / (hd as f64).sqrt();
         // The query heads of one kv group are adjacent: stacking them as rows lets each kv head
         // serve its group in one matmul, with no repeated k/v copies.
@@ -593,6 +618,8 @@ impl Llama {
         let scores = q.reshape((b, nkv, rep * t, hd))?.matmul(&k.t()?)?;
         let probs = if mode == ForwardMode::Fast && x.device().is_cpu() && x.dtype() == DType::F32 {
             scores.apply_op2_no_bwd(bias, &MaskedSoftmax { scale: scale as f32 })?
+        } else if self.fast_training_step(mode, x) {
+            scores.apply_op2(bias, MaskedSoftmax { scale: scale as f32 })?
         } else {
             let scores = (scores.reshape((b, nh, t, t))? * scale)?.broadcast_add(bias)?;
             let probs = match mode {
@@ -609,7 +636,7 @@ impl Llama {
             None => (x + proj(&attn, &w.o, 3)?)?,
         };
 
-        let h = rms_norm(&x, &w.ffn_norm, cfg.rms_norm_eps, mode)?;
+        let h = self.norm(&x, &w.ffn_norm, mode)?;
         record(2, &h)?;
         if let Some(p) = packed {
             // Fast mode on CPU: SwiGLU straight from the fused gate/up output in one pass.
@@ -617,12 +644,16 @@ impl Llama {
             return Ok((x + packed_linear(&act, &p.down)?)?);
         }
         let (gate, up) = (proj(&h, &w.gate, 4)?, proj(&h, &w.up, 5)?);
-        let act = match mode {
-            ForwardMode::Fast => candle_nn::Activation::Silu.forward(&gate)?,
-            // x * sigmoid(x) from basic ops, so the backward pass is certain to exist.
-            ForwardMode::Differentiable => (&gate / (gate.neg()?.exp()? + 1.0)?)?,
+        let act = if self.fast_training_step(mode, &gate) {
+            gate.contiguous()?.apply_op2(&up.contiguous()?, fused_grad::SwiGlu)?
+        } else {
+            let act = match mode {
+                ForwardMode::Fast => candle_nn::Activation::Silu.forward(&gate)?,
+                // x * sigmoid(x) from basic ops, so the backward pass is certain to exist.
+                ForwardMode::Differentiable => (&gate / (gate.neg()?.exp()? + 1.0)?)?,
+            };
+            (act * up)?
         };
-        let act = (act * up)?;
         record(3, &act)?;
         let mlp = proj(&act, &w.down, 6)?;
         Ok((x + mlp)?)
@@ -747,7 +778,7 @@ pub(crate) mod tests {
             assert!(moved.to_scalar::<f32>().unwrap() > 0.0, "{}: kernel not run", format.dtype());
             // The differentiable path keeps the f32 weights (training changes them) and runs
             // its products on the bf16 kernel.
-            assert!(m.bf16_training_gemm());
+            assert!(m.fast_training());
             let c = m.forward(&inputs, ForwardMode::Differentiable).unwrap().flatten_all().unwrap();
             let cos = (&a * &c).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
                 / (a.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt()

@@ -21,10 +21,10 @@ use crate::error::Result;
 /// Logit rows alive at a time: `[64, 49152]` f32 is 12.6 MB.
 pub const CHUNK_ROWS: usize = 64;
 
-/// Whether [`chunked_lm_losses`] applies: the bf16 training kernels are on and the LM head
+/// Whether [`chunked_lm_losses`] applies: the fast training kernels are on and the LM head
 /// gets no gradient (it is the frozen embedding or a frozen head).
 pub fn chunked_lm_loss_applies(model: &Llama, hidden: &Tensor) -> bool {
-    model.bf16_training_gemm() && hidden.device().is_cpu() && !model.lm_head().track_op()
+    model.fast_training() && hidden.device().is_cpu() && !model.lm_head().track_op()
 }
 
 /// Per-row cross-entropy `logsumexp(h W.T) - (h W.T)[target]` of `hidden [N, H]` against

@@ -508,7 +508,7 @@ mod tests {
         if fast && !model.enable_packed_kernel(PackedFormat::Bf16, &[]).unwrap() {
             return None;
         }
-        assert_eq!(model.bf16_training_gemm(), fast);
+        assert_eq!(model.fast_training(), fast);
         let state = TrainState::new(&model, Trainable::Last(2), 16, 32.0, &[], 7).unwrap();
         assert_eq!(state.frozen_prefix(), 1);
         let total = loss(&state.model().unwrap()).unwrap();
