@@ -198,14 +198,21 @@ impl Encoder {
         };
         let mut encoder = Self::load(path, options, candle_dtype, device)?;
         if let Some(format) = packed {
-            // Only int8 fits its quantisation to activation ranges.
-            let calibration = match format {
-                PackedFormat::Int8 => encoder.calibration_inputs()?,
-                PackedFormat::Bf16 => Vec::new(),
-            };
-            encoder.model.enable_packed_kernel(format, &calibration)?;
+            encoder.enable_packed_kernel(format)?;
         }
         Ok(encoder)
+    }
+
+    /// Packs the model's projections for `format` as [`Encoder::load_as`] does (int8 smoothed
+    /// by the ranges of the built-in calibration texts); false where the CPU or the weights do
+    /// not allow it. For models built from new weights, e.g. during training.
+    pub fn enable_packed_kernel(&mut self, format: PackedFormat) -> Result<bool> {
+        // Only int8 fits its quantisation to activation ranges.
+        let calibration = match format {
+            PackedFormat::Int8 => self.calibration_inputs()?,
+            PackedFormat::Bf16 => Vec::new(),
+        };
+        self.model.enable_packed_kernel(format, &calibration)
     }
 
     /// [`CALIBRATION_TEXTS`] as passages and queries, one unpadded batch each.
