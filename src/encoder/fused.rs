@@ -161,6 +161,12 @@ fn silu_mul_row_best(gate: &[f32], up: &[f32], out: &mut [f32], wide: bool) {
     silu_mul_row(gate, up, out)
 }
 
+/// [`MaskedSoftmax`] on one `[R, T]` block of rows with its `[T0, T]` bias (row `r` takes
+/// bias row `r % T0`), in place, on the calling thread.
+pub fn masked_softmax_rows(block: &mut [f32], bias: &[f32], t: usize, t0: usize, scale: f32) {
+    masked_softmax_block_best(block, bias, t, t0, scale, has_avx512())
+}
+
 fn masked_softmax_block_best(
     block: &mut [f32],
     bias: &[f32],

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
+pub mod attention;
 pub mod bench;
 pub mod delta;
 pub mod fused;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Module, Tensor, D};
 use serde::{Deserialize, Serialize};
 
+use super::attention::Bf16Attention;
 use super::fused::{MaskedSoftmax, SiluMul};
 use super::fused_grad;
 use super::gemm::{Bf16TrainLinear, PackedFormat, PackedLinear, PackedWeight};
@@ -491,6 +492,13 @@ impl Llama {
             self.config.hidden_size,
         ))?;
         let frozen = if mode == ForwardMode::Differentiable { self.frozen_layers } else { 0 };
+        // The packed layers' attention runs on the bf16 kernel and reads the mask as values.
+        let packed_attention_bias = match &self.packed {
+            Some(_) if Bf16Attention::available() && self.dtype == DType::F32 => {
+                Some(Arc::new(inputs.bias.flatten_all()?.to_vec1::<f32>()?))
+            }
+            _ => None,
+        };
         for (i, layer) in self.weights.layers.iter().enumerate() {
             let layer_mode = if i < frozen && self.dtype != DType::F64 {
                 // candle's fused kernels have no f64 (used by gradient tests): those run the
@@ -504,7 +512,11 @@ impl Llama {
                 _ => None,
             };
             let observe = ranges.as_deref_mut().and_then(|r| r.get_mut(i));
-            x = self.block(i, layer, packed, &x, &cos, &sin, &inputs.bias, layer_mode, observe)?;
+            let attention = AttentionInputs {
+                bias: &inputs.bias,
+                packed_bias: packed.and(packed_attention_bias.as_ref()),
+            };
+            x = self.block(i, layer, packed, &x, &cos, &sin, attention, layer_mode, observe)?;
             if i + 1 == frozen {
                 x = x.detach();
             }
@@ -548,6 +560,41 @@ impl Llama {
         rope(x, cos, sin, mode)
     }
 
+    /// Attention of `q [B, H, T, D]` over `k`, `v [B, KV, T, D]` with candle's products, as
+    /// `[B, T, H * D]`: the differentiable path, and the fast one without a packed kernel.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        bias: &Tensor,
+        scale: f64,
+        mode: ForwardMode,
+        (b, t): (usize, usize),
+    ) -> Result<Tensor> {
+        let (nh, nkv, hd) = (q.dim(1)?, k.dim(1)?, q.dim(3)?);
+        // The query heads of one kv group are adjacent: stacking them as rows lets each kv head
+        // serve its group in one matmul, with no repeated k/v copies.
+        let rep = nh / nkv;
+        let scores = q.reshape((b, nkv, rep * t, hd))?.matmul(&k.t()?)?;
+        let f32_cpu = q.device().is_cpu() && q.dtype() == DType::F32;
+        let probs = if mode == ForwardMode::Fast && f32_cpu {
+            scores.apply_op2_no_bwd(bias, &MaskedSoftmax { scale: scale as f32 })?
+        } else if self.fast_training_step(mode, q) {
+            scores.apply_op2(bias, MaskedSoftmax { scale: scale as f32 })?
+        } else {
+            let scores = (scores.reshape((b, nh, t, t))? * scale)?.broadcast_add(bias)?;
+            let probs = match mode {
+                ForwardMode::Fast => candle_nn::ops::softmax_last_dim(&scores)?,
+                ForwardMode::Differentiable => candle_nn::ops::softmax(&scores, D::Minus1)?,
+            };
+            probs.reshape((b, nkv, rep * t, t))?
+        };
+        let attn = probs.matmul(&v.contiguous()?)?.reshape((b, nh, t, hd))?;
+        Ok(attn.transpose(1, 2)?.reshape((b, t, nh * hd))?)
+    }
+
     /// Logits of the (possibly tied) LM head for hidden states `[.., hidden]`, in f32.
     pub fn lm_logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let h = hidden.to_dtype(self.dtype)?;
@@ -563,10 +610,11 @@ impl Llama {
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        bias: &Tensor,
+        attention: AttentionInputs,
         mode: ForwardMode,
         mut observe: Option<&mut InputRanges>,
     ) -> Result<Tensor> {
+        let bias = attention.bias;
         let cfg = &self.config;
         let mut record = |proj: usize, input: &Tensor| -> Result<()> {
             match observe.as_deref_mut() {
@@ -612,24 +660,12 @@ impl Llama {
         let q = self.rotate(&q, cos, sin, mode)?;
         let k = self.rotate(&k, cos, sin, mode)?;
         let scale = 1.0 / (hd as f64).sqrt();
-        // The query heads of one kv group are adjacent: stacking them as rows lets each kv head
-        // serve its group in one matmul, with no repeated k/v copies.
-        let rep = nh / nkv;
-        let scores = q.reshape((b, nkv, rep * t, hd))?.matmul(&k.t()?)?;
-        let probs = if mode == ForwardMode::Fast && x.device().is_cpu() && x.dtype() == DType::F32 {
-            scores.apply_op2_no_bwd(bias, &MaskedSoftmax { scale: scale as f32 })?
-        } else if self.fast_training_step(mode, x) {
-            scores.apply_op2(bias, MaskedSoftmax { scale: scale as f32 })?
+        let attn = if let Some(values) = attention.packed_bias {
+            let op = Bf16Attention { bias: values.clone(), scale: scale as f32 };
+            q.apply_op3_no_bwd(&k, &v.contiguous()?, &op)?
         } else {
-            let scores = (scores.reshape((b, nh, t, t))? * scale)?.broadcast_add(bias)?;
-            let probs = match mode {
-                ForwardMode::Fast => candle_nn::ops::softmax_last_dim(&scores)?,
-                ForwardMode::Differentiable => candle_nn::ops::softmax(&scores, D::Minus1)?,
-            };
-            probs.reshape((b, nkv, rep * t, t))?
+            self.attention(&q, &k, &v, bias, scale, mode, (b, t))?
         };
-        let attn = probs.matmul(&v.contiguous()?)?.reshape((b, nh, t, hd))?;
-        let attn = attn.transpose(1, 2)?.reshape((b, t, nh * hd))?;
         record(1, &attn)?;
         let x = match packed {
             Some(p) => (x + packed_linear(&attn, &p.o)?)?,
@@ -658,6 +694,15 @@ impl Llama {
         let mlp = proj(&act, &w.down, 6)?;
         Ok((x + mlp)?)
     }
+}
+
+/// What a block's attention reads besides q, k, v.
+#[derive(Clone, Copy)]
+struct AttentionInputs<'a> {
+    /// `[B, 1, T, T]` additive mask.
+    bias: &'a Tensor,
+    /// The same mask as values, where the layer's attention runs on the bf16 kernel.
+    packed_bias: Option<&'a Arc<Vec<f32>>>,
 }
 
 /// `x @ W.T` through the packed kernel.

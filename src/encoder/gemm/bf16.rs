@@ -115,6 +115,46 @@ impl PackedBf16 {
     }
 }
 
+impl PackedBf16 {
+    /// [`PackedBf16::matmul`] on the calling thread only, into `out` (`[m, n]`): for many
+    /// small products that are themselves spread over threads (attention heads).
+    pub fn matmul_serial(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        assert!(available(), "AVX-512 BF16 not available");
+        assert_eq!(x.len(), m * self.k, "input length");
+        assert_eq!(out.len(), m * self.n, "output length");
+        let rows = m.div_ceil(MR) * MR;
+        let mut a: Vec<u32> = Vec::with_capacity(rows * self.kp);
+        for (dst, src) in
+            a.spare_capacity_mut()[..m * self.kp].chunks_mut(self.kp).zip(x.chunks(self.k))
+        {
+            // Safety: `available()` was asserted above.
+            unsafe { convert_row(src, dst) };
+        }
+        // Safety: convert_row initialised every element of the first m rows.
+        unsafe { a.set_len(m * self.kp) };
+        a.resize(rows * self.kp, 0);
+        for p in 0..self.n.div_ceil(NR) {
+            let cols = NR.min(self.n - p * NR);
+            let b = &self.data[p * self.kp * NR..(p + 1) * self.kp * NR];
+            for r0 in (0..m).step_by(MR) {
+                // Safety: the tile's rows x cols lie inside `out` (row stride n), and `a` holds
+                // MR rows from r0 (padded above).
+                unsafe {
+                    kernel(
+                        a.as_ptr().add(r0 * self.kp),
+                        self.kp,
+                        b.as_ptr(),
+                        out.as_mut_ptr().add(r0 * self.n + p * NR),
+                        self.n,
+                        MR.min(m - r0),
+                        cols,
+                    )
+                }
+            }
+        }
+    }
+}
+
 fn convert_row_scalar(src: &[f32], dst: &mut [MaybeUninit<u32>]) {
     for (q, d) in dst.iter_mut().enumerate() {
         let lo = bf16_bits(src[2 * q]);
@@ -210,6 +250,21 @@ mod tests {
                 // Two bf16 roundings (8-bit mantissa) per product, k products.
                 assert!((g - r).abs() <= 0.01 * (k as f32).sqrt(), "{m}x{n}x{k}: {g} vs {r}");
             }
+        }
+    }
+
+    #[test]
+    fn serial_matmul_equals_the_parallel_one() {
+        if !available() {
+            eprintln!("SKIPPED: CPU lacks AVX-512 BF16");
+            return;
+        }
+        for &(m, n, k) in &SHAPES {
+            let (x, w) = (values(m * k, 7919, 97), values(n * k, 104729, 89));
+            let packed = PackedBf16::pack(&w, n, k);
+            let mut out = vec![f32::NAN; m * n];
+            packed.matmul_serial(&x, m, &mut out);
+            assert_eq!(out, packed.matmul(&x, m), "{m}x{n}x{k}");
         }
     }
 
