@@ -13,7 +13,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
 use rayon::prelude::*;
 
-use super::fused::masked_softmax_rows;
+use super::fused::{contiguous_f32, masked_softmax_rows};
 use super::gemm::{PackedBf16, PackedFormat};
 
 /// candle op on `(q [B, H, T, D], k [B, KV, T, D], v [B, KV, T, D])`, all contiguous f32,
@@ -32,14 +32,6 @@ impl Bf16Attention {
     }
 }
 
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else { candle_core::bail!("bf16-attention expects f32") };
-    let Some((start, end)) = l.contiguous_offsets() else {
-        candle_core::bail!("bf16-attention expects contiguous inputs")
-    };
-    Ok(&v[start..end])
-}
-
 impl CustomOp3 for Bf16Attention {
     fn name(&self) -> &'static str {
         "bf16-attention"
@@ -54,7 +46,12 @@ impl CustomOp3 for Bf16Attention {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (q, k, v) = (contiguous(s1, l1)?, contiguous(s2, l2)?, contiguous(s3, l3)?);
+        let name = self.name();
+        let (q, k, v) = (
+            contiguous_f32(s1, l1, name)?,
+            contiguous_f32(s2, l2, name)?,
+            contiguous_f32(s3, l3, name)?,
+        );
         let (b, nh, t, d) = l1.shape().dims4()?;
         let (kb, nkv, kt, kd) = l2.shape().dims4()?;
         if (kb, kt, kd) != (b, t, d)

@@ -207,7 +207,12 @@ pub fn cross_entropy_rows(logits: &mut [f32], width: usize, targets: &[u32]) -> 
         .collect()
 }
 
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+/// The f32 values of a contiguous storage, or an error naming the op `what`.
+pub(crate) fn contiguous_f32<'a>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else { candle_core::bail!("{what} expects f32") };
     let Some((start, end)) = l.contiguous_offsets() else {
         candle_core::bail!("{what} expects a contiguous input")

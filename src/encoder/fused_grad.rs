@@ -10,19 +10,11 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::fused::exp;
+use super::fused::{contiguous_f32 as contiguous, exp};
 
 /// An f32 tensor's values, made contiguous.
 fn values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
-}
-
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else { candle_core::bail!("{what} expects f32") };
-    let Some((start, end)) = l.contiguous_offsets() else {
-        candle_core::bail!("{what} expects a contiguous input")
-    };
-    Ok(&v[start..end])
 }
 
 /// `x / rms(x) * w` over the last dimension: `(x [.., H], w [H])`.

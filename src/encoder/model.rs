@@ -712,22 +712,24 @@ fn packed_linear(x: &Tensor, w: &Arc<PackedWeight>) -> Result<Tensor> {
 
 /// [`linear`] with its forward and backward products on the bf16 kernel.
 fn bf16_training_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let in_dim = *dims.last().unwrap_or(&0);
-    let rows: usize = dims[..dims.len() - 1].iter().product();
-    let out = x.reshape((rows, in_dim))?.contiguous()?.apply_op2(w, Bf16TrainLinear)?;
-    let mut out_dims = dims;
-    let last = out_dims.len() - 1;
-    out_dims[last] = w.dim(0)?;
-    Ok(out.reshape(out_dims)?)
+    on_rows(x, w, |rows| Ok(rows.contiguous()?.apply_op2(w, Bf16TrainLinear)?))
 }
 
 /// `x @ w.T` with the batch dims flattened so the matmul is one large GEMM.
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    on_rows(x, w, |rows| Ok(rows.matmul(&w.t()?)?))
+}
+
+/// `product` of `x` flattened to `[rows, in]` with `w [out, in]`, reshaped back to `[.., out]`.
+fn on_rows(
+    x: &Tensor,
+    w: &Tensor,
+    product: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let in_dim = *dims.last().unwrap_or(&0);
     let rows: usize = dims[..dims.len() - 1].iter().product();
-    let out = x.reshape((rows, in_dim))?.matmul(&w.t()?)?;
+    let out = product(&x.reshape((rows, in_dim))?)?;
     let mut out_dims = dims;
     let last = out_dims.len() - 1;
     out_dims[last] = w.dim(0)?;
