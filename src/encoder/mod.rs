@@ -4,6 +4,10 @@
 //! Layers: `gguf`/`hf` load weights and tokenizer, `model` is the differentiable Llama forward,
 //! `template` builds the prompted token sequences and pools hidden states into vectors,
 //! and [`Encoder`] ties them together behind the [`Embed`] trait the rest of the engine uses.
+//! The CPU kernels under `model`: `gemm` (packed bf16 / int8 products, and the bf16 products of
+//! training), `attention` (the packed layers' attention on the bf16 kernel), `fused` (softmax,
+//! SwiGLU, cross-entropy rows in one pass) and `fused_grad` (RMSNorm, RoPE, SwiGLU with their
+//! own backward, for the trainable layers).
 
 use serde::{Deserialize, Serialize};
 

@@ -2,7 +2,8 @@
 //! contrastive fine-tuning (`engine finetune`, InfoNCE with in-batch and hard negatives).
 //!
 //! Layout: [`data`] reads raw text and retrieval training data, [`loss`] builds the adaptation
-//! batch (shared SELF/NEXT positions, NEXT-cannot-see-SELF mask) and the four losses,
+//! batch (shared SELF/NEXT positions, NEXT-cannot-see-SELF mask) and the four losses
+//! ([`lm_head`] computes the next-token one in chunks on the bf16 kernel where it can),
 //! [`params`] decides which tensors train (all, last N layers, LoRA) and merges them back,
 //! [`optim`] is AdamW with warm-up/decay and global-norm clipping, [`checkpoint`] saves and
 //! restores a run, [`mine`] finds hard negatives, [`validate`] measures retrieval quality,
