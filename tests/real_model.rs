@@ -123,10 +123,10 @@ fn norm(v: &[f32]) -> f32 {
 
 /// The packed kernels against the f32 reference on 100 real passages (SciFact's first 100
 /// documents, 128 tokens each at most), for the base model and the shipped trained encoder:
-/// every bf16 embedding's cosine to its f32 twin must be >= 0.999 (measured 0.99997 base,
-/// 0.99989 shipped, attention products in bf16 included). int8 is held to what it measured
-/// (docs/results.md), short of 0.999: >= 0.998 on the base (0.99896), whose llama2vec
-/// vectors share one large direction, and >= 0.993 on the trained encoder (0.99589).
+/// every bf16 embedding's cosine to its f32 twin must be >= 0.999 (measured 0.99998 base,
+/// 0.99993 shipped, the attention's `P V` in bf16 included). int8 is held to what it measured
+/// (docs/results.md): >= 0.999 on the base (0.99908), whose llama2vec vectors share one large
+/// direction, and >= 0.993 on the trained encoder (0.99595), where it falls short of 0.999.
 #[test]
 fn packed_kernel_embeddings_match_f32_on_real_passages() {
     if model_path().is_none() {
@@ -135,7 +135,7 @@ fn packed_kernel_embeddings_match_f32_on_real_passages() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let shipped = root.join(engine::config::Config::default().model.path);
     let mut failures = Vec::new();
-    for (model, int8_floor) in [(model_path().unwrap(), 0.998), (shipped, 0.993)] {
+    for (model, int8_floor) in [(model_path().unwrap(), 0.999), (shipped, 0.993)] {
         failures.extend(packed_kernels_match_f32(&model, int8_floor));
     }
     assert!(failures.is_empty(), "{failures:#?}");

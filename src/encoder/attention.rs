@@ -1,12 +1,13 @@
-//! Grouped-query attention of the fast forward on the bf16 kernel, one (sequence, kv head)
-//! per task: scores `Q_g K.T` for the group's query heads stacked as rows, the scaled masked
-//! softmax in place, then `P V`, written straight into the `[B, T, heads * D]` layout the
-//! output projection reads.
+//! Grouped-query attention of the fast forward, one (sequence, kv head) per task: scores
+//! `Q_g K.T` for the group's query heads stacked as rows (f32), the scaled masked softmax in
+//! place, then `P V` on the bf16 kernel, written straight into the `[B, T, heads * D]` layout
+//! the output projection reads.
 //!
 //! Why: candle's batched f32 matmuls for these small products, the transposes around them
 //! and their zero-filled outputs were ~15 % of a bf16 forward; the products themselves are
-//! ~5 % of its multiply-adds. bf16 operands with f32 accumulation, as the projections (and
-//! GPU flash attention) use. No backward: inference and frozen layers only.
+//! ~5 % of its multiply-adds. The scores stay f32: in bf16 they moved the shipped encoder's
+//! dense nDCG@10 on Cranfield by -0.004 (p 0.01; docs/results.md); `P V` in bf16 did not. No
+//! backward: inference and frozen layers only.
 
 use std::sync::Arc;
 
@@ -78,11 +79,36 @@ impl CustomOp3 for Bf16Attention {
             .into_par_iter()
             .map(|u| {
                 let (bi, g) = (u / nkv, u % nkv);
-                let keys = PackedBf16::pack(&k[u * head..(u + 1) * head], t, d);
+                let keys = &k[u * head..(u + 1) * head];
                 let values = PackedBf16::pack_transposed(&v[u * head..(u + 1) * head], t, d);
                 let queries = &q[(bi * nh + g * rep) * head..(bi * nh + (g + 1) * rep) * head];
                 let mut scores = vec![0f32; group_rows * t];
-                keys.matmul_serial(queries, group_rows, &mut scores);
+                // Scores in f32 (see the module docs); the gemm crate on this thread alone.
+                // Safety: row-major [R, D] queries, [T, D] keys read as [D, T], [R, T] output,
+                // all of these lengths.
+                unsafe {
+                    gemm::gemm(
+                        group_rows,
+                        t,
+                        d,
+                        scores.as_mut_ptr(),
+                        1,
+                        t as isize,
+                        false,
+                        queries.as_ptr(),
+                        1,
+                        d as isize,
+                        keys.as_ptr(),
+                        d as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    )
+                };
                 let bias = &self.bias[bi * t * t..(bi + 1) * t * t];
                 masked_softmax_rows(&mut scores, bias, t, t, self.scale);
                 let mut out = vec![0f32; group_rows * d];
@@ -172,7 +198,7 @@ mod tests {
                 }
             }
         }
-        // Values lie in [-0.5, 0.5): bf16 rounding of q, k, p and v moves outputs by < 1e-2.
+        // Values lie in [-0.5, 0.5): bf16 rounding of p and v moves outputs by < 1e-2.
         assert!(worst < 1e-2, "max abs error {worst}");
         assert!(worst > 0.0, "bf16 rounding should show");
     }
