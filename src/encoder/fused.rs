@@ -207,6 +207,17 @@ pub fn cross_entropy_rows(logits: &mut [f32], width: usize, targets: &[u32]) -> 
         .collect()
 }
 
+/// An f32 tensor's values in row-major order, whatever its layout (for backward passes, which
+/// receive tensors).
+pub(crate) fn f32_values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1::<f32>()
+}
+
+/// `silu(gate) * up` element-wise into `out`, vectorised where the CPU allows.
+pub(crate) fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    silu_mul_row_best(gate, up, out, has_avx512())
+}
+
 /// The f32 values of a contiguous storage, or an error naming the op `what`.
 pub(crate) fn contiguous_f32<'a>(
     s: &'a CpuStorage,
@@ -302,8 +313,7 @@ impl CustomOp2 for MaskedSoftmax {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let t = scores.dim(D::Minus1)?;
-        let p = probs.flatten_all()?.to_vec1::<f32>()?;
-        let g = grad.flatten_all()?.to_vec1::<f32>()?;
+        let (p, g) = (f32_values(probs)?, f32_values(grad)?);
         let mut ds = vec![0f32; p.len()];
         if t > 0 {
             ds.par_chunks_mut(t).zip(p.par_chunks(t).zip(g.par_chunks(t))).for_each(

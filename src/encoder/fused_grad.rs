@@ -10,12 +10,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::fused::{contiguous_f32 as contiguous, exp};
-
-/// An f32 tensor's values, made contiguous.
-fn values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
-    t.flatten_all()?.to_vec1::<f32>()
-}
+use super::fused::{contiguous_f32 as contiguous, exp, f32_values as values, silu_mul};
 
 /// `x / rms(x) * w` over the last dimension: `(x [.., H], w [H])`.
 pub struct RmsNorm {
@@ -65,43 +60,36 @@ impl CustomOp2 for RmsNorm {
         let (xs, ws, gs) = (values(x)?, values(w)?, values(grad)?);
         let h = ws.len();
         // Per row, with n = x * inv: dw += g * n;  dx = inv * (g*w - n * mean(g*w*n)).
-        let per_row: Vec<(Vec<f32>, Vec<f32>)> = xs
-            .par_chunks(h)
-            .zip(gs.par_chunks(h))
-            .map(|(row, g)| {
-                let inv = inv_rms(row, self.eps);
-                let mut dw = vec![0f32; h];
-                let mut dot = 0f32;
-                for j in 0..h {
-                    let n = row[j] * inv;
-                    dw[j] = g[j] * n;
-                    dot += g[j] * ws[j] * n;
-                }
-                let mean = dot / h as f32;
-                let dx = (0..h).map(|j| inv * (g[j] * ws[j] - row[j] * inv * mean)).collect();
-                (dx, dw)
-            })
-            .collect();
-        let dx = x
-            .track_op()
-            .then(|| {
-                let flat: Vec<f32> =
-                    per_row.iter().flat_map(|(dx, _)| dx.iter().copied()).collect();
-                Tensor::from_vec(flat, x.shape(), x.device())
-            })
-            .transpose()?;
-        let dw = w
-            .track_op()
-            .then(|| {
-                let mut sum = vec![0f32; h];
-                for (_, dw) in &per_row {
-                    for (s, v) in sum.iter_mut().zip(dw) {
-                        *s += v;
+        let mut dx = vec![0f32; xs.len()];
+        let dw = dx
+            .par_chunks_mut(h)
+            .zip(xs.par_chunks(h).zip(gs.par_chunks(h)))
+            .fold(
+                || vec![0f32; h],
+                |mut dw, (dx, (row, g))| {
+                    let inv = inv_rms(row, self.eps);
+                    let mut dot = 0f32;
+                    for j in 0..h {
+                        let n = row[j] * inv;
+                        dw[j] += g[j] * n;
+                        dot += g[j] * ws[j] * n;
                     }
-                }
-                Tensor::from_vec(sum, w.shape(), w.device())
-            })
-            .transpose()?;
+                    let mean = dot / h as f32;
+                    for j in 0..h {
+                        dx[j] = inv * (g[j] * ws[j] - row[j] * inv * mean);
+                    }
+                    dw
+                },
+            )
+            .reduce(
+                || vec![0f32; h],
+                |mut a, b| {
+                    a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                    a
+                },
+            );
+        let dx = x.track_op().then(|| Tensor::from_vec(dx, x.shape(), x.device())).transpose()?;
+        let dw = w.track_op().then(|| Tensor::from_vec(dw, w.shape(), w.device())).transpose()?;
         Ok((dx, dw))
     }
 }
@@ -131,13 +119,9 @@ impl CustomOp2 for SwiGlu {
             candle_core::bail!("swiglu-grad: gate {:?}, up {:?}", l1.shape(), l2.shape())
         }
         let mut out = vec![0f32; g.len()];
-        out.par_chunks_mut(4096).zip(g.par_chunks(4096).zip(u.par_chunks(4096))).for_each(
-            |(o, (g, u))| {
-                for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-                    *o = g * sigmoid(g) * u;
-                }
-            },
-        );
+        out.par_chunks_mut(4096)
+            .zip(g.par_chunks(4096).zip(u.par_chunks(4096)))
+            .for_each(|(o, (g, u))| silu_mul(g, u, o));
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -176,7 +160,7 @@ fn rotate(
     x: &[f32],
     cos: &[f32],
     sin: &[f32],
-    (b, h, t, d): (usize, usize, usize, usize),
+    (h, t, d): (usize, usize, usize),
     sign: f32,
 ) -> Vec<f32> {
     let half = d / 2;
@@ -194,7 +178,6 @@ fn rotate(
             }
         }
     });
-    let _ = b;
     out
 }
 
@@ -224,7 +207,7 @@ impl CustomOp3 for Rope {
                 l3.shape()
             )
         }
-        Ok((CpuStorage::F32(rotate(x, cos, sin, (b, h, t, d), 1.0)), l1.shape().clone()))
+        Ok((CpuStorage::F32(rotate(x, cos, sin, (h, t, d), 1.0)), l1.shape().clone()))
     }
 
     fn bwd(
@@ -235,8 +218,8 @@ impl CustomOp3 for Rope {
         _out: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dims = x.dims4()?;
-        let dx = rotate(&values(grad)?, &values(cos)?, &values(sin)?, dims, -1.0);
+        let (_, h, t, d) = x.dims4()?;
+        let dx = rotate(&values(grad)?, &values(cos)?, &values(sin)?, (h, t, d), -1.0);
         Ok((Some(Tensor::from_vec(dx, x.shape(), x.device())?), None, None))
     }
 }

@@ -817,9 +817,13 @@ pub(crate) mod tests {
             assert_eq!(m.packed_format(), Some(format));
             let b = m.forward(&inputs, ForwardMode::Fast).unwrap();
             let (a, b) = (a.flatten_all().unwrap(), b.flatten_all().unwrap());
-            let cos = (&a * &b).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
-                / (a.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt()
-                    * b.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt());
+            let cosine = |x: &Tensor, y: &Tensor| {
+                let dot = |p: &Tensor, q: &Tensor| {
+                    (p * q).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
+                };
+                dot(x, y) / (dot(x, x).sqrt() * dot(y, y).sqrt())
+            };
+            let cos = cosine(&a, &b);
             assert!(cos > 0.999, "{}: cosine {cos}", format.dtype());
             let moved = (&a - &b).unwrap().abs().unwrap().max_all().unwrap();
             assert!(moved.to_scalar::<f32>().unwrap() > 0.0, "{}: kernel not run", format.dtype());
@@ -827,9 +831,7 @@ pub(crate) mod tests {
             // its products on the bf16 kernel.
             assert!(m.fast_training());
             let c = m.forward(&inputs, ForwardMode::Differentiable).unwrap().flatten_all().unwrap();
-            let cos = (&a * &c).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
-                / (a.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt()
-                    * c.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt());
+            let cos = cosine(&a, &c);
             assert!(cos > 0.999, "{}: differentiable cosine {cos}", format.dtype());
         }
     }

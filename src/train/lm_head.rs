@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor, TensorId};
 
-use crate::encoder::fused::cross_entropy_rows;
+use crate::encoder::fused::{contiguous_f32, cross_entropy_rows};
 use crate::encoder::gemm::PackedBf16;
 use crate::encoder::model::Llama;
 use crate::error::Result;
@@ -77,12 +77,7 @@ impl CustomOp1 for ChunkedLmLoss {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(h) = s else {
-            candle_core::bail!("chunked-lm-loss expects f32 hidden states")
-        };
-        let Some((h0, h1)) = l.contiguous_offsets() else {
-            candle_core::bail!("chunked-lm-loss expects contiguous hidden states")
-        };
+        let h = contiguous_f32(s, l, self.name())?;
         let (n, dim) = l.shape().dims2()?;
         let (vocab, head_dim) = (self.head.head.out_dim(), self.head.head.in_dim());
         if dim != head_dim || n != self.targets.len() {
@@ -95,7 +90,6 @@ impl CustomOp1 for ChunkedLmLoss {
         if let Some(&t) = self.targets.iter().find(|&&t| t as usize >= vocab) {
             candle_core::bail!("chunked-lm-loss: target {t} beyond the vocabulary ({vocab})")
         }
-        let h = &h[h0..h1];
         // Logits are h @ W.T; the hidden-state gradient is (softmax - onehot) @ W.
         let mut losses = Vec::with_capacity(n);
         let mut unit_grad = Vec::with_capacity(n * dim);

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
+use super::fused::contiguous_f32;
 use crate::config::Dtype;
 use rayon::prelude::*;
 
@@ -190,19 +191,14 @@ impl CustomOp1 for PackedLinear {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(v) = s else {
-            candle_core::bail!("packed-linear expects f32 activations")
-        };
-        let Some((start, end)) = l.contiguous_offsets() else {
-            candle_core::bail!("packed-linear expects a contiguous input")
-        };
+        let x = contiguous_f32(s, l, self.name())?;
         let dims = l.shape().dims();
         let k = *dims.last().unwrap_or(&0);
         if k != self.0.in_dim() {
             candle_core::bail!("packed-linear: input width {k}, weight expects {}", self.0.in_dim())
         }
         let m = l.shape().elem_count() / k.max(1);
-        let out = self.0.matmul(&v[start..end], m);
+        let out = self.0.matmul(x, m);
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().unwrap_or(&mut 0) = self.0.out_dim();
         Ok((CpuStorage::F32(out), Shape::from(out_dims)))
@@ -216,49 +212,9 @@ impl CustomOp1 for PackedLinear {
 /// not computed. Needs AVX-512 BF16 ([`PackedFormat::available`]).
 pub struct Bf16TrainLinear;
 
-/// `a[m, k] @ b[n, k].T` of two contiguous f32 tensors on the bf16 kernel (no backward).
-struct Bf16MatmulT;
-
-/// `a[m, k] @ b[n, k].T` of two contiguous f32 operands, as an `[m, n]` storage.
-fn bf16_matmul_t(
-    name: &str,
-    (s1, l1): (&CpuStorage, &Layout),
-    (s2, l2): (&CpuStorage, &Layout),
-) -> candle_core::Result<(CpuStorage, Shape)> {
-    let (CpuStorage::F32(a), CpuStorage::F32(b)) = (s1, s2) else {
-        candle_core::bail!("{name} expects f32 operands")
-    };
-    let (Some((a0, a1)), Some((b0, b1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-    else {
-        candle_core::bail!("{name} expects contiguous operands")
-    };
-    let ((m, k), (n, k2)) = (l1.shape().dims2()?, l2.shape().dims2()?);
-    if k != k2 {
-        candle_core::bail!("{name}: inner widths {k} and {k2} differ")
-    }
-    let out = PackedBf16::pack(&b[b0..b1], n, k).matmul(&a[a0..a1], m);
-    Ok((CpuStorage::F32(out), Shape::from((m, n))))
-}
-
-impl candle_core::CustomOp2 for Bf16MatmulT {
-    fn name(&self) -> &'static str {
-        "bf16-matmul-t"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        bf16_matmul_t(self.name(), (s1, l1), (s2, l2))
-    }
-}
-
-/// `a @ b.T` on the bf16 kernel, for tensors of any layout.
+/// `a @ b.T` on the bf16 kernel, for tensors of any layout (no backward).
 fn matmul_t(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
-    a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &Bf16MatmulT)
+    a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &Bf16TrainLinear)
 }
 
 impl candle_core::CustomOp2 for Bf16TrainLinear {
@@ -273,7 +229,14 @@ impl candle_core::CustomOp2 for Bf16TrainLinear {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        bf16_matmul_t(self.name(), (s1, l1), (s2, l2))
+        let name = self.name();
+        let (x, w) = (contiguous_f32(s1, l1, name)?, contiguous_f32(s2, l2, name)?);
+        let ((m, k), (n, k2)) = (l1.shape().dims2()?, l2.shape().dims2()?);
+        if k != k2 {
+            candle_core::bail!("{name}: inner widths {k} and {k2} differ")
+        }
+        let out = PackedBf16::pack(w, n, k).matmul(x, m);
+        Ok((CpuStorage::F32(out), Shape::from((m, n))))
     }
 
     fn bwd(
