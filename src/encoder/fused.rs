@@ -8,6 +8,8 @@
 //! with an exp that the compiler vectorises (AVX-512 where available). f32 only, no backward:
 //! [`super::model::ForwardMode::Fast`] uses them; training keeps candle's ops.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
@@ -65,9 +67,9 @@ fn lanes_max(x: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-fn silu_mul_row(gate: &[f32], up: &[f32], out: &mut [f32]) {
+fn silu_mul_row(gate: &[f32], up: &[f32], out: &mut [MaybeUninit<f32>]) {
     for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-        *o = g / (1.0 + exp(-g)) * u;
+        o.write(g / (1.0 + exp(-g)) * u);
     }
 }
 
@@ -118,14 +120,27 @@ fn cross_entropy_row(row: &mut [f32], target: usize) -> f32 {
 /// The same loops compiled for AVX-512 (16 lanes), chosen at run time.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
+    use std::mem::MaybeUninit;
+
     #[target_feature(enable = "avx512f")]
     pub unsafe fn cross_entropy_row(row: &mut [f32], target: usize) -> f32 {
         super::cross_entropy_row(row, target)
     }
 
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn silu_mul_row(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    pub unsafe fn silu_mul_row(gate: &[f32], up: &[f32], out: &mut [MaybeUninit<f32>]) {
         super::silu_mul_row(gate, up, out)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn masked_softmax_strided(
+        block: &mut [f32],
+        n: usize,
+        bias: &[f32],
+        bias_stride: usize,
+        scale: f32,
+    ) {
+        super::masked_softmax_strided_rows(block, n, bias, bias_stride, scale)
     }
 
     #[target_feature(enable = "avx512f")]
@@ -151,7 +166,7 @@ fn has_avx512() -> bool {
     }
 }
 
-fn silu_mul_row_best(gate: &[f32], up: &[f32], out: &mut [f32], wide: bool) {
+fn silu_mul_row_best(gate: &[f32], up: &[f32], out: &mut [MaybeUninit<f32>], wide: bool) {
     #[cfg(target_arch = "x86_64")]
     if wide {
         // Safety: `wide` is only true when AVX-512F was detected.
@@ -161,10 +176,34 @@ fn silu_mul_row_best(gate: &[f32], up: &[f32], out: &mut [f32], wide: bool) {
     silu_mul_row(gate, up, out)
 }
 
-/// [`MaskedSoftmax`] on one `[R, T]` block of rows with its `[T0, T]` bias (row `r` takes
-/// bias row `r % T0`), in place, on the calling thread.
-pub fn masked_softmax_rows(block: &mut [f32], bias: &[f32], t: usize, t0: usize, scale: f32) {
-    masked_softmax_block_best(block, bias, t, t0, scale, has_avx512())
+/// In place over the `[R, n]` rows of `block`: `softmax(scale * s + bias)`, row `r` adding
+/// `bias[r * bias_stride..][..n]`; on the calling thread.
+pub fn masked_softmax_strided(
+    block: &mut [f32],
+    n: usize,
+    bias: &[f32],
+    bias_stride: usize,
+    scale: f32,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // Safety: AVX-512F was detected.
+        return unsafe { avx512::masked_softmax_strided(block, n, bias, bias_stride, scale) };
+    }
+    masked_softmax_strided_rows(block, n, bias, bias_stride, scale)
+}
+
+#[inline(always)]
+fn masked_softmax_strided_rows(
+    block: &mut [f32],
+    n: usize,
+    bias: &[f32],
+    bias_stride: usize,
+    scale: f32,
+) {
+    for (r, row) in block.chunks_mut(n).enumerate() {
+        masked_softmax_row(row, &bias[r * bias_stride..][..n], scale);
+    }
 }
 
 fn masked_softmax_block_best(
@@ -215,6 +254,8 @@ pub(crate) fn f32_values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
 
 /// `silu(gate) * up` element-wise into `out`, vectorised where the CPU allows.
 pub(crate) fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    // Safety: MaybeUninit<f32> has f32's layout, and only initialised f32s are written.
+    let out = unsafe { &mut *(out as *mut [f32] as *mut [MaybeUninit<f32>]) };
     silu_mul_row_best(gate, up, out, has_avx512())
 }
 
@@ -247,13 +288,18 @@ impl CustomOp1 for SiluMul {
             candle_core::bail!("fused-silu-mul: odd last dimension {width}")
         }
         let half = width / 2;
-        let mut out = vec![0f32; x.len() / 2];
+        let len = x.len() / 2;
+        // Written in spare capacity: a zero-filled output is a wasted pass.
+        let mut out: Vec<f32> = Vec::with_capacity(len);
         let wide = has_avx512();
         if half > 0 {
-            out.par_chunks_mut(half)
+            out.spare_capacity_mut()[..len]
+                .par_chunks_mut(half)
                 .zip(x.par_chunks(width))
                 .for_each(|(o, row)| silu_mul_row_best(&row[..half], &row[half..], o, wide));
         }
+        // Safety: every row of `half` values was written above.
+        unsafe { out.set_len(len) };
         let mut out_dims = dims.to_vec();
         if let Some(last) = out_dims.last_mut() {
             *last = half;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Module, Tensor, D};
 use serde::{Deserialize, Serialize};
 
-use super::attention::Bf16Attention;
+use super::attention::{AttentionMask, PackedAttention};
 use super::fused::{MaskedSoftmax, SiluMul};
 use super::fused_grad;
 use super::gemm::{Bf16TrainLinear, PackedFormat, PackedLinear, PackedWeight};
@@ -493,9 +493,9 @@ impl Llama {
         ))?;
         let frozen = if mode == ForwardMode::Differentiable { self.frozen_layers } else { 0 };
         // The packed layers' attention runs on the bf16 kernel and reads the mask as values.
-        let packed_attention_bias = match &self.packed {
-            Some(_) if Bf16Attention::available() && self.dtype == DType::F32 => {
-                Some(Arc::new(inputs.bias.flatten_all()?.to_vec1::<f32>()?))
+        let packed_mask = match &self.packed {
+            Some(_) if PackedAttention::available() && self.dtype == DType::F32 => {
+                Some(Arc::new(AttentionMask::new(inputs.bias.flatten_all()?.to_vec1::<f32>()?, t)))
             }
             _ => None,
         };
@@ -514,7 +514,7 @@ impl Llama {
             let observe = ranges.as_deref_mut().and_then(|r| r.get_mut(i));
             let attention = AttentionInputs {
                 bias: &inputs.bias,
-                packed_bias: packed.and(packed_attention_bias.as_ref()),
+                packed_mask: packed.and(packed_mask.as_ref()),
             };
             x = self.block(i, layer, packed, &x, &cos, &sin, attention, layer_mode, observe)?;
             if i + 1 == frozen {
@@ -642,29 +642,38 @@ impl Llama {
 
         let h = self.norm(x, &w.attn_norm, mode)?;
         record(0, &h)?;
-        let (q, k, v) = match packed {
-            Some(p) => {
-                let qkv = packed_linear(&h, &p.qkv)?;
-                let kvd = nkv * hd;
-                (
-                    qkv.narrow(D::Minus1, 0, nh * hd)?,
-                    qkv.narrow(D::Minus1, nh * hd, kvd)?,
-                    qkv.narrow(D::Minus1, nh * hd + kvd, kvd)?,
-                )
-            }
-            None => (proj(&h, &w.q, 0)?, proj(&h, &w.k, 1)?, proj(&h, &w.v, 2)?),
-        };
-        let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
-        let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-        let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?;
-        let q = self.rotate(&q, cos, sin, mode)?;
-        let k = self.rotate(&k, cos, sin, mode)?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let attn = if let Some(values) = attention.packed_bias {
-            let op = Bf16Attention { bias: values.clone(), scale: scale as f32 };
-            q.apply_op3_no_bwd(&k, &v.contiguous()?, &op)?
-        } else {
-            self.attention(&q, &k, &v, bias, scale, mode, (b, t))?
+        let attn = match (packed, attention.packed_mask) {
+            (Some(p), Some(mask)) => {
+                // RoPE, scores, softmax and `P V` in one op on the fused projection's output.
+                let op = PackedAttention {
+                    mask: mask.clone(),
+                    heads: nh,
+                    kv_heads: nkv,
+                    scale: scale as f32,
+                };
+                packed_linear(&h, &p.qkv)?.apply_op3_no_bwd(cos, sin, &op)?
+            }
+            _ => {
+                let (q, k, v) = match packed {
+                    Some(p) => {
+                        let qkv = packed_linear(&h, &p.qkv)?;
+                        let kvd = nkv * hd;
+                        (
+                            qkv.narrow(D::Minus1, 0, nh * hd)?,
+                            qkv.narrow(D::Minus1, nh * hd, kvd)?,
+                            qkv.narrow(D::Minus1, nh * hd + kvd, kvd)?,
+                        )
+                    }
+                    None => (proj(&h, &w.q, 0)?, proj(&h, &w.k, 1)?, proj(&h, &w.v, 2)?),
+                };
+                let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
+                let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+                let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?;
+                let q = self.rotate(&q, cos, sin, mode)?;
+                let k = self.rotate(&k, cos, sin, mode)?;
+                self.attention(&q, &k, &v, bias, scale, mode, (b, t))?
+            }
         };
         record(1, &attn)?;
         let x = match packed {
@@ -702,7 +711,7 @@ struct AttentionInputs<'a> {
     /// `[B, 1, T, T]` additive mask.
     bias: &'a Tensor,
     /// The same mask as values, where the layer's attention runs on the bf16 kernel.
-    packed_bias: Option<&'a Arc<Vec<f32>>>,
+    packed_mask: Option<&'a Arc<AttentionMask>>,
 }
 
 /// `x @ W.T` through the packed kernel.

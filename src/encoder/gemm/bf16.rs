@@ -119,33 +119,58 @@ impl PackedBf16 {
     /// [`PackedBf16::matmul`] on the calling thread only, into `out` (`[m, n]`): for many
     /// small products that are themselves spread over threads (attention heads).
     pub fn matmul_serial(&self, x: &[f32], m: usize, out: &mut [f32]) {
-        assert!(available(), "AVX-512 BF16 not available");
-        assert_eq!(x.len(), m * self.k, "input length");
         assert_eq!(out.len(), m * self.n, "output length");
+        // Safety: `out` holds m rows of n.
+        unsafe {
+            self.matmul_span_serial(x, m, 0, self.k, &mut Vec::new(), out.as_mut_ptr(), self.n)
+        }
+    }
+
+    /// `x[m, len] @ W[:, k0..k0 + len].T` on the calling thread, written through `out` with
+    /// row stride `ldc`: `P V` over the span of keys a block of queries sees. `k0` must be
+    /// even (K is packed in pairs); `pairs` is scratch kept across calls.
+    ///
+    /// # Safety
+    /// `out` must be valid for writes of `m` rows of `n` values, `ldc` apart.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn matmul_span_serial(
+        &self,
+        x: &[f32],
+        m: usize,
+        k0: usize,
+        len: usize,
+        pairs: &mut Vec<u32>,
+        out: *mut f32,
+        ldc: usize,
+    ) {
+        assert!(available(), "AVX-512 BF16 not available");
+        assert!(k0 % 2 == 0 && k0 + len <= self.k, "span {k0}+{len} of {}", self.k);
+        assert_eq!(x.len(), m * len, "input length");
+        let (kp, q0) = (len.div_ceil(2), k0 / 2);
         let rows = m.div_ceil(MR) * MR;
-        let mut a: Vec<u32> = Vec::with_capacity(rows * self.kp);
-        for (dst, src) in
-            a.spare_capacity_mut()[..m * self.kp].chunks_mut(self.kp).zip(x.chunks(self.k))
-        {
+        pairs.clear();
+        pairs.reserve(rows * kp);
+        for (dst, src) in pairs.spare_capacity_mut()[..m * kp].chunks_mut(kp).zip(x.chunks(len)) {
             // Safety: `available()` was asserted above.
             unsafe { convert_row(src, dst) };
         }
         // Safety: convert_row initialised every element of the first m rows.
-        unsafe { a.set_len(m * self.kp) };
-        a.resize(rows * self.kp, 0);
+        unsafe { pairs.set_len(m * kp) };
+        // Padding rows, and an odd span's last pair meets the next key with a zero.
+        pairs.resize(rows * kp, 0);
         for p in 0..self.n.div_ceil(NR) {
             let cols = NR.min(self.n - p * NR);
-            let b = &self.data[p * self.kp * NR..(p + 1) * self.kp * NR];
+            let b = &self.data[(p * self.kp + q0) * NR..(p + 1) * self.kp * NR];
             for r0 in (0..m).step_by(MR) {
-                // Safety: the tile's rows x cols lie inside `out` (row stride n), and `a` holds
-                // MR rows from r0 (padded above).
+                // Safety: the tile's rows x cols lie inside `out` (the caller's contract), `a`
+                // holds MR rows of kp pairs from r0, `b` kp pairs of the panel from q0.
                 unsafe {
                     kernel(
-                        a.as_ptr().add(r0 * self.kp),
-                        self.kp,
+                        pairs.as_ptr().add(r0 * kp),
+                        kp,
                         b.as_ptr(),
-                        out.as_mut_ptr().add(r0 * self.n + p * NR),
-                        self.n,
+                        out.add(r0 * ldc + p * NR),
+                        ldc,
                         MR.min(m - r0),
                         cols,
                     )
@@ -265,6 +290,33 @@ mod tests {
             let mut out = vec![f32::NAN; m * n];
             packed.matmul_serial(&x, m, &mut out);
             assert_eq!(out, packed.matmul(&x, m), "{m}x{n}x{k}");
+        }
+    }
+
+    #[test]
+    fn a_span_of_k_equals_the_product_over_those_columns() {
+        if !available() {
+            eprintln!("SKIPPED: CPU lacks AVX-512 BF16");
+            return;
+        }
+        let (m, n, k) = (13, 40, 29);
+        let w = values(n * k, 104729, 89);
+        let packed = PackedBf16::pack(&w, n, k);
+        let mut pairs = Vec::new();
+        // Spans from an even start, odd and even lengths, up to the end of k.
+        for (k0, len) in [(0, 29), (2, 7), (4, 25), (10, 8)] {
+            let x = values(m * len, 7919, 97);
+            let sub: Vec<f32> = w.chunks(k).flat_map(|r| r[k0..k0 + len].to_vec()).collect();
+            let want = PackedBf16::pack(&sub, n, len).matmul(&x, m);
+            // Written with a row stride wider than n; the gap stays untouched.
+            let ldc = n + 3;
+            let mut out = vec![f32::NAN; m * ldc];
+            // Safety: `out` holds m rows of ldc >= n.
+            unsafe { packed.matmul_span_serial(&x, m, k0, len, &mut pairs, out.as_mut_ptr(), ldc) };
+            for (r, row) in out.chunks(ldc).enumerate() {
+                assert_eq!(&row[..n], &want[r * n..(r + 1) * n], "span {k0}+{len}, row {r}");
+                assert!(row[n..].iter().all(|v| v.is_nan()), "wrote past n");
+            }
         }
     }
 
