@@ -140,7 +140,7 @@ impl CustomOp3 for PackedAttention {
         let slots = nh + 2 * nkv;
         let head_dim = if nkv > 0 && nh % nkv == 0 { qkv_width / slots } else { 0 };
         if head_dim == 0
-            || head_dim % 2 == 1
+            || !head_dim.is_multiple_of(2)
             || head_dim * slots != qkv_width
             || l2.shape().dims() != [b, t, head_dim / 2]
             || l3.shape() != l2.shape()

@@ -144,7 +144,7 @@ impl PackedBf16 {
         ldc: usize,
     ) {
         assert!(available(), "AVX-512 BF16 not available");
-        assert!(k0 % 2 == 0 && k0 + len <= self.k, "span {k0}+{len} of {}", self.k);
+        assert!(k0.is_multiple_of(2) && k0 + len <= self.k, "span {k0}+{len} of {}", self.k);
         assert_eq!(x.len(), m * len, "input length");
         let (kp, q0) = (len.div_ceil(2), k0 / 2);
         let rows = m.div_ceil(MR) * MR;
