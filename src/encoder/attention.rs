@@ -189,7 +189,9 @@ impl PackedAttention {
     /// stride `H D`).
     ///
     /// # Safety
-    /// `out` must be valid for writes of `T` rows of `D` values, `H D` apart.
+    /// `out` must be valid for writes of `T` rows of `D` values, `H D` apart, and the CPU must
+    /// have AVX-512 ([`PackedAttention::available`]; the RoPE loop is compiled for it).
+    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
     unsafe fn head(
         &self,
         qkv: &[f32],
@@ -261,11 +263,26 @@ impl PackedAttention {
 }
 
 /// "Rotate half" RoPE of one head row: `[x1 c - x2 s, x2 c + x1 s]` for its two halves.
+#[inline(always)]
 fn rotate_half(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
     let half = x.len() / 2;
     let (x1, x2) = x.split_at(half);
     let (o1, o2) = out.split_at_mut(half);
-    for i in 0..half {
+    let (cos, sin) = (&cos[..half], &sin[..half]);
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    // Safety: only reached from `head`, which needs AVX-512; every access is below `half`.
+    unsafe {
+        use std::arch::x86_64::*;
+        while done + 16 <= half {
+            let at = |v: &[f32]| _mm512_loadu_ps(v.as_ptr().add(done));
+            let (a, b, c, s) = (at(x1), at(x2), at(cos), at(sin));
+            _mm512_storeu_ps(o1.as_mut_ptr().add(done), _mm512_fmsub_ps(a, c, _mm512_mul_ps(b, s)));
+            _mm512_storeu_ps(o2.as_mut_ptr().add(done), _mm512_fmadd_ps(b, c, _mm512_mul_ps(a, s)));
+            done += 16;
+        }
+    }
+    for i in done..half {
         o1[i] = x1[i] * cos[i] - x2[i] * sin[i];
         o2[i] = x2[i] * cos[i] + x1[i] * sin[i];
     }

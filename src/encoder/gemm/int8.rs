@@ -300,7 +300,11 @@ unsafe fn kernel(
     let col_scale =
         [_mm512_loadu_ps(epilogue.col_scale), _mm512_loadu_ps(epilogue.col_scale.add(16))];
     let (mask0, mask1) = column_masks(cols);
-    for (r, acc_r) in acc.iter().enumerate().take(rows) {
+    // Constant row indices keep the accumulators in registers (see the bf16 kernel).
+    for (r, acc_r) in acc.iter().enumerate() {
+        if r >= rows {
+            continue;
+        }
         let row = c.add(r * ldc);
         let s = _mm512_set1_ps(*epilogue.row_scale.add(r));
         let y = |h: usize| {
