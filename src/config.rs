@@ -153,6 +153,10 @@ pub struct TrainConfig {
     pub mask_false_negatives: bool,
     pub validation_queries: usize,
     pub validation_corpus: usize,
+    /// MiB of the frozen layers' hidden states kept for texts that recur across fine-tuning
+    /// steps (`train::prefix_cache`; 0: recomputed every time).
+    #[serde(default)]
+    pub frozen_cache_mb: usize,
 }
 
 fn default_true() -> bool {

@@ -482,15 +482,52 @@ impl Llama {
         &self,
         inputs: &BatchInputs,
         mode: ForwardMode,
+        ranges: Option<&mut [InputRanges]>,
+    ) -> Result<Tensor> {
+        let x = self.embed(inputs)?;
+        let x = self.run_layers(x, inputs, 0..self.weights.layers.len(), mode, ranges)?;
+        self.norm(&x, &self.weights.final_norm, mode)
+    }
+
+    /// The hidden states `[B, T, hidden]` after the embedding and the frozen prefix (see
+    /// [`Llama::freeze_prefix`]), on the fast kernels and cut from the graph: what
+    /// [`Llama::forward_from_prefix`] continues from. A token's states depend only on the
+    /// tokens before it in its own row, so they can be kept across steps for texts that recur.
+    pub fn prefix_states(&self, inputs: &BatchInputs) -> Result<Tensor> {
+        let x = self.embed(inputs)?;
+        let mode = ForwardMode::Differentiable;
+        Ok(self.run_layers(x, inputs, 0..self.frozen_layers, mode, None)?.detach())
+    }
+
+    /// The differentiable forward (final-norm hidden states) from `prefix`, the
+    /// [`Llama::prefix_states`] of `inputs` (rows may come from other batches: only the real
+    /// tokens' states matter).
+    pub fn forward_from_prefix(&self, prefix: &Tensor, inputs: &BatchInputs) -> Result<Tensor> {
+        let mode = ForwardMode::Differentiable;
+        let layers = self.frozen_layers..self.weights.layers.len();
+        let x = self.run_layers(prefix.clone(), inputs, layers, mode, None)?;
+        self.norm(&x, &self.weights.final_norm, mode)
+    }
+
+    /// The token embeddings `[B, T, hidden]` of a batch.
+    fn embed(&self, inputs: &BatchInputs) -> Result<Tensor> {
+        let (b, t) = inputs.ids.dims2()?;
+        let x = self.weights.embed.index_select(&inputs.ids.flatten_all()?, 0)?;
+        Ok(x.reshape((b, t, self.config.hidden_size))?)
+    }
+
+    /// Layers `layers` over `x`. In the differentiable forward the frozen prefix runs the fast
+    /// kernels and the graph is cut after it.
+    fn run_layers(
+        &self,
+        mut x: Tensor,
+        inputs: &BatchInputs,
+        layers: std::ops::Range<usize>,
+        mode: ForwardMode,
         mut ranges: Option<&mut [InputRanges]>,
     ) -> Result<Tensor> {
-        let (b, t) = inputs.ids.dims2()?;
+        let t = inputs.ids.dim(1)?;
         let (cos, sin) = self.rope_tables(&inputs.positions)?;
-        let mut x = self.weights.embed.index_select(&inputs.ids.flatten_all()?, 0)?.reshape((
-            b,
-            t,
-            self.config.hidden_size,
-        ))?;
         let frozen = if mode == ForwardMode::Differentiable { self.frozen_layers } else { 0 };
         // The packed layers' attention runs on the bf16 kernel and reads the mask as values.
         let packed_mask = match &self.packed {
@@ -499,7 +536,8 @@ impl Llama {
             }
             _ => None,
         };
-        for (i, layer) in self.weights.layers.iter().enumerate() {
+        for i in layers {
+            let layer = &self.weights.layers[i];
             let layer_mode = if i < frozen && self.dtype != DType::F64 {
                 // candle's fused kernels have no f64 (used by gradient tests): those run the
                 // composed ops, still cut from the graph below.
@@ -521,7 +559,7 @@ impl Llama {
                 x = x.detach();
             }
         }
-        self.norm(&x, &self.weights.final_norm, mode)
+        Ok(x)
     }
 
     /// The LM head's `[vocab, hidden]` weights: its own, or the embedding where they are tied.

@@ -109,8 +109,8 @@ pub fn measure_step(
             step_tokens = queries.iter().chain(&passages).map(|p| p.ids.len()).sum();
             let pad = tok.pad_id();
             step = Box::new(move |m| {
-                let q = embed_with_grad(m, &queries.iter().collect::<Vec<_>>(), pad)?;
-                let p = embed_with_grad(m, &passages.iter().collect::<Vec<_>>(), pad)?;
+                let q = embed_with_grad(m, &queries.iter().collect::<Vec<_>>(), pad, None)?;
+                let p = embed_with_grad(m, &passages.iter().collect::<Vec<_>>(), pad, None)?;
                 info_nce(&q, &p, group, 0.01)
             });
         }

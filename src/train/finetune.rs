@@ -15,6 +15,7 @@ use super::data::{merge_retrieval, read_retrieval, unlabeled_pairs, RetrievalDat
 use super::loss::{embed_with_grad, info_nce_masked};
 use super::mine::{dense_search, Bm25};
 use super::params::TrainState;
+use super::prefix_cache::PrefixCache;
 use super::runner::{self, MicroOut};
 use super::validate::{evaluate, reduced_corpus, EvalQuery};
 use super::{device_name, Hyper, TrainOverrides, TrainingReport};
@@ -215,6 +216,7 @@ pub fn run(
     // (after a --resume past half-way, from the resumed one).
     let remine_at = if hyper.mining_rounds >= 2 { hyper.max_steps / 2 } else { usize::MAX };
     let remined = std::cell::Cell::new(false);
+    let prefix_cache = RefCell::new(PrefixCache::new(hyper.frozen_cache_mb));
     let state = TrainState::for_run(&model, &hyper, tok.special_ids())?;
     let g = hyper.group_size.min(data.passages.len());
     let pad = tok.pad_id();
@@ -257,8 +259,9 @@ pub fn run(
                 return Err(Error::Train("corpus too small for the group size".into()));
             }
             let tokens = qs.iter().chain(&ps).map(|p| p.ids.len()).sum();
-            let qv = embed_with_grad(m, &qs.iter().collect::<Vec<_>>(), pad)?;
-            let pv = embed_with_grad(m, &ps.iter().collect::<Vec<_>>(), pad)?;
+            let mut cache = prefix_cache.borrow_mut();
+            let qv = embed_with_grad(m, &qs.iter().collect::<Vec<_>>(), pad, Some(&mut cache))?;
+            let pv = embed_with_grad(m, &ps.iter().collect::<Vec<_>>(), pad, Some(&mut cache))?;
             // Another query's passage that is relevant to this query is no negative.
             let excluded: Vec<(usize, usize)> = if hyper.mask_false_negatives {
                 idx.iter()
@@ -285,6 +288,15 @@ pub fn run(
             Ok(serde_json::to_value(evaluate(&enc, &data.passages, &val_docs, &val_q)?)?)
         },
     )?;
+    let cache = prefix_cache.borrow();
+    if cache.hits + cache.misses > 0 {
+        tracing::info!(
+            hits = cache.hits,
+            misses = cache.misses,
+            mb = format!("{:.0}", cache.mb()),
+            "frozen-prefix states: texts served from memory"
+        );
+    }
     crate::encoder::hf::save(out, &state.config, &state.merged()?, &tok)?;
     let (final_losses, validation) = runner::final_records(&run);
     let report = TrainingReport {

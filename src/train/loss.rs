@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 use candle_core::{DType, Device, Tensor, D};
 
 use super::lm_head;
+use super::prefix_cache::PrefixCache;
 use crate::encoder::model::{BatchInputs, ForwardMode, Llama, MASK_VALUE};
 use crate::encoder::template::{self, Padding, Prepared, PREFIX};
 use crate::encoder::tokenizer::LlmTokenizer;
@@ -408,10 +409,22 @@ pub fn adapt_losses(model: &Llama, batch: &AdaptBatch) -> Result<AdaptLosses> {
     Ok(AdaptLosses { total: (&lm + bow)?, lm, ebae, ebar })
 }
 
-/// L2-normalised pooled embeddings `[N, H]` of prepared texts, differentiable (f32).
-pub fn embed_with_grad(model: &Llama, items: &[&Prepared], pad_id: u32) -> Result<Tensor> {
+/// L2-normalised pooled embeddings `[N, H]` of prepared texts, differentiable (f32). With a
+/// `cache` and a frozen prefix, the prefix's states of texts seen before come from it.
+pub fn embed_with_grad(
+    model: &Llama,
+    items: &[&Prepared],
+    pad_id: u32,
+    cache: Option<&mut PrefixCache>,
+) -> Result<Tensor> {
     let batch = template::pad_batch(items, pad_id, Padding::Right, model.dtype(), model.device())?;
-    let hidden = model.forward(&batch.inputs, ForwardMode::Differentiable)?;
+    let hidden = match cache {
+        Some(cache) if model.frozen_prefix() > 0 => {
+            let prefix = cache.prefix_states(model, items, &batch, pad_id)?;
+            model.forward_from_prefix(&prefix, &batch.inputs)?
+        }
+        _ => model.forward(&batch.inputs, ForwardMode::Differentiable)?,
+    };
     let pooled = batch.pool_weights.matmul(&hidden.to_dtype(DType::F32)?)?.squeeze(1)?;
     let norm = (pooled.sqr()?.sum_keepdim(1)? + 1e-12)?.sqrt()?;
     Ok(pooled.broadcast_div(&norm)?)
@@ -577,10 +590,59 @@ mod tests {
         let queries = [text(1, 12), text(2, 15)];
         let passages = [text(3, 30), text(4, 26), text(5, 33), text(6, 30)];
         assert_fast_step_matches_reference("finetune", |m| {
-            let q = embed_with_grad(m, &queries.iter().collect::<Vec<_>>(), 0)?;
-            let p = embed_with_grad(m, &passages.iter().collect::<Vec<_>>(), 0)?;
+            let q = embed_with_grad(m, &queries.iter().collect::<Vec<_>>(), 0, None)?;
+            let p = embed_with_grad(m, &passages.iter().collect::<Vec<_>>(), 0, None)?;
             info_nce(&q, &p, 2, 0.05)
         });
+    }
+
+    /// Fine-tuning with the frozen prefix's states taken from a cache filled by other batches
+    /// (other companions, other padding) gives the step of recomputing them: loss and every
+    /// gradient within f32 rounding, on the reference path and on the packed kernels.
+    #[test]
+    fn cached_prefix_states_give_the_same_step() {
+        let text = |seed: u32, len: u32| {
+            let ids: Vec<u32> = (0..len).map(|i| 23 + (i * 5 + seed * 3) % 40).collect();
+            let n = ids.len();
+            Prepared { ids, pool: (n - 8..n).collect(), truncated: false }
+        };
+        let queries = [text(1, 12), text(2, 15)];
+        let passages = [text(3, 30), text(4, 26), text(5, 33), text(6, 30)];
+        let earlier = [text(7, 41), text(5, 33), text(2, 15), text(3, 30)];
+        for fast in [false, true] {
+            let step = |cached: bool| {
+                step_gradients(fast, |m| {
+                    let mut cache = PrefixCache::new(if cached { 64 } else { 0 });
+                    let earlier: Vec<&Prepared> = earlier.iter().collect();
+                    embed_with_grad(m, &earlier, 0, Some(&mut cache))?;
+                    let q = embed_with_grad(
+                        m,
+                        &queries.iter().collect::<Vec<_>>(),
+                        0,
+                        Some(&mut cache),
+                    )?;
+                    let p = embed_with_grad(
+                        m,
+                        &passages.iter().collect::<Vec<_>>(),
+                        0,
+                        Some(&mut cache),
+                    )?;
+                    // Served from memory: query 2 and passages 3 and 5 (none without a budget).
+                    assert_eq!(cache.hits, if cached { 3 } else { 0 });
+                    info_nce(&q, &p, 2, 0.05)
+                })
+            };
+            let (Some((cached_loss, cached)), Some((loss, recomputed))) = (step(true), step(false))
+            else {
+                eprintln!("SKIPPED: CPU lacks AVX-512 BF16");
+                continue;
+            };
+            assert!((cached_loss - loss).abs() <= 1e-6 * loss.abs(), "{cached_loss} vs {loss}");
+            for ((name, g), (_, r)) in cached.iter().zip(&recomputed) {
+                let e = relative_error(g, r);
+                assert!(e < 1e-5, "fast {fast}: gradient of {name} off by {e}");
+            }
+        }
     }
 
     #[test]

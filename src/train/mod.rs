@@ -6,7 +6,8 @@
 //! ([`lm_head`] computes the next-token one in chunks on the bf16 kernel where it can),
 //! [`params`] decides which tensors train (all, last N layers, LoRA) and merges them back,
 //! [`optim`] is AdamW with warm-up/decay and global-norm clipping, [`checkpoint`] saves and
-//! restores a run, [`mine`] finds hard negatives, [`validate`] measures retrieval quality,
+//! restores a run, [`prefix_cache`] keeps the frozen layers' states of recurring texts,
+//! [`mine`] finds hard negatives, [`validate`] measures retrieval quality,
 //! and [`adapt`]/[`finetune`] are the two training loops. Everything is device-generic:
 //! the same code runs a 135M model on CPU and a 7B model on a GPU.
 
@@ -28,6 +29,7 @@ pub mod loss;
 pub mod mine;
 pub mod optim;
 pub mod params;
+pub mod prefix_cache;
 pub mod runner;
 pub mod validate;
 
