@@ -107,8 +107,8 @@ fn every_loss_gradient_matches_finite_differences() {
         .flat_map(|(a, b)| [prep(a, TextKind::Passage), prep(b, TextKind::Passage)])
         .collect();
     let nce = |m: &Llama| {
-        let q = embed_with_grad(m, &qs.iter().collect::<Vec<_>>(), 0).unwrap();
-        let p = embed_with_grad(m, &ps.iter().collect::<Vec<_>>(), 0).unwrap();
+        let q = embed_with_grad(m, &qs.iter().collect::<Vec<_>>(), 0, None).unwrap();
+        let p = embed_with_grad(m, &ps.iter().collect::<Vec<_>>(), 0, None).unwrap();
         info_nce(&q, &p, 2, 0.5).unwrap()
     };
     grad_check(&state, &nce, "infonce");
@@ -223,8 +223,8 @@ fn each_loss_overfits_a_tiny_batch() {
         .flat_map(|(a, b)| [prep(a, TextKind::Passage), prep(b, TextKind::Passage)])
         .collect();
     let nce = |m: &Llama| {
-        let q = embed_with_grad(m, &qs.iter().collect::<Vec<_>>(), 0).unwrap();
-        let p = embed_with_grad(m, &ps.iter().collect::<Vec<_>>(), 0).unwrap();
+        let q = embed_with_grad(m, &qs.iter().collect::<Vec<_>>(), 0, None).unwrap();
+        let p = embed_with_grad(m, &ps.iter().collect::<Vec<_>>(), 0, None).unwrap();
         info_nce(&q, &p, 2, 0.05).unwrap()
     };
     for kind in [Trainable::Lora, Trainable::Last(1)] {
