@@ -400,7 +400,13 @@ impl Llama {
                 Ok(PackedLayer {
                     qkv: pack(format, &[&l.q, &l.k, &l.v], r(0))?,
                     o: pack(format, &[&l.o], r(1))?,
-                    gate_up: pack(format, &[&l.gate, &l.up], r(2))?,
+                    gate_up: {
+                        let (n, k) = l.gate.dims2()?;
+                        let values = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+                        let range = r(2).map(Vec::as_slice);
+                        let (gate, up) = (values(&l.gate)?, values(&l.up)?);
+                        Arc::new(PackedWeight::pack_swiglu(format, &gate, &up, n, k, range))
+                    },
                     down: pack(down_format, &[&l.down], r(3))?,
                 })
             })
@@ -722,8 +728,12 @@ impl Llama {
         let h = self.norm(&x, &w.ffn_norm, mode)?;
         record(2, &h)?;
         if let Some(p) = packed {
-            // Fast mode on CPU: SwiGLU straight from the fused gate/up output in one pass.
-            let act = packed_linear(&h, &p.gate_up)?.apply_op1_no_bwd(&SiluMul)?;
+            // Fast mode on CPU: SwiGLU in the bf16 kernel's epilogue, or one pass over the
+            // fused gate/up output.
+            let act = match p.gate_up.applies_swiglu() {
+                true => packed_linear(&h, &p.gate_up)?,
+                false => packed_linear(&h, &p.gate_up)?.apply_op1_no_bwd(&SiluMul)?,
+            };
             return Ok((x + packed_linear(&act, &p.down)?)?);
         }
         let (gate, up) = (proj(&h, &w.gate, 4)?, proj(&h, &w.up, 5)?);

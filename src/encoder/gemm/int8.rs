@@ -123,7 +123,7 @@ impl PackedI8 {
         // `a` and `row_scale` hold MR rows from every tile's r0; `scale` and `excess` cover
         // whole panels.
         unsafe {
-            for_each_tile(m, self.n, |r0, rows, p, cols, out| {
+            for_each_tile(m, self.n, NR, |r0, rows, p, cols, out| {
                 kernel(
                     a.as_ptr().add(r0 * kq),
                     kq,

@@ -94,6 +94,32 @@ impl PackedWeight {
         }
     }
 
+    /// `silu(x G.T) * (x U.T)` for gate and up weights `[n, k]` each: on the bf16 kernel one
+    /// product with SwiGLU in its epilogue (output `[m, n]`, see [`PackedBf16::pack_swiglu`]);
+    /// int8 packs `[G; U]` (output `[m, 2n]`, SwiGLU left to the caller: see
+    /// [`PackedWeight::applies_swiglu`]).
+    pub fn pack_swiglu(
+        format: PackedFormat,
+        gate: &[f32],
+        up: &[f32],
+        n: usize,
+        k: usize,
+        input_range: Option<&[f32]>,
+    ) -> Self {
+        assert!(format.available(), "{} kernel not available on this CPU", format.dtype());
+        match format {
+            PackedFormat::Bf16 => Self::Bf16(PackedBf16::pack_swiglu(gate, up, n, k)),
+            PackedFormat::Int8 => {
+                Self::Int8(PackedI8::pack(&[gate, up].concat(), 2 * n, k, input_range))
+            }
+        }
+    }
+
+    /// Whether the product applies SwiGLU itself ([`PackedWeight::pack_swiglu`]).
+    pub fn applies_swiglu(&self) -> bool {
+        matches!(self, Self::Bf16(w) if w.applies_swiglu())
+    }
+
     pub fn format(&self) -> PackedFormat {
         match self {
             Self::Bf16(_) => PackedFormat::Bf16,
@@ -131,9 +157,10 @@ unsafe impl Sync for SendPtr {}
 unsafe impl Send for SendPtr {}
 
 /// Runs `tile(r0, rows, panel, cols, out)` over every micro-tile of an `[m, n]` output in
-/// parallel: rows `[r0, r0 + rows)` (`rows <= MR`) by the `cols <= NR` columns of `panel`,
-/// `out` pointing at the tile's first element (row stride `n`). Returns the output, every
-/// element written by exactly one tile.
+/// parallel: rows `[r0, r0 + rows)` (`rows <= MR`) by the `cols <= width` output columns of
+/// `panel` (`width` = [`NR`], or `NR / 2` where a panel's two halves make one output column
+/// each, as the fused SwiGLU does), `out` pointing at the tile's first element (row stride
+/// `n`). Returns the output, every element written by exactly one tile.
 ///
 /// # Safety
 /// `tile` must write exactly the `rows x cols` elements of its tile through `out` (stride
@@ -141,10 +168,11 @@ unsafe impl Send for SendPtr {}
 pub(crate) unsafe fn for_each_tile(
     m: usize,
     n: usize,
+    width: usize,
     tile: impl Fn(usize, usize, usize, usize, *mut f32) + Sync,
 ) -> Vec<f32> {
     let rows = m.div_ceil(MR) * MR;
-    let panels = n.div_ceil(NR);
+    let panels = n.div_ceil(width);
     let m_units = rows.div_ceil(MC);
     let n_units = panels.div_ceil(PANELS_PER_UNIT);
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
@@ -155,12 +183,12 @@ pub(crate) unsafe fn for_each_tile(
         let (mu, nu) = (u / n_units, u % n_units);
         let out_ptr = &out_ptr;
         for p in nu * PANELS_PER_UNIT..((nu + 1) * PANELS_PER_UNIT).min(panels) {
-            let cols = NR.min(n - p * NR);
+            let cols = width.min(n - p * width);
             let mut r0 = mu * MC;
             while r0 < ((mu + 1) * MC).min(m) {
                 let valid = MR.min(m - r0);
                 // Safety: tiles of different (rows, panel) pairs are disjoint in `out`.
-                tile(r0, valid, p, cols, unsafe { out_ptr.0.add(r0 * n + p * NR) });
+                tile(r0, valid, p, cols, unsafe { out_ptr.0.add(r0 * n + p * width) });
                 r0 += MR;
             }
         }
