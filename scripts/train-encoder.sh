@@ -7,8 +7,8 @@
 #   scripts/train-encoder.sh [OUT_DIR] [DELTA_DIR]
 #
 # OUT_DIR (default runs/encoder) receives the full trained folder; DELTA_DIR (default
-# runs/encoder-delta) the delta (the tensors training changed, over the base). 1,137 s alone on 2
-# Zen 4 cores (300 steps, 128-token passages, with BM25 mining; session 13). The shipped
+# runs/encoder-delta) the delta (the tensors training changed, over the base). 731 s alone on 2
+# Zen 4 cores (300 steps, 128-token passages, with BM25 mining; session 14). The shipped
 # encoders/smollm2-135m-llama2vec-scifact came from an earlier build (bf16 only in the frozen
 # layers' projections), which reproduces it bit for bit; this one's delta matches it in quality
 # (docs/results.md, "Training at the speed of the kernels").

@@ -277,8 +277,11 @@ fn rotate_half(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
         while done + 16 <= half {
             let at = |v: &[f32]| _mm512_loadu_ps(v.as_ptr().add(done));
             let (a, b, c, s) = (at(x1), at(x2), at(cos), at(sin));
-            _mm512_storeu_ps(o1.as_mut_ptr().add(done), _mm512_fmsub_ps(a, c, _mm512_mul_ps(b, s)));
-            _mm512_storeu_ps(o2.as_mut_ptr().add(done), _mm512_fmadd_ps(b, c, _mm512_mul_ps(a, s)));
+            // Products rounded before the sum, as candle's RoPE and the scalar tail do.
+            let (ac, bs) = (_mm512_mul_ps(a, c), _mm512_mul_ps(b, s));
+            let (bc, as_) = (_mm512_mul_ps(b, c), _mm512_mul_ps(a, s));
+            _mm512_storeu_ps(o1.as_mut_ptr().add(done), _mm512_sub_ps(ac, bs));
+            _mm512_storeu_ps(o2.as_mut_ptr().add(done), _mm512_add_ps(bc, as_));
             done += 16;
         }
     }
