@@ -4,8 +4,9 @@
 //! Layers: `gguf`/`hf` load weights and tokenizer, `model` is the differentiable Llama forward,
 //! `template` builds the prompted token sequences and pools hidden states into vectors,
 //! and [`Encoder`] ties them together behind the [`Embed`] trait the rest of the engine uses.
-//! The CPU kernels under `model`: `gemm` (packed bf16 / int8 products, and the bf16 products of
-//! training), `attention` (the packed layers' attention on the bf16 kernel), `fused` (softmax,
+//! The CPU kernels under `model`: `gemm` (packed bf16 / int8 products, SwiGLU in the bf16
+//! kernel's epilogue, and the bf16 products of training), `attention` (the packed layers'
+//! attention from the fused q/k/v output, RoPE included, on the bf16 kernel), `fused` (softmax,
 //! SwiGLU, cross-entropy rows in one pass) and `fused_grad` (RMSNorm, RoPE, SwiGLU with their
 //! own backward, for the trainable layers).
 

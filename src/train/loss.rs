@@ -580,15 +580,21 @@ mod tests {
         });
     }
 
+    /// A prepared text of `len` tokens drawn from `seed`, pooled over its last 8.
+    fn text(seed: u32, len: u32) -> Prepared {
+        let ids: Vec<u32> = (0..len).map(|i| 23 + (i * 5 + seed * 3) % 40).collect();
+        let n = ids.len();
+        Prepared { ids, pool: (n - 8..n).collect(), truncated: false }
+    }
+
+    /// Two queries with groups of two passages.
+    fn finetune_batch() -> ([Prepared; 2], [Prepared; 4]) {
+        ([text(1, 12), text(2, 15)], [text(3, 30), text(4, 26), text(5, 33), text(6, 30)])
+    }
+
     #[test]
     fn fast_finetuning_step_matches_the_reference_path() {
-        let text = |seed: u32, len: u32| {
-            let ids: Vec<u32> = (0..len).map(|i| 23 + (i * 5 + seed * 3) % 40).collect();
-            let n = ids.len();
-            Prepared { ids, pool: (n - 8..n).collect(), truncated: false }
-        };
-        let queries = [text(1, 12), text(2, 15)];
-        let passages = [text(3, 30), text(4, 26), text(5, 33), text(6, 30)];
+        let (queries, passages) = finetune_batch();
         assert_fast_step_matches_reference("finetune", |m| {
             let q = embed_with_grad(m, &queries.iter().collect::<Vec<_>>(), 0, None)?;
             let p = embed_with_grad(m, &passages.iter().collect::<Vec<_>>(), 0, None)?;
@@ -601,13 +607,7 @@ mod tests {
     /// gradient within f32 rounding, on the reference path and on the packed kernels.
     #[test]
     fn cached_prefix_states_give_the_same_step() {
-        let text = |seed: u32, len: u32| {
-            let ids: Vec<u32> = (0..len).map(|i| 23 + (i * 5 + seed * 3) % 40).collect();
-            let n = ids.len();
-            Prepared { ids, pool: (n - 8..n).collect(), truncated: false }
-        };
-        let queries = [text(1, 12), text(2, 15)];
-        let passages = [text(3, 30), text(4, 26), text(5, 33), text(6, 30)];
+        let (queries, passages) = finetune_batch();
         let earlier = [text(7, 41), text(5, 33), text(2, 15), text(3, 30)];
         for fast in [false, true] {
             let step = |cached: bool| {

@@ -106,12 +106,12 @@ impl PackedWeight {
         k: usize,
         input_range: Option<&[f32]>,
     ) -> Self {
-        assert!(format.available(), "{} kernel not available on this CPU", format.dtype());
         match format {
-            PackedFormat::Bf16 => Self::Bf16(PackedBf16::pack_swiglu(gate, up, n, k)),
-            PackedFormat::Int8 => {
-                Self::Int8(PackedI8::pack(&[gate, up].concat(), 2 * n, k, input_range))
+            PackedFormat::Bf16 => {
+                assert!(format.available(), "bf16 kernel not available on this CPU");
+                Self::Bf16(PackedBf16::pack_swiglu(gate, up, n, k))
             }
+            PackedFormat::Int8 => Self::pack(format, &[gate, up].concat(), 2 * n, k, input_range),
         }
     }
 
