@@ -372,7 +372,7 @@ impl SearchIndex {
 
     /// Replaces the metadata of stored documents ([`Database::update_metadata`]): nothing is
     /// re-embedded and BM25 (titles and texts) is untouched, but the write goes through
-    /// [`SearchIndex::write_both`] like every other, so it waits for a snapshot in progress and
+    /// `SearchIndex::write_both` like every other, so it waits for a snapshot in progress and
     /// is refused on a read-only database. Returns the ids that did not exist.
     pub fn update_metadata(&self, updates: &[(String, serde_json::Value)]) -> Result<Vec<String>> {
         if let Backing::Postgres(pg) = &self.backing {

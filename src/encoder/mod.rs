@@ -59,7 +59,7 @@ impl std::str::FromStr for TextKind {
 /// [`EncoderFingerprint::model_path`]: the same model copied elsewhere is the same encoder.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EncoderFingerprint {
-    /// Hash of the model files (see [`text_encoder::model_hash`]).
+    /// Hash of the model files (see `text_encoder::model_hash`).
     pub model_hash: String,
     pub pooling: String,
     pub template: String,

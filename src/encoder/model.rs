@@ -473,7 +473,7 @@ impl Llama {
     }
 
     /// Per layer, the largest |value| of each input channel of its four projections (q/k/v,
-    /// o, gate/up, down, the [`PackedLayer`] order) over every row of `batches`, from the f32
+    /// o, gate/up, down, the `PackedLayer` order) over every row of `batches`, from the f32
     /// fast forward: the activation ranges the int8 kernel's smoothing is fitted to.
     pub fn input_ranges(&self, batches: &[BatchInputs]) -> Result<Vec<InputRanges>> {
         let unpacked = Self { packed: None, ..self.clone() };

@@ -1,6 +1,6 @@
 //! `engine serve`: the HTTP API and the web UI, on axum + tokio.
 //!
-//! Layering follows text-embeddings-inference: [`routes`] (the router's handlers: validation and
+//! Layering follows text-embeddings-inference: [`routes`](mod@routes) (the router's handlers: validation and
 //! JSON) sit on [`batching`] (the queue and the one encoder thread that owns the model's forward
 //! passes) and the database; [`error`] gives every failure one JSON shape, [`metrics`] and
 //! [`openapi`] describe the server, [`assets`] holds the UI. [`collections`] serves several

@@ -1,5 +1,5 @@
 //! The OpenAPI 3.1 description of the API, written by hand (a derive macro crate would be the
-//! only user). `tests/server.rs` checks that every route of [`super::routes`] is described.
+//! only user). `tests/server.rs` checks that every route of [`super::routes`](mod@super::routes) is described.
 
 use serde_json::{json, Value};
 

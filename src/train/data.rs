@@ -107,7 +107,7 @@ pub fn split_wikitext(text: &str) -> Vec<String> {
     docs
 }
 
-/// Undoes WikiText's tokenization ("@-@", spaces before punctuation, "<unk>").
+/// Undoes WikiText's tokenization ("@-@", spaces before punctuation, "`<unk>`").
 pub fn detokenize(s: &str) -> String {
     let mut out = s.replace(" @-@ ", "-").replace(" @,@ ", ",").replace(" @.@ ", ".");
     out = out.replace("<unk>", "");

@@ -1,12 +1,12 @@
 //! Packed-weight GEMMs for `x @ W.T` on AVX-512 CPUs, used by the inference forward (and the
 //! frozen layers of training) in place of candle's f32 matmul.
 //!
-//! Weights are packed once at load into panels of [`NR`] output columns in the operand layout
+//! Weights are packed once at load into panels of `NR` output columns in the operand layout
 //! of the CPU's dot-product instruction: bf16 pairs for `vdpbf16ps` ([`bf16`], `model.dtype =
 //! "bf16"`), signed bytes in fours with per-output-channel scales for `vpdpbusd` ([`int8`],
 //! `"int8"`). Activations stay f32 in the model and are converted per call (to bf16, or to
 //! bytes with a per-row scale). The two share the tiling below: rows in micro-tiles of
-//! [`MR`], spread with the panels over rayon in units that stay in L2.
+//! `MR`, spread with the panels over rayon in units that stay in L2.
 
 use std::sync::Arc;
 
