@@ -16,7 +16,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
 use rayon::prelude::*;
 
-use super::fused::{contiguous_f32, masked_softmax_strided};
+use super::fused::{contiguous_f32, masked_softmax_strided, rope_row};
 use super::gemm::{PackedBf16, PackedFormat, SendPtr, MR};
 use super::model::MASK_VALUE;
 
@@ -189,9 +189,7 @@ impl PackedAttention {
     /// stride `H D`).
     ///
     /// # Safety
-    /// `out` must be valid for writes of `T` rows of `D` values, `H D` apart, and the CPU must
-    /// have AVX-512 ([`PackedAttention::available`]; the RoPE loop is compiled for it).
-    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
+    /// `out` must be valid for writes of `T` rows of `D` values, `H D` apart.
     unsafe fn head(
         &self,
         qkv: &[f32],
@@ -211,8 +209,8 @@ impl PackedAttention {
             let row = &qkv[(b * t + ti) * qkv_width..][..qkv_width];
             let table = (b * t + ti) * half;
             let (c, s) = (&cos[table..table + half], &sin[table..table + half]);
-            rotate_half(&row[h * d..][..d], c, s, &mut queries[ti * d..][..d]);
-            rotate_half(&row[(nh + g) * d..][..d], c, s, &mut keys[ti * d..][..d]);
+            rope_row(&row[h * d..][..d], c, s, &mut queries[ti * d..][..d]);
+            rope_row(&row[(nh + g) * d..][..d], c, s, &mut keys[ti * d..][..d]);
             values[ti * d..][..d].copy_from_slice(&row[(nh + nkv + g) * d..][..d]);
         }
         let values = PackedBf16::pack_transposed(&values, t, d);
@@ -259,35 +257,6 @@ impl PackedAttention {
             // Safety: the caller's contract on `out`; the span lies inside the T keys.
             values.matmul_span_serial(block, rows, span.start, n, &mut pairs, block_out, out_width);
         }
-    }
-}
-
-/// "Rotate half" RoPE of one head row: `[x1 c - x2 s, x2 c + x1 s]` for its two halves.
-#[inline(always)]
-fn rotate_half(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
-    let half = x.len() / 2;
-    let (x1, x2) = x.split_at(half);
-    let (o1, o2) = out.split_at_mut(half);
-    let (cos, sin) = (&cos[..half], &sin[..half]);
-    let mut done = 0;
-    #[cfg(target_arch = "x86_64")]
-    // Safety: only reached from `head`, which needs AVX-512; every access is below `half`.
-    unsafe {
-        use std::arch::x86_64::*;
-        while done + 16 <= half {
-            let at = |v: &[f32]| _mm512_loadu_ps(v.as_ptr().add(done));
-            let (a, b, c, s) = (at(x1), at(x2), at(cos), at(sin));
-            // Products rounded before the sum, as candle's RoPE and the scalar tail do.
-            let (ac, bs) = (_mm512_mul_ps(a, c), _mm512_mul_ps(b, s));
-            let (bc, as_) = (_mm512_mul_ps(b, c), _mm512_mul_ps(a, s));
-            _mm512_storeu_ps(o1.as_mut_ptr().add(done), _mm512_sub_ps(ac, bs));
-            _mm512_storeu_ps(o2.as_mut_ptr().add(done), _mm512_add_ps(bc, as_));
-            done += 16;
-        }
-    }
-    for i in done..half {
-        o1[i] = x1[i] * cos[i] - x2[i] * sin[i];
-        o2[i] = x2[i] * cos[i] + x1[i] * sin[i];
     }
 }
 

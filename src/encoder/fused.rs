@@ -13,25 +13,30 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
+/// Inputs of [`exp`] are clamped to this range: below it e^x is 0 (masked attention scores),
+/// above it +inf.
+pub(crate) const EXP_RANGE: (f32, f32) = (-87.3, 88.7);
+/// ln 2 split in a part exact in f32 and a remainder (Cody-Waite), for [`exp`].
+pub(crate) const LN2_HI_LO: (f32, f32) = (0.693_359_4, -2.121_944_4e-4);
+/// `1.5 * 2^23`: adding and subtracting it rounds to the nearest integer (|n| < 2^22).
+pub(crate) const ROUNDING: f32 = 12_582_912.0;
+/// Minimax polynomial for e^r on [-ln2/2, ln2/2] (Cephes expf coefficients), highest degree
+/// first: Horner over these, then `p r^2 + r + 1`.
+pub(crate) const EXP_POLYNOMIAL: [f32; 6] =
+    [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5e-1];
+
 /// `e^x` to ~2 ulp over the f32 range, written without branches or calls so loops over it
-/// vectorise. Inputs below -87.3 give 0 (masked attention scores), above 88.7 give +inf.
+/// vectorise. Inputs below -87.3 give 0 (masked attention scores), above 88.7 give +inf. The
+/// bf16 kernel's SwiGLU epilogue runs the same operations on 16 lanes.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 split in a part exact in f32 and a remainder (Cody-Waite).
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    let x = x.clamp(-87.3, 88.7);
-    // Round to nearest by the 1.5 * 2^23 trick (exact for |n| < 2^22).
-    let n = (x * LOG2E + 12_582_912.0) - 12_582_912.0;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    // Minimax polynomial for e^r on [-ln2/2, ln2/2] (Cephes expf coefficients).
-    let p = 1.987_569_1e-4_f32;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5e-1;
+    let x = x.clamp(EXP_RANGE.0, EXP_RANGE.1);
+    let n = (x * std::f32::consts::LOG2_E + ROUNDING) - ROUNDING;
+    let r = x - n * LN2_HI_LO.0 - n * LN2_HI_LO.1;
+    let mut p = EXP_POLYNOMIAL[0];
+    for c in &EXP_POLYNOMIAL[1..] {
+        p = p * r + c;
+    }
     let p = p * r * r + r + 1.0;
     // 2^n by building the exponent bits; n + 127 is in [1, 254] after the clamp.
     let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
@@ -90,12 +95,16 @@ fn masked_softmax_row(s: &mut [f32], bias: &[f32], scale: f32) {
     }
 }
 
-/// One `[R, T]` block of scores with its `[T0, T]` bias.
+/// "Rotate half" RoPE of one head row from element `from` on: `[x1 c - x2 s, x2 c + x1 s]`
+/// for its two halves, each product rounded before the sum (as candle's RoPE).
 #[inline(always)]
-fn masked_softmax_block(block: &mut [f32], bias: &[f32], t: usize, t0: usize, scale: f32) {
-    for (i, row) in block.chunks_mut(t).enumerate() {
-        let q = i % t0;
-        masked_softmax_row(row, &bias[q * t..(q + 1) * t], scale);
+fn rope_row_from(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32], from: usize) {
+    let half = x.len() / 2;
+    let (x1, x2) = x.split_at(half);
+    let (o1, o2) = out.split_at_mut(half);
+    for i in from..half {
+        o1[i] = x1[i] * cos[i] - x2[i] * sin[i];
+        o2[i] = x2[i] * cos[i] + x1[i] * sin[i];
     }
 }
 
@@ -132,6 +141,28 @@ mod avx512 {
         super::silu_mul_row(gate, up, out)
     }
 
+    /// [`super::rope_row`], 16 pairs per step.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn rope_row(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let half = x.len() / 2;
+        assert!(cos.len() >= half && sin.len() >= half && out.len() >= 2 * half, "rope row");
+        let (x1, x2) = x.split_at(half);
+        let mut done = 0;
+        while done + 16 <= half {
+            // Safety: every access is below `half` (asserted above).
+            let at = |v: &[f32]| unsafe { _mm512_loadu_ps(v.as_ptr().add(done)) };
+            let (a, b, c, s) = (at(x1), at(x2), at(cos), at(sin));
+            let (ac, bs) = (_mm512_mul_ps(a, c), _mm512_mul_ps(b, s));
+            let (bc, as_) = (_mm512_mul_ps(b, c), _mm512_mul_ps(a, s));
+            let o = out.as_mut_ptr().add(done);
+            _mm512_storeu_ps(o, _mm512_sub_ps(ac, bs));
+            _mm512_storeu_ps(o.add(half), _mm512_add_ps(bc, as_));
+            done += 16;
+        }
+        super::rope_row_from(x, cos, sin, out, done)
+    }
+
     #[target_feature(enable = "avx512f")]
     pub unsafe fn masked_softmax_strided(
         block: &mut [f32],
@@ -141,17 +172,6 @@ mod avx512 {
         scale: f32,
     ) {
         super::masked_softmax_strided_rows(block, n, bias, bias_stride, scale)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn masked_softmax_block(
-        block: &mut [f32],
-        bias: &[f32],
-        t: usize,
-        t0: usize,
-        scale: f32,
-    ) {
-        super::masked_softmax_block(block, bias, t, t0, scale)
     }
 }
 
@@ -174,6 +194,17 @@ fn silu_mul_row_best(gate: &[f32], up: &[f32], out: &mut [MaybeUninit<f32>], wid
     }
     let _ = wide;
     silu_mul_row(gate, up, out)
+}
+
+/// "Rotate half" RoPE of one head row `x` (`D` values) by its angles' `cos` and `sin` (`D / 2`
+/// each) into `out`; AVX-512 where the CPU has it, with the same bits.
+pub(crate) fn rope_row(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // Safety: AVX-512F was detected.
+        return unsafe { avx512::rope_row(x, cos, sin, out) };
+    }
+    rope_row_from(x, cos, sin, out, 0)
 }
 
 /// In place over the `[R, n]` rows of `block`: `softmax(scale * s + bias)`, row `r` adding
@@ -204,23 +235,6 @@ fn masked_softmax_strided_rows(
     for (r, row) in block.chunks_mut(n).enumerate() {
         masked_softmax_row(row, &bias[r * bias_stride..][..n], scale);
     }
-}
-
-fn masked_softmax_block_best(
-    block: &mut [f32],
-    bias: &[f32],
-    t: usize,
-    t0: usize,
-    scale: f32,
-    wide: bool,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if wide {
-        // Safety: `wide` is only true when AVX-512F was detected.
-        return unsafe { avx512::masked_softmax_block(block, bias, t, t0, scale) };
-    }
-    let _ = wide;
-    masked_softmax_block(block, bias, t, t0, scale)
 }
 
 /// Cross-entropy of each `[.., width]` row of `logits` against its target (a column index
@@ -339,12 +353,13 @@ impl CustomOp2 for MaskedSoftmax {
             )
         }
         let mut out = scores.to_vec();
-        let scale = self.scale;
-        let wide = has_avx512();
         if t > 0 {
             out.par_chunks_mut(r * t).enumerate().for_each(|(bh, block)| {
                 let bias_b = &bias[(bh / h) * t0 * t..(bh / h + 1) * t0 * t];
-                masked_softmax_block_best(block, bias_b, t, t0, scale, wide);
+                // Each of the block's R / T0 stacked heads reads the same T0 bias rows.
+                for head in block.chunks_mut(t0 * t) {
+                    masked_softmax_strided(head, t, bias_b, t, self.scale);
+                }
             });
         }
         Ok((CpuStorage::F32(out), l1.shape().clone()))

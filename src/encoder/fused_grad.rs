@@ -10,7 +10,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::fused::{contiguous_f32 as contiguous, exp, f32_values as values, silu_mul};
+use super::fused::{contiguous_f32 as contiguous, exp, f32_values as values, rope_row, silu_mul};
 
 /// `x / rms(x) * w` over the last dimension: `(x [.., H], w [H])`.
 pub struct RmsNorm {
@@ -164,18 +164,21 @@ fn rotate(
     sign: f32,
 ) -> Vec<f32> {
     let half = d / 2;
+    let turned: Vec<f32>;
+    let sin = match sign < 0.0 {
+        true => {
+            turned = sin.iter().map(|v| -v).collect();
+            &turned
+        }
+        false => sin,
+    };
     let mut out = vec![0f32; x.len()];
     out.par_chunks_mut(t * d).zip(x.par_chunks(t * d)).enumerate().for_each(|(bh, (o, xh))| {
         let bi = bh / h;
         for ti in 0..t {
             let table = (bi * t + ti) * half;
             let (c, s) = (&cos[table..table + half], &sin[table..table + half]);
-            let (row, o) = (&xh[ti * d..(ti + 1) * d], &mut o[ti * d..(ti + 1) * d]);
-            for j in 0..half {
-                let (x1, x2, sj) = (row[j], row[j + half], sign * s[j]);
-                o[j] = x1 * c[j] - x2 * sj;
-                o[j + half] = x2 * c[j] + x1 * sj;
-            }
+            rope_row(&xh[ti * d..(ti + 1) * d], c, s, &mut o[ti * d..(ti + 1) * d]);
         }
     });
     out

@@ -15,7 +15,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use super::attention::{AttentionMask, PackedAttention};
-use super::fused::{MaskedSoftmax, SiluMul};
+use super::fused::{f32_values, MaskedSoftmax, SiluMul};
 use super::fused_grad;
 use super::gemm::{Bf16TrainLinear, PackedFormat, PackedLinear, PackedWeight};
 use crate::error::Result;
@@ -387,7 +387,7 @@ impl Llama {
         let pack = |format, ts: &[&Tensor], range: Option<&Vec<f32>>| -> Result<_> {
             let t = Tensor::cat(ts, 0)?;
             let (n, k) = t.dims2()?;
-            let w = t.flatten_all()?.to_vec1::<f32>()?;
+            let w = f32_values(&t)?;
             Ok(Arc::new(PackedWeight::pack(format, &w, n, k, range.map(Vec::as_slice))))
         };
         let layers = self
@@ -402,9 +402,8 @@ impl Llama {
                     o: pack(format, &[&l.o], r(1))?,
                     gate_up: {
                         let (n, k) = l.gate.dims2()?;
-                        let values = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
                         let range = r(2).map(Vec::as_slice);
-                        let (gate, up) = (values(&l.gate)?, values(&l.up)?);
+                        let (gate, up) = (f32_values(&l.gate)?, f32_values(&l.up)?);
                         Arc::new(PackedWeight::pack_swiglu(format, &gate, &up, n, k, range))
                     },
                     down: pack(down_format, &[&l.down], r(3))?,

@@ -133,18 +133,17 @@ impl PackedBf16 {
         let (kp, ldc) = (self.kp, self.n);
         // Safety: `kernel` writes exactly its tile's rows x cols through `out` with stride n;
         // `a` holds MR rows from every tile's r0 (padded above).
+        // A SwiGLU panel's two halves make one output column each.
+        let width = if self.swiglu { NR / 2 } else { NR };
         unsafe {
-            if self.swiglu {
-                for_each_tile(m, self.n, NR / 2, |r0, rows, p, cols, out| {
-                    let b = &self.data[p * kp * NR..(p + 1) * kp * NR];
-                    kernel::<true>(a.as_ptr().add(r0 * kp), kp, b.as_ptr(), out, ldc, rows, cols)
-                })
-            } else {
-                for_each_tile(m, self.n, NR, |r0, rows, p, cols, out| {
-                    let b = &self.data[p * kp * NR..(p + 1) * kp * NR];
-                    kernel::<false>(a.as_ptr().add(r0 * kp), kp, b.as_ptr(), out, ldc, rows, cols)
-                })
-            }
+            for_each_tile(m, self.n, width, |r0, rows, p, cols, out| {
+                let (a, b) =
+                    (a.as_ptr().add(r0 * kp), self.data[p * kp * NR..(p + 1) * kp * NR].as_ptr());
+                match self.swiglu {
+                    true => kernel::<true>(a, kp, b, out, ldc, rows, cols),
+                    false => kernel::<false>(a, kp, b, out, ldc, rows, cols),
+                }
+            })
         }
     }
 }
@@ -309,21 +308,22 @@ unsafe fn silu_mul(
     g: std::arch::x86_64::__m512,
     u: std::arch::x86_64::__m512,
 ) -> std::arch::x86_64::__m512 {
+    use super::super::fused::{EXP_POLYNOMIAL, EXP_RANGE, LN2_HI_LO, ROUNDING};
     use std::arch::x86_64::*;
     let c = _mm512_set1_ps;
     let minus_g =
         _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(g), _mm512_set1_epi32(i32::MIN)));
-    let x = _mm512_min_ps(_mm512_max_ps(minus_g, c(-87.3)), c(88.7));
+    let x = _mm512_min_ps(_mm512_max_ps(minus_g, c(EXP_RANGE.0)), c(EXP_RANGE.1));
     let n = _mm512_sub_ps(
-        _mm512_add_ps(_mm512_mul_ps(x, c(std::f32::consts::LOG2_E)), c(12_582_912.0)),
-        c(12_582_912.0),
+        _mm512_add_ps(_mm512_mul_ps(x, c(std::f32::consts::LOG2_E)), c(ROUNDING)),
+        c(ROUNDING),
     );
     let r = _mm512_sub_ps(
-        _mm512_sub_ps(x, _mm512_mul_ps(n, c(0.693_359_4))),
-        _mm512_mul_ps(n, c(-2.121_944_4e-4)),
+        _mm512_sub_ps(x, _mm512_mul_ps(n, c(LN2_HI_LO.0))),
+        _mm512_mul_ps(n, c(LN2_HI_LO.1)),
     );
-    let mut p = c(1.987_569_1e-4);
-    for coefficient in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5e-1] {
+    let mut p = c(EXP_POLYNOMIAL[0]);
+    for &coefficient in &EXP_POLYNOMIAL[1..] {
         p = _mm512_add_ps(_mm512_mul_ps(p, r), c(coefficient));
     }
     let p = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(p, r), r), r), c(1.0));
